@@ -1,0 +1,132 @@
+"""A validated topology with its derived facts: addresses, uplinks, real-server addresses.
+
+`Cluster` answers the questions plan and lab keep asking ("which interface of d1 faces a
+router?", "what address does rs2 have on the directors' LAN?") in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from lvscluster.model.addressing import NodeInterface, assign_addresses
+from lvscluster.model.topology import OspfSettings, RealServerRef, Timeouts, Topology
+
+OSPF_ECMP_DEFAULT = 8
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """A point-to-point link between a director and a router."""
+
+    director: NodeInterface
+    router: NodeInterface
+
+
+@dataclass
+class Cluster:
+    """The topology plus everything derived from it."""
+
+    topology: Topology
+    interfaces: list[NodeInterface] = field(default_factory=list)
+
+    @classmethod
+    def from_topology(cls, topology: Topology) -> "Cluster":
+        """Derive addresses; the topology must already have passed `check_topology`."""
+        interfaces, _ = assign_addresses(topology)
+        return cls(topology, interfaces)
+
+    @property
+    def name(self) -> str:
+        """The topology's name (the lab prefix)."""
+        return self.topology.name
+
+    def role(self, node: str) -> str:
+        """The node's role."""
+        return self.topology.nodes[node].role
+
+    @cached_property
+    def directors(self) -> list[str]:
+        """Director names in file order."""
+        return self.topology.nodes_with_role("director")
+
+    @cached_property
+    def routers(self) -> list[str]:
+        """Router names in file order."""
+        return self.topology.nodes_with_role("router")
+
+    @cached_property
+    def real_servers(self) -> list[str]:
+        """Real-server names in file order."""
+        return self.topology.nodes_with_role("real_server")
+
+    def interfaces_of(self, node: str) -> list[NodeInterface]:
+        """The node's interfaces in link order."""
+        return [i for i in self.interfaces if i.node == node]
+
+    def link_members(self, link_index: int) -> list[NodeInterface]:
+        """Every interface on one link."""
+        return [i for i in self.interfaces if i.link_index == link_index]
+
+    def shared_links(self, a: str, b: str) -> list[int]:
+        """Indexes of the links both nodes are on."""
+        mine = {i.link_index for i in self.interfaces_of(a)}
+        return [i.link_index for i in self.interfaces_of(b) if i.link_index in mine]
+
+    def interface_on(self, node: str, link_index: int) -> NodeInterface | None:
+        """The node's interface on one link, if it is on it."""
+        return next((i for i in self.interfaces_of(node) if i.link_index == link_index), None)
+
+    def uplinks(self, node: str) -> list[Uplink]:
+        """Point-to-point director<->router links of a director or a router."""
+        found = []
+        for li in {i.link_index for i in self.interfaces_of(node)}:
+            members = self.link_members(li)
+            roles = {self.role(m.node): m for m in members}
+            if len(members) == 2 and set(roles) == {"director", "router"}:
+                found.append(Uplink(roles["director"], roles["router"]))
+        return sorted(found, key=lambda u: u.director.link_index)
+
+    def ospf(self, node: str) -> OspfSettings:
+        """The node's OSPF settings (its own, else the defaults)."""
+        return self.topology.nodes[node].ospf or self.topology.defaults.ospf
+
+    def timeouts(self, node: str) -> Timeouts | None:
+        """The node's IPVS timeouts (its own, else the defaults, else None)."""
+        return self.topology.nodes[node].timeouts or self.topology.defaults.timeouts
+
+    def sysctl_overrides(self, node: str) -> dict[str, str]:
+        """The user's sysctls for a node: defaults, then the node's own."""
+        return {**self.topology.defaults.sysctls, **self.topology.nodes[node].sysctls}
+
+    @cached_property
+    def ecmp_limit(self) -> int:
+        """How many directors ECMP can use: the smallest router `max_paths`, else 8."""
+        paths = [self.topology.nodes[r].max_paths for r in self.routers if self.topology.nodes[r].max_paths]
+        return min(paths) if paths else OSPF_ECMP_DEFAULT
+
+    def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
+        """The real server's interface directors reach it on: one on a link shared with every director."""
+        candidates = self.interfaces_of(ref.node)
+        for iface in candidates:
+            if all(self.interface_on(d, iface.link_index) for d in self.directors):
+                return iface
+        return None
+
+    def real_server_address(self, ref: RealServerRef) -> str | None:
+        """The address directors send to: explicit, else on the shared link, else its first address."""
+        if ref.address is not None:
+            return str(ref.address)
+        iface = self.real_server_interface(ref) or next(iter(self.interfaces_of(ref.node)), None)
+        return iface.ip if iface else None
+
+    def sync_interface(self, director: str) -> str | None:
+        """The director's interface for connection sync: on the named link, else that name."""
+        sync = self.topology.defaults.sync
+        if sync is None:
+            return None
+        for li, link in enumerate(self.topology.links):
+            if link.name == sync.interface:
+                iface = self.interface_on(director, li)
+                return iface.name if iface else None
+        return sync.interface

@@ -1,0 +1,165 @@
+"""Load a topology file: YAML with line numbers, pydantic validation, cross-field checks.
+
+Every problem is collected and reported at once as `FILE:LINE: path.to.field: message`;
+a user never sees a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from lvscluster.errors import TopologyError
+from lvscluster.model.problems import Loc, Problem, format_path
+from lvscluster.model.topology import Topology
+
+class LineMap:
+    """Finds the line of any path in a ruamel round-trip document (1-based)."""
+
+    def __init__(self, document: Any):
+        self.document = document
+
+    def line(self, loc: Loc) -> int:
+        """The line of the deepest part of `loc` that exists in the document."""
+        node, line = self.document, 1
+        for part in loc:
+            try:
+                if isinstance(node, CommentedMap) and part in node:
+                    line = node.lc.key(part)[0] + 1
+                    node = node[part]
+                elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                    line = node.lc.item(part)[0] + 1
+                    node = node[part]
+                else:
+                    break
+            except (AttributeError, KeyError, TypeError, IndexError):
+                break
+        return line
+
+
+def _read_yaml(path: Path, text: str) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        if "duplicate key" in str(exc):
+            what = str(exc.problem or exc).splitlines()[0]
+        raise TopologyError([f"{path}:{line}: yaml: {what}"]) from None
+    except YAMLError as exc:
+        raise TopologyError([f"{path}:1: yaml: {exc}"]) from None
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model class that holds the last field of `loc`, to suggest field names."""
+    current: Any = Topology
+    for part in loc[:-1]:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+            continue
+        origin = typing.get_origin(current)
+        args = typing.get_args(current)
+        if origin is list and isinstance(part, int):
+            current = args[0]
+        elif origin is dict:
+            current = args[1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated[...] and `X | None` down to the type that holds fields."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _pydantic_problems(exc: ValidationError) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(p for p in error["loc"] if p != "function-after" and not str(p).startswith("function-"))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            field = str(loc[-1])
+            model = _model_at(loc)
+            known = sorted(model.model_fields) if model else []
+            guess = difflib.get_close_matches(field, known, n=1)
+            message = f"unknown field {field!r}" + (f"; did you mean {guess[0]!r}?" if guess else "")
+            if known:
+                message += f" (allowed: {', '.join(known)})"
+        elif error["type"] == "missing":
+            message = f"required field {str(loc[-1])!r} is missing"
+        elif isinstance(error.get("input"), (str, int, float, bool)) and error["type"] != "value_error":
+            message += f" (got {error['input']!r})"
+        problems.append(Problem(loc, message))
+    return problems
+
+
+def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap]:
+    """Parse and validate topology text; raise TopologyError with every problem found."""
+    from lvscluster.model.checks import check_topology  # checks import the model, not the loader
+
+    path = Path(path)
+    document = _read_yaml(path, text)
+    lines = LineMap(document)
+    if not isinstance(document, CommentedMap):
+        raise TopologyError([f"{path}:1: (top): the file should be a mapping with name, nodes, links, vips"])
+    try:
+        topology = Topology.model_validate(_plain(document))
+    except ValidationError as exc:
+        raise TopologyError(_format(path, lines, _pydantic_problems(exc))) from None
+    problems = check_topology(topology)
+    if problems:
+        raise TopologyError(_format(path, lines, problems))
+    return topology, lines
+
+
+def load_topology(path: Path | str) -> Topology:
+    """Read, parse and validate a topology file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TopologyError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError([f"{path}: cannot read: {exc}"]) from None
+    return parse_topology(text, path)[0]
+
+
+def _format(path: Path, lines: LineMap, problems: list[Problem]) -> list[str]:
+    ordered = sorted(problems, key=lambda p: (lines.line(p.loc), format_path(p.loc)))
+    return [f"{path}:{lines.line(p.loc)}: {format_path(p.loc)}: {p.message}" for p in ordered]
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers -> plain dicts and lists (keys as strings)."""
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node

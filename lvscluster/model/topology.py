@@ -1,0 +1,225 @@
+"""The topology file as pydantic models: field names, types, ranges and defaults.
+
+Only per-field facts live here; rules that relate several fields (a link naming an unknown
+node, a VIP inside a link subnet, too many directors) live in `lvscluster.model.checks`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+)
+
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
+SERVICE_FLAGS = ("mh-fallback", "mh-port", "sh-fallback", "sh-port", "one-packet")
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
+NAME_RE = r"^[a-z][a-z0-9_-]*$"
+
+
+class Strict(BaseModel):
+    """Base for every topology model: unknown fields are errors (typos must not pass)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ifname(value: str) -> str:
+    if len(value) > IFNAME_MAX:
+        raise ValueError(f"interface name {value!r} is {len(value)} characters; Linux allows at most {IFNAME_MAX}")
+    if not _IFNAME_RE.match(value) or value in (".", ".."):
+        raise ValueError(f"interface name {value!r} may contain only letters, digits and _ . @ -")
+    return value
+
+
+InterfaceName = Annotated[str, AfterValidator(_check_ifname)]
+NodeName = Annotated[str, Field(pattern=NAME_RE, max_length=32)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[int, Field(ge=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+def _dotted_area(value: Any) -> str:
+    """An OSPF area as FRR prints it: `0` and `0.0.0.0` both become `0.0.0.0`."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(ipaddress.IPv4Address(value))
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise ValueError(f"OSPF area {value!r} should be a dotted quad (0.0.0.0) or a number") from None
+
+
+class OspfSettings(Strict):
+    """OSPF on director uplinks: area, hello/dead timers, BFD."""
+
+    area: Annotated[str, BeforeValidator(_dotted_area)] = "0.0.0.0"
+    hello: Annotated[int, Field(ge=1, le=65535)] = 1
+    dead: Annotated[int, Field(ge=1, le=65535)] = 3
+    retransmit: Annotated[int, Field(ge=1, le=65535)] = 1
+    bfd: bool = True
+    bfd_interval_ms: Annotated[int, Field(ge=10, le=60000)] = 300
+    bfd_multiplier: Annotated[int, Field(ge=2, le=255)] = 3
+
+
+class SyncSettings(Strict):
+    """IPVS connection sync between directors: each runs a master and a backup daemon."""
+
+    syncid: Annotated[int, Field(ge=0, le=255)] = 0
+    interface: str  # a link name (the director's interface on it) or an interface name
+    group: ipaddress.IPv4Address = ipaddress.IPv4Address("224.0.0.81")
+    port: Port = 8848
+    ttl: Annotated[int, Field(ge=1, le=255)] = 1
+    maxlen: Annotated[int, Field(ge=0, le=65535)] = 0
+
+
+class Timeouts(Strict):
+    """IPVS connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`); 0 keeps the kernel's."""
+
+    tcp: Seconds = 0
+    tcp_fin: Seconds = 0
+    udp: Seconds = 0
+
+
+def _sysctl_text(value: Any) -> Any:
+    """Sysctl values are written as text: `1`, `true` and `"1"` all become `"1"`."""
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+SysctlValue = Annotated[str, BeforeValidator(_sysctl_text)]
+
+
+class Defaults(Strict):
+    """Settings every node inherits unless it says otherwise."""
+
+    announce: Literal["ospf"] = "ospf"
+    ospf: OspfSettings = OspfSettings()
+    sync: SyncSettings | None = None
+    timeouts: Timeouts | None = None
+    sysctls: dict[str, SysctlValue] = {}
+
+
+class Service(Strict):
+    """One virtual service on a VIP: protocol/port (or firewall mark), scheduler, forwarding."""
+
+    protocol: Literal["tcp", "udp", "sctp", "fwmark"] = "tcp"
+    port: Port | None = None
+    fwmark: Annotated[int, Field(ge=1, le=0xFFFFFFFF)] | None = None
+    scheduler: Literal[SCHEDULERS] = "mh"  # type: ignore[valid-type]
+    flags: list[Literal[SERVICE_FLAGS]] | None = None  # type: ignore[valid-type]
+    persistence: Seconds = 0
+    netmask: Annotated[int, Field(ge=0, le=128)] | None = None
+    forward: Literal["dr", "tun", "nat"] = "dr"
+    tunnel: Literal["ipip", "gue", "gre"] = "ipip"
+    tunnel_port: Port | None = None
+    allow_multiple_directors: bool = False  # NAT only: you pinned return routing per director
+
+    @property
+    def effective_flags(self) -> tuple[str, ...]:
+        """The flags to program: `mh-port` by default for mh (all-active ECMP), else none."""
+        if self.flags is None:
+            return ("mh-port",) if self.scheduler == "mh" else ()
+        return tuple(sorted(set(self.flags)))
+
+
+class RealServerRef(Strict):
+    """A real server behind a VIP: a node of the topology, its weight and optional port."""
+
+    node: NodeName
+    weight: Annotated[int, Field(ge=0, le=65535)] = 1
+    port: Port | None = None  # only NAT may remap ports
+    address: IPvAnyAddress | None = None  # default: its address on a link shared with the directors
+
+
+class Health(Strict):
+    """How directors check a VIP's real servers (the agent arrives in a later release)."""
+
+    type: Literal["tcp", "http", "https", "udp", "dns", "exec"] = "tcp"
+    interval: PositiveSeconds = 1
+    timeout: PositiveSeconds | None = None
+    rise: Annotated[int, Field(ge=1)] = 2
+    fall: Annotated[int, Field(ge=1)] = 2
+    port: Port | None = None
+
+
+class Vip(Strict):
+    """A virtual IP address, its services and the real servers behind them."""
+
+    name: NodeName
+    address: IPvAnyAddress
+    services: Annotated[list[Service], Field(min_length=1)]
+    real_servers: list[RealServerRef] = []
+    health: Health | None = None
+
+
+def _split_endpoint(value: Any) -> Any:
+    """`"d1:up0"` -> `{"node": "d1", "interface": "up0"}`; mappings pass through."""
+    if isinstance(value, str):
+        node, sep, interface = value.partition(":")
+        if not sep or not node or not interface:
+            raise ValueError(f"endpoint {value!r} should be NODE:INTERFACE, e.g. d1:up0")
+        return {"node": node, "interface": interface}
+    return value
+
+
+class Endpoint(Strict):
+    """One end of a link: a node's interface, with an optional explicit address."""
+
+    node: NodeName
+    interface: InterfaceName
+    address: IPvAnyAddress | None = None
+
+
+class Link(Strict):
+    """A network: two endpoints (veth in a lab) or more (a bridge), with the subnet they share."""
+
+    name: InterfaceName | None = None
+    endpoints: Annotated[list[Annotated[Endpoint, BeforeValidator(_split_endpoint)]], Field(min_length=2)]
+    subnet: IPvAnyNetwork
+    mtu: Annotated[int, Field(ge=576, le=65535)] | None = None
+
+
+def _check_access(value: str) -> str:
+    if value == "local" or re.match(r"^(netns|docker):[A-Za-z0-9_.-]+$", value):
+        return value
+    if re.match(r"^ssh://([A-Za-z0-9_.-]+@)?[A-Za-z0-9_.:\[\]-]+(:\d+)?$", value):
+        return value
+    raise ValueError(f"access {value!r} should be local, ssh://user@host[:port], netns:NAME or docker:NAME")
+
+
+class Node(Strict):
+    """A machine of the cluster and what it does there."""
+
+    role: Literal["client", "router", "director", "real_server"]
+    router_id: ipaddress.IPv4Address | None = None
+    max_paths: Annotated[int, Field(ge=1, le=256)] | None = None
+    access: Annotated[str, AfterValidator(_check_access)] | None = None
+    gateway: IPvAnyAddress | None = None
+    announce: Literal["ospf"] | None = None
+    ospf: OspfSettings | None = None
+    sysctls: dict[str, SysctlValue] = {}
+    timeouts: Timeouts | None = None
+
+
+class Topology(Strict):
+    """The whole `*.lvs.yml` file."""
+
+    name: Annotated[str, Field(pattern=NAME_RE, max_length=12)]
+    defaults: Defaults = Defaults()
+    vips: list[Vip] = []
+    nodes: Annotated[dict[NodeName, Node], Field(min_length=1)]
+    links: list[Link] = []
+
+    def nodes_with_role(self, role: str) -> list[str]:
+        """Names of the nodes with this role, in file order."""
+        return [name for name, node in self.nodes.items() if node.role == role]
