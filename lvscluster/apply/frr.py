@@ -1,0 +1,131 @@
+"""FRR backend: run zebra/ospfd/bfdd for one node (a `-N` pathspace) and load its config.
+
+Each node gets its own pathspace, so many FRR instances (one per lab namespace) share one
+machine: config in `/etc/frr/<pathspace>/`, sockets and pid files in `/var/run/frr/<pathspace>/`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import time
+from pathlib import Path
+
+from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
+from lvscluster.errors import ApplyError, EnvironmentProblem
+
+FRR_BIN = Path("/usr/lib/frr")
+ETC = Path("/etc/frr")
+RUN = Path("/var/run/frr")
+DAEMONS = ("zebra", "bfdd", "ospfd")  # start order: zebra first, then the protocols
+
+
+def config_dir(pathspace: str) -> Path:
+    """Where the pathspace's frr.conf and vtysh.conf live."""
+    return ETC / pathspace
+
+
+def run_dir(pathspace: str) -> Path:
+    """Where the pathspace's vty sockets and pid files live."""
+    return RUN / pathspace
+
+
+def _own_by_frr(path: Path) -> None:
+    try:
+        user = pwd.getpwnam("frr")
+    except KeyError:
+        raise EnvironmentProblem("FRR is not installed (no 'frr' user): apt-get install frr") from None
+    os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def start(pathspace: str, netns: str | None, daemons: tuple[str, ...] = DAEMONS, runner: Runner = DEFAULT_RUNNER,
+          timeout: float = 20) -> None:
+    """Start the daemons (not already running) in `netns`, each with `-N pathspace`; wait for their vty sockets."""
+    if not (FRR_BIN / "zebra").exists():
+        raise EnvironmentProblem(f"{FRR_BIN / 'zebra'} not found: apt-get install frr")
+    for directory in (config_dir(pathspace), run_dir(pathspace)):
+        directory.mkdir(parents=True, exist_ok=True)
+        _own_by_frr(directory)
+    vtysh_conf = config_dir(pathspace) / "vtysh.conf"
+    if not vtysh_conf.exists():
+        vtysh_conf.write_text("service integrated-vtysh-config\n")
+    for daemon in daemons:
+        if running(pathspace, daemon):
+            continue
+        pid_file = run_dir(pathspace) / f"{daemon}.pid"
+        argv = [str(FRR_BIN / daemon), "-d", "-N", pathspace, "-A", "127.0.0.1", "-i", str(pid_file)]
+        if daemon == "zebra":
+            argv += ["-s", "90000000"]
+        runner.run(argv, netns=netns)
+    deadline = time.monotonic() + timeout
+    while not runner.dry_run and not all((run_dir(pathspace) / f"{d}.vty").exists() for d in daemons):
+        if time.monotonic() > deadline:
+            raise ApplyError(f"FRR daemons {', '.join(daemons)} for {pathspace} did not come up within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def running(pathspace: str, daemon: str) -> bool:
+    """True when the daemon's pid file names a live process."""
+    try:
+        pid = int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip())
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def stop(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 5) -> None:
+    """Stop the pathspace's daemons (SIGTERM, then SIGKILL) and remove its directories; idempotent."""
+    pids = []
+    for daemon in daemons:
+        try:
+            pid = int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+        except (OSError, ValueError):
+            continue
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for directory in (run_dir(pathspace), config_dir(pathspace)):
+        for child in directory.glob("*") if directory.exists() else ():
+            child.unlink(missing_ok=True)
+        if directory.exists():
+            directory.rmdir()
+
+
+def load_config(pathspace: str, text: str, runner: Runner = DEFAULT_RUNNER) -> None:
+    """Apply a whole frr.conf to the running daemons with `vtysh -f`; any rejected line is an error."""
+    path = config_dir(pathspace) / "frr.conf.new"
+    path.write_text(text)
+    try:
+        done = runner.run(["vtysh", "-N", pathspace, "-f", str(path)], check=False)
+    finally:
+        path.unlink(missing_ok=True)
+    rejected = [line for line in (done.stdout + done.stderr).splitlines() if "% " in line]
+    if done.returncode != 0 or rejected:
+        raise CommandFailed(done.args, done.returncode, "\n".join(rejected) or done.stderr)
+
+
+def running_config(pathspace: str, runner: Runner = DEFAULT_RUNNER) -> str:
+    """`show running-config` of the pathspace's daemons."""
+    return runner.run(["vtysh", "-N", pathspace, "-c", "show running-config"]).stdout
+
+
+def vtysh_json(pathspace: str, command: str, runner: Runner = DEFAULT_RUNNER) -> dict:
+    """A `show ... json` command's answer, parsed."""
+    import json
+
+    out = runner.run(["vtysh", "-N", pathspace, "-c", command]).stdout
+    return json.loads(out or "{}")

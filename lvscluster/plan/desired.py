@@ -1,0 +1,149 @@
+"""Desired node state: what each director, real server and router should hold (pure).
+
+`plan_cluster` turns a validated `Cluster` into one `NodeState` per node. The dest order of
+every IPVS service is the same on every director: the kernel inserts a dest at the head of
+its list, so the kernel order is the reverse of the topology's `real_servers` order, and a
+real server appended to the file is a plain insert with no reordering anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lvscluster.model.cluster import Cluster
+from lvscluster.model.topology import Service, Vip
+from lvscluster.plan.render import render_frr
+from lvscluster.state import InterfaceAddress, IpvsDest, IpvsService, IpvsState, IpvsTimeouts, NodeState, SyncDaemon
+
+# What every all-active director needs (see docs/design.md for the why of each).
+DIRECTOR_SYSCTLS: dict[str, str] = {
+    "net.ipv4.vs.sloppy_tcp": "1",  # schedule mid-flow TCP packets ECMP moved here
+    "net.ipv4.vs.sloppy_sctp": "1",
+    "net.ipv4.vs.schedule_icmp": "1",  # ICMP errors follow their flow
+    "net.ipv4.vs.expire_nodest_conn": "1",
+    "net.ipv4.vs.expire_quiescent_template": "1",
+    "net.ipv4.vs.conntrack": "0",
+    "net.ipv4.vs.backup_only": "0",  # 1 would stop forwarding while the backup daemon runs
+    "net.ipv4.conf.all.arp_ignore": "1",  # the VIP on lo must not answer ARP on the LAN
+    "net.ipv4.conf.all.arp_announce": "2",
+}
+DR_REAL_SERVER_SYSCTLS: dict[str, str] = {
+    "net.ipv4.conf.all.arp_ignore": "1",
+    "net.ipv4.conf.all.arp_announce": "2",
+    "net.ipv4.conf.lo.arp_ignore": "1",
+    "net.ipv4.conf.lo.arp_announce": "2",
+}
+TUN_REAL_SERVER_SYSCTLS: dict[str, str] = {
+    "net.ipv4.conf.all.rp_filter": "0",  # decapsulated packets arrive on tunl0 from the director
+    "net.ipv4.conf.tunl0.rp_filter": "0",
+    "net.ipv4.conf.all.arp_ignore": "1",
+    "net.ipv4.conf.all.arp_announce": "2",
+}
+ROUTER_SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.fib_multipath_hash_policy": "3",  # custom fields: a true 5-tuple hash, also over veth
+    "net.ipv4.fib_multipath_hash_fields": "0x0037",
+    "net.ipv4.fib_multipath_use_neigh": "1",
+}
+TUNNEL_TYPE = {"ipip": None, "gue": "gue", "gre": "gre"}
+
+
+def vip_prefix(vip: Vip) -> str:
+    """The VIP as a host prefix: `10.99.0.10/32` or `2001:db8::10/128`."""
+    return f"{vip.address}/{vip.address.max_prefixlen}"
+
+
+def ipvs_service(cluster: Cluster, vip: Vip, service: Service) -> IpvsService:
+    """The kernel service for one VIP service, dests in kernel (reversed topology) order."""
+    dests = []
+    for ref in vip.real_servers:
+        forward = service.forward
+        dests.append(IpvsDest(
+            address=cluster.real_server_address(ref),
+            port=0 if service.protocol == "fwmark" else (ref.port or service.port),
+            forward=forward,
+            weight=ref.weight,
+            tun_type=TUNNEL_TYPE[service.tunnel] if forward == "tun" else None,
+            tun_port=service.tunnel_port if forward == "tun" and service.tunnel == "gue" else None,
+        ))
+    family = vip.address.version
+    return IpvsService(
+        protocol=service.protocol,
+        address=None if service.protocol == "fwmark" else str(vip.address),
+        port=service.port or 0,
+        fwmark=service.fwmark or 0,
+        family=family,
+        scheduler=service.scheduler,
+        flags=service.effective_flags,
+        persistence=service.persistence,
+        netmask=service.netmask if service.netmask is not None else vip.address.max_prefixlen,
+        dests=tuple(reversed(dests)),
+    )
+
+
+def plan_director(cluster: Cluster, name: str) -> NodeState:
+    """A director: VIPs on lo, all-active sysctls, IPVS services and sync daemons, FRR."""
+    vips = cluster.topology.vips
+    sysctls = dict(DIRECTOR_SYSCTLS)
+    if any(svc.forward == "nat" for vip in vips for svc in vip.services):
+        sysctls["net.ipv4.ip_forward"] = "1"
+    sysctls.update(cluster.sysctl_overrides(name))
+    daemons = []
+    sync = cluster.topology.defaults.sync
+    interface = cluster.sync_interface(name)
+    if sync is not None and interface is not None:
+        for state in ("backup", "master"):  # backup first: receive before sending
+            daemons.append(SyncDaemon(state=state, interface=interface, syncid=sync.syncid, group=str(sync.group),
+                                      port=sync.port, ttl=sync.ttl, maxlen=sync.maxlen))
+    timeouts = cluster.timeouts(name)
+    services = tuple(ipvs_service(cluster, vip, svc) for vip in vips for svc in vip.services)
+    return NodeState(
+        name=name,
+        role="director",
+        addresses=tuple(InterfaceAddress(interface="lo", address=vip_prefix(vip)) for vip in vips),
+        sysctls=sysctls,
+        ipvs=IpvsState(
+            services=services,
+            daemons=tuple(daemons),
+            timeouts=IpvsTimeouts(**timeouts.model_dump()) if timeouts else IpvsTimeouts(),
+        ),
+        frr=render_frr(cluster, name),
+    )
+
+
+def plan_real_server(cluster: Cluster, name: str) -> NodeState:
+    """A real server: the VIPs it serves on lo (DR) or tunl0 (TUN) and the ARP/rp_filter sysctls."""
+    addresses, sysctls, tunnels = [], {}, []
+    for vip in cluster.topology.vips:
+        if name not in {ref.node for ref in vip.real_servers}:
+            continue
+        forwards = {svc.forward for svc in vip.services}
+        if "tun" in forwards:
+            addresses.append(InterfaceAddress(interface="tunl0", address=vip_prefix(vip)))
+            sysctls.update(TUN_REAL_SERVER_SYSCTLS)
+            if "tunl0" not in tunnels:
+                tunnels.append("tunl0")
+        elif "dr" in forwards:
+            addresses.append(InterfaceAddress(interface="lo", address=vip_prefix(vip)))
+            sysctls.update(DR_REAL_SERVER_SYSCTLS)
+    return NodeState(name=name, role="real_server", addresses=tuple(addresses), sysctls=sysctls, tunnels=tuple(tunnels))
+
+
+def plan_router(cluster: Cluster, name: str) -> NodeState:
+    """A router in the topology: 5-tuple multipath hashing and FRR with maximum-paths."""
+    return NodeState(name=name, role="router", sysctls=dict(ROUTER_SYSCTLS), frr=render_frr(cluster, name))
+
+
+def plan_cluster(cluster: Cluster) -> dict[str, NodeState]:
+    """Desired state of every node, keyed by node name, in file order."""
+    planners = {"director": plan_director, "real_server": plan_real_server, "router": plan_router}
+    states = {}
+    for name, node in cluster.topology.nodes.items():
+        planner = planners.get(node.role)
+        states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
+    return states
+
+
+def is_ipv6(address: str) -> bool:
+    """True for an IPv6 address string."""
+    return ipaddress.ip_address(address).version == 6

@@ -1,0 +1,82 @@
+"""Rendering (pure): FRR configuration text and daemon lists from jinja2 templates in the package."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from lvscluster.model.cluster import Cluster
+from lvscluster.state import NodeState
+
+BFD_PROFILE = "lvscluster"
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The one jinja2 environment: package templates, strict undefined, trimmed blocks."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("lvscluster", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _render(template: str, **context) -> str:
+    text = environment().get_template(template).render(**context)
+    return "".join(f"{line.rstrip()}\n" for line in text.splitlines() if line.strip())
+
+
+def frr_context(cluster: Cluster, node: str) -> dict:
+    """The values the FRR templates of one director or router use."""
+    spec = cluster.topology.nodes[node]
+    context = {"hostname": node, "router_id": str(spec.router_id), "ospf": cluster.ospf(node), "bfd_profile": BFD_PROFILE}
+    links = [
+        {"interface": (u.director if spec.role == "director" else u.router).name,
+         "subnet": str((u.director if spec.role == "director" else u.router).address.network)}
+        for u in cluster.uplinks(node)
+    ]
+    if spec.role == "director":
+        context.update(uplinks=links, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips])
+    else:
+        context.update(downlinks=links, max_paths=spec.max_paths or 8)
+    return context
+
+
+def render_frr(cluster: Cluster, node: str) -> str:
+    """The whole frr.conf of a director or router."""
+    role = cluster.role(node)
+    return _render(f"frr/{role}.conf.j2", **frr_context(cluster, node))
+
+
+def render_daemons(cluster: Cluster, node: str) -> str:
+    """The FRR `daemons` file of a director or router."""
+    return _render("frr/daemons.j2", hostname=node, bfd=cluster.ospf(node).bfd)
+
+
+def state_json(state: NodeState) -> str:
+    """A node's desired state as stable, diffable JSON."""
+    return json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def render_cluster(cluster: Cluster, states: dict[str, NodeState], out: Path) -> list[Path]:
+    """Write `<out>/<node>/{frr.conf,daemons,state.json}`; returns the files written."""
+    written = []
+    for name, state in states.items():
+        files = {"state.json": state_json(state)}
+        if state.frr is not None:
+            files["frr.conf"] = state.frr
+            files["daemons"] = render_daemons(cluster, name)
+        for filename, text in files.items():
+            path = out / name / filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{filename}.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+            written.append(path)
+    return written
