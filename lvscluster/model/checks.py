@@ -117,6 +117,10 @@ def _vips(cluster: Cluster) -> list[Problem]:
                 problems.append(Problem(("vips", vi, "address"), f"VIP {vip.address} lies inside links[{li}] subnet {link.subnet}; a VIP must be routed, not on a link"))
         if not cluster.directors:
             problems.append(Problem(("vips", vi), "a VIP needs at least one director"))
+        if vip.address.version == 6:
+            problems.append(Problem(("vips", vi, "address"), (
+                "IPv6 VIPs need OSPFv3 (ospf6d) to be announced, which lvscluster does not render yet; "
+                "the IPVS and netlink layers already handle IPv6")))
     return problems
 
 

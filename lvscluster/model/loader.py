@@ -55,7 +55,7 @@ def _read_yaml(path: Path, text: str) -> Any:
         line = mark.line + 1 if mark else 1
         what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         if "duplicate key" in str(exc):
-            what = str(exc.problem or exc).splitlines()[0]
+            what = str(exc.problem or exc).splitlines()[0].split(" with value")[0]
         raise TopologyError([f"{path}:{line}: yaml: {what}"]) from None
     except YAMLError as exc:
         raise TopologyError([f"{path}:1: yaml: {exc}"]) from None

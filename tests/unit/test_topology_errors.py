@@ -1,0 +1,33 @@
+"""Every bad topology in tests/errors/ fails with exactly the messages in its .log file.
+
+Set LVS_UPDATE_GOLDEN=1 to rewrite the .log files, then review the diff before committing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lvscluster.errors import TopologyError
+from lvscluster.model.loader import parse_topology
+
+CASES = sorted((Path(__file__).parent.parent / "errors").glob("*.lvs.yml"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name.removesuffix(".lvs.yml") for c in CASES])
+def test_error_case(case: Path) -> None:
+    with pytest.raises(TopologyError) as caught:
+        parse_topology(case.read_text(), case.name)
+    got = "\n".join(caught.value.problems) + "\n"
+    expected = case.with_name(case.name.removesuffix(".lvs.yml") + ".log")
+    if os.environ.get("LVS_UPDATE_GOLDEN"):
+        expected.write_text(got)
+    assert got == expected.read_text()
+
+
+def test_every_case_has_a_log() -> None:
+    assert CASES, "no error cases found"
+    for case in CASES:
+        assert case.with_name(case.name.removesuffix(".lvs.yml") + ".log").exists(), case
