@@ -41,6 +41,16 @@ def _check_ifname(value: str) -> str:
     return value
 
 
+def _text_only(value: Any) -> Any:
+    """Addresses are written as text: `10.0.0.1`, never a bare number or boolean."""
+    if isinstance(value, (bool, int, float)):
+        raise ValueError(f"expected an address written as text, e.g. 10.0.0.1, got {value!r}")
+    return value
+
+
+IPAddress = Annotated[IPvAnyAddress, BeforeValidator(_text_only)]
+IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_text_only)]
+IPNetwork = Annotated[IPvAnyNetwork, BeforeValidator(_text_only)]
 InterfaceName = Annotated[str, AfterValidator(_check_ifname)]
 NodeName = Annotated[str, Field(pattern=NAME_RE, max_length=32)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -75,7 +85,7 @@ class SyncSettings(Strict):
 
     syncid: Annotated[int, Field(ge=0, le=255)] = 0
     interface: str  # a link name (the director's interface on it) or an interface name
-    group: ipaddress.IPv4Address = ipaddress.IPv4Address("224.0.0.81")
+    group: IPv4 = ipaddress.IPv4Address("224.0.0.81")
     port: Port = 8848
     ttl: Annotated[int, Field(ge=1, le=255)] = 1
     maxlen: Annotated[int, Field(ge=0, le=65535)] = 0
@@ -138,7 +148,7 @@ class RealServerRef(Strict):
     node: NodeName
     weight: Annotated[int, Field(ge=0, le=65535)] = 1
     port: Port | None = None  # only NAT may remap ports
-    address: IPvAnyAddress | None = None  # default: its address on a link shared with the directors
+    address: IPAddress | None = None  # default: its address on a link shared with the directors
 
 
 class Health(Strict):
@@ -156,7 +166,7 @@ class Vip(Strict):
     """A virtual IP address, its services and the real servers behind them."""
 
     name: NodeName
-    address: IPvAnyAddress
+    address: IPAddress
     services: Annotated[list[Service], Field(min_length=1)]
     real_servers: list[RealServerRef] = []
     health: Health | None = None
@@ -177,7 +187,7 @@ class Endpoint(Strict):
 
     node: NodeName
     interface: InterfaceName
-    address: IPvAnyAddress | None = None
+    address: IPAddress | None = None
 
 
 class Link(Strict):
@@ -185,7 +195,7 @@ class Link(Strict):
 
     name: InterfaceName | None = None
     endpoints: Annotated[list[Annotated[Endpoint, BeforeValidator(_split_endpoint)]], Field(min_length=2)]
-    subnet: IPvAnyNetwork
+    subnet: IPNetwork
     mtu: Annotated[int, Field(ge=576, le=65535)] | None = None
 
 
@@ -201,10 +211,10 @@ class Node(Strict):
     """A machine of the cluster and what it does there."""
 
     role: Literal["client", "router", "director", "real_server"]
-    router_id: ipaddress.IPv4Address | None = None
+    router_id: IPv4 | None = None
     max_paths: Annotated[int, Field(ge=1, le=256)] | None = None
     access: Annotated[str, AfterValidator(_check_access)] | None = None
-    gateway: IPvAnyAddress | None = None
+    gateway: IPAddress | None = None
     announce: Literal["ospf"] | None = None
     ospf: OspfSettings | None = None
     sysctls: dict[str, SysctlValue] = {}

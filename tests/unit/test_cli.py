@@ -1,0 +1,98 @@
+"""The command line as a user meets it: exit codes, messages, --json, help on every command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent.parent
+DEMO = ROOT / "topology" / "demo.lvs.yml"
+BAD = ROOT / "tests" / "errors" / "references.lvs.yml"
+
+
+def lvscluster(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lvscluster.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_validate_ok() -> None:
+    done = lvscluster("validate", str(DEMO))
+    assert done.returncode == 0, done.stderr
+    assert "valid" in done.stdout
+
+
+def test_validate_reports_every_problem_with_file_and_line() -> None:
+    done = lvscluster("validate", str(BAD))
+    assert done.returncode == 1
+    expected = [line.replace("references.lvs.yml", str(BAD), 1)
+                for line in BAD.with_suffix("").with_suffix(".log").read_text().splitlines()]
+    assert done.stderr.splitlines() == expected
+    assert "Traceback" not in done.stderr
+
+
+def test_validate_json() -> None:
+    done = lvscluster("validate", "--json", str(DEMO), str(BAD))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["valid"] is False and report["problems"][str(DEMO)] == [] and len(report["problems"][str(BAD)]) == 3
+
+
+def test_missing_file_is_a_clear_error() -> None:
+    done = lvscluster("plan", "no-such-file.lvs.yml")
+    assert done.returncode == 1 and done.stderr.strip() == "no-such-file.lvs.yml: no such file"
+
+
+def test_usage_error_exits_2() -> None:
+    assert lvscluster("validate").returncode == 2
+    assert lvscluster("no-such-command").returncode == 2
+
+
+def test_schema_is_json_schema_of_the_topology() -> None:
+    schema = json.loads(lvscluster("schema").stdout)
+    assert schema["additionalProperties"] is False
+    assert {"name", "nodes", "links", "vips", "defaults"} <= set(schema["properties"])
+
+
+def test_render_then_plan_against_it_is_a_no_op(tmp_path: Path) -> None:
+    done = lvscluster("render", str(DEMO), "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in (tmp_path / "d1").iterdir()} == {"frr.conf", "daemons", "state.json"}
+    assert {p.name for p in (tmp_path / "rs1").iterdir()} == {"state.json"}
+    again = lvscluster("plan", str(DEMO), "--against", str(tmp_path))
+    assert again.returncode == 0 and again.stdout.strip() == "no changes"
+
+
+def test_plan_from_scratch_json(tmp_path: Path) -> None:
+    plan = json.loads(lvscluster("plan", "--json", str(DEMO)).stdout)
+    d1 = plan["nodes"]["d1"]
+    assert plan["changes"] == sum(len(v) for v in plan["nodes"].values())
+    assert [a["kind"] for a in d1][-2:] == ["add_address", "set_frr"]
+    assert all(a["reason"] for actions in plan["nodes"].values() for a in actions)
+
+
+def test_plan_after_weight_change_is_one_action_per_director(tmp_path: Path) -> None:
+    lvscluster("render", str(DEMO), "-o", str(tmp_path / "before"))
+    changed = tmp_path / "demo.lvs.yml"
+    changed.write_text(DEMO.read_text().replace("{node: rs3, weight: 2}", "{node: rs3, weight: 3}"))
+    plan = json.loads(lvscluster("plan", "--json", str(changed), "--against", str(tmp_path / "before")).stdout)
+    changed_nodes = {node: actions for node, actions in plan["nodes"].items() if actions}
+    assert sorted(changed_nodes) == ["d1", "d2"]
+    for actions in changed_nodes.values():
+        assert [(a["kind"], a["dest"]["address"], a["dest"]["weight"]) for a in actions] == [
+            ("set_dest", "10.2.0.6", 3), ("set_dest", "10.2.0.6", 3)]  # tcp/80 and udp/53
+
+
+def test_bad_observed_state_file(tmp_path: Path) -> None:
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d1" / "state.json").write_text("{not json")
+    done = lvscluster("plan", str(DEMO), "--against", str(tmp_path))
+    assert done.returncode == 1 and "d1/state.json: not a node state" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "schema", "render", "plan"])
+def test_every_command_has_help(command: str) -> None:
+    done = lvscluster(command, "--help")
+    assert done.returncode == 0 and "Usage:" in done.stdout and len(done.stdout.splitlines()) > 5
