@@ -21,6 +21,11 @@ RUN = Path("/var/run/frr")
 DAEMONS = ("zebra", "bfdd", "ospfd")  # start order: zebra first, then the protocols
 
 
+def pathspace_for(name: str) -> str:
+    """A valid `-N` pathspace for a namespace name: FRR refuses dots and slashes (`demo.d1` -> `demo+d1`)."""
+    return name.replace(".", "+").replace("/", "+")
+
+
 def config_dir(pathspace: str) -> Path:
     """Where the pathspace's frr.conf and vtysh.conf live."""
     return ETC / pathspace

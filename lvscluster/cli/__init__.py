@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-
 from lvscluster import __version__
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError, TopologyError
-from lvscluster.model.cluster import Cluster
+from lvscluster.cli.common import JsonFlag, TopologyFile, err, escape, load_cluster, out, print_json
 from lvscluster.model.loader import load_topology
 from lvscluster.model.topology import Topology
 from lvscluster.plan.actions import Action
@@ -37,17 +35,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-TopologyFile = Annotated[Path, typer.Argument(help="The topology file (*.lvs.yml).", show_default=False)]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
-
-
-def _cluster(path: Path) -> Cluster:
-    return Cluster.from_topology(load_topology(path))
-
-
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="One or more topology files.", show_default=False)],
@@ -65,7 +52,7 @@ def validate(
         except TopologyError as exc:
             results[str(path)] = exc.problems
     if as_json:
-        out.print_json(json.dumps({"valid": not any(results.values()), "problems": results}))
+        print_json({"valid": not any(results.values()), "problems": results})
     else:
         for path, problems in results.items():
             for line in problems:
@@ -94,7 +81,7 @@ def render(
 
     Rendering is pure: it reads only the topology and writes only into OUTPUT.
     """
-    cluster = _cluster(file)
+    cluster = load_cluster(file)
     written = render_cluster(cluster, plan_cluster(cluster), output)
     nodes = sorted({p.parent.name for p in written})
     out.print(f"rendered {len(written)} files for {len(nodes)} nodes into {output}/", markup=False)
@@ -129,13 +116,9 @@ def print_plan(plan: dict[str, list[Action]]) -> None:
         for action in actions:
             verb = action.kind.split("_")[0]
             mark = {"add": "+", "set": "~", "del": "-"}[verb]
-            out.print(f"  [{colour[verb]}]{mark} {_escape(action.summary)}[/] [dim]: {_escape(action.reason)}[/]")
+            out.print(f"  [{colour[verb]}]{mark} {escape(action.summary)}[/] [dim]: {escape(action.reason)}[/]")
     changed = sum(1 for actions in plan.values() if actions)
     out.print(f"{total} changes on {changed} of {len(plan)} nodes", markup=False)
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")
 
 
 @app.command()
@@ -150,12 +133,12 @@ def plan(
 
     Changes nothing. A node with nothing to change prints no lines; "no changes" means done.
     """
-    cluster = _cluster(file)
+    cluster = load_cluster(file)
     desired = plan_cluster(cluster)
     actions = diff_cluster(desired, _load_observed(against, desired))
     if as_json:
         payload = {node: [a.model_dump(mode="json", exclude_none=True) for a in acts] for node, acts in actions.items()}
-        out.print_json(json.dumps({"changes": sum(map(len, actions.values())), "nodes": payload}))
+        print_json({"changes": sum(map(len, actions.values())), "nodes": payload})
     else:
         print_plan(actions)
 
@@ -182,6 +165,3 @@ def main() -> None:
         err.print("interrupted", markup=False)
         sys.exit(130)
 
-
-if __name__ == "__main__":
-    main()
