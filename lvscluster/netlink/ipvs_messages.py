@@ -12,8 +12,8 @@ pyroute2 0.9.7 describes the IPVS family incompletely. `IpvsMessage` subclasses 
   `decode_netmask` convert from and to a prefix length.
 
 Besides the message classes, this module converts between the plain state types of
-`lvscluster.state` and attribute lists (`service_attrs`, `dest_attrs`, `daemon_attrs`,
-`service_from_nla`, ...) and encodes whole requests (`encode_request`). Nothing here does
+`lvscluster.state` and attribute lists (`service_attrs`, `dest_attrs`, `daemon_attrs`, `payload`,
+`service_from`, ...) and encodes whole requests (`encode_request`). Nothing here does
 I/O, so all of it is unit-tested without root.
 """
 

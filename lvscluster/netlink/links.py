@@ -1,0 +1,166 @@
+"""Links, addresses and routes of one network namespace, through pyroute2's IPRoute.
+
+    with Links("lvs-rs1") as links:
+        links.set_up("lo")
+        links.add_address(InterfaceAddress(interface="lo", address="10.99.0.10/32"))
+        links.ensure_tunnel("tunl0")          # TUN real servers: tunl0 exists once ipip is loaded
+        print(links.addresses(["lo", "tunl0"]))
+
+The rtnetlink socket is created inside the namespace by a setns'd helper thread
+(`netns.socket_in_netns`) and handed to IPRoute, so opening one never forks and never
+creates a missing namespace. Adding an address that is present or deleting one that is
+absent succeeds (both leave the wanted state); every other kernel error becomes a
+`NetlinkOperationError` naming the object.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from lvscluster.errors import EnvironmentProblem, NetlinkOperationError
+from lvscluster.netlink.netns import socket_in_netns
+from lvscluster.state import InterfaceAddress
+
+IFF_UP = 0x1
+# Addresses the kernel puts on lo by itself: never reported as managed, never removed.
+LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
+
+
+class Links:
+    """rtnetlink access to one namespace (None = current)."""
+
+    def __init__(self, netns: str | None = None):
+        self.netns = netns
+        sock = socket_in_netns(netns, socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+        self.ipr = IPRoute(fileno=sock.detach())
+
+    def close(self) -> None:
+        """Close the rtnetlink socket."""
+        self.ipr.close()
+
+    def __enter__(self) -> "Links":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _where(self) -> str:
+        return f" in netns {self.netns}" if self.netns else ""
+
+    def index(self, ifname: str) -> int | None:
+        """Interface index of `ifname`, or None when it does not exist."""
+        found = self.ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+    def _require(self, ifname: str) -> int:
+        idx = self.index(ifname)
+        if idx is None:
+            raise NetlinkOperationError(f'interface "{ifname}" does not exist{self._where()}')
+        return idx
+
+    def links(self) -> dict[str, dict]:
+        """{ifname: {"index", "up", "kind", "mtu"}} for every link."""
+        out = {}
+        for msg in self.ipr.get_links():
+            info = msg.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+            out[msg.get_attr("IFLA_IFNAME")] = {
+                "index": msg["index"],
+                "up": bool(msg["flags"] & IFF_UP),
+                "kind": kind,
+                "mtu": msg.get_attr("IFLA_MTU"),
+            }
+        return out
+
+    def is_up(self, ifname: str) -> bool:
+        """True when `ifname` exists and is administratively up."""
+        info = self.links().get(ifname)
+        return bool(info and info["up"])
+
+    def set_up(self, ifname: str) -> None:
+        """Bring `ifname` up."""
+        idx = self._require(ifname)
+        try:
+            self.ipr.link("set", index=idx, state="up")
+        except NetlinkError as err:
+            raise NetlinkOperationError(f"cannot bring {ifname} up{self._where()}: {err.args[1] if len(err.args) > 1 else err}") from err
+
+    def ensure_tunnel(self, ifname: str = "tunl0") -> None:
+        """Bring up the kernel's fallback tunnel device (tunl0 appears when ipip is loaded)."""
+        if self.index(ifname) is None:
+            module = {"tunl0": "ipip", "gre0": "ip_gre", "ip6tnl0": "ip6_tunnel", "sit0": "sit"}.get(ifname, "ipip")
+            raise EnvironmentProblem(f"tunnel device {ifname} does not exist{self._where()} (modprobe {module})")
+        self.set_up(ifname)
+
+    def addresses(self, interfaces=None) -> tuple[InterfaceAddress, ...]:
+        """Addresses on `interfaces` (all when None), lo's own 127.0.0.1/8 and ::1/128 left out."""
+        names = {v["index"]: k for k, v in self.links().items()}
+        out = []
+        for msg in self.ipr.get_addr():
+            ifname = names.get(msg["index"])
+            if interfaces is not None and ifname not in interfaces:
+                continue
+            addr = f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"
+            if ifname == "lo" and addr in LOOPBACK_ADDRESSES:
+                continue
+            if msg["family"] == socket.AF_INET6 and addr.startswith("fe80:"):
+                continue
+            out.append(InterfaceAddress(interface=ifname, address=addr))
+        return tuple(sorted(out, key=lambda a: (a.interface, a.address)))
+
+    def _addr(self, command: str, target: InterfaceAddress) -> None:
+        idx = self._require(target.interface)
+        iface = ipaddress.ip_interface(target.address)
+        try:
+            self.ipr.addr(command, index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        except NetlinkError as err:
+            if (command == "add" and err.code == errno.EEXIST) or (command == "del" and err.code == errno.EADDRNOTAVAIL):
+                return
+            verb = "add" if command == "add" else "delete"
+            raise NetlinkOperationError(f"cannot {verb} address {target.key}{self._where()}: {err}") from err
+
+    def add_address(self, target: InterfaceAddress) -> None:
+        """Add an address (e.g. the VIP /32 on lo); present already = success."""
+        self._addr("add", target)
+
+    def del_address(self, target: InterfaceAddress) -> None:
+        """Delete an address; absent already = success."""
+        self._addr("del", target)
+
+    def routes(self, family: int = socket.AF_INET, table: int = 254) -> list[dict]:
+        """Routes of `table` as {"dst", "gateway", "dev"} ("dst" = "default" for /0)."""
+        names = {v["index"]: k for k, v in self.links().items()}
+        out = []
+        for msg in self.ipr.get_routes(family=family, table=table):
+            dst = msg.get_attr("RTA_DST")
+            out.append({
+                "dst": f"{dst}/{msg['dst_len']}" if dst else "default",
+                "gateway": msg.get_attr("RTA_GATEWAY"),
+                "dev": names.get(msg.get_attr("RTA_OIF")),
+            })
+        return out
+
+    def add_route(self, dst: str, gateway: str | None = None, dev: str | None = None) -> None:
+        """Add (or replace) a route to `dst` ("default" or a prefix) via `gateway` and/or `dev`."""
+        spec: dict = {"dst": "0.0.0.0/0" if dst == "default" else dst}
+        if gateway:
+            spec["gateway"] = gateway
+        if dev:
+            spec["oif"] = self._require(dev)
+        try:
+            self.ipr.route("replace", **spec)
+        except NetlinkError as err:
+            raise NetlinkOperationError(f"cannot add route {dst}{self._where()}: {err}") from err
+
+    def del_route(self, dst: str) -> None:
+        """Delete the route to `dst`; absent already = success."""
+        try:
+            self.ipr.route("del", dst="0.0.0.0/0" if dst == "default" else dst)
+        except NetlinkError as err:
+            if err.code != errno.ESRCH:
+                raise NetlinkOperationError(f"cannot delete route {dst}{self._where()}: {err}") from err
