@@ -104,10 +104,17 @@ def stop(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 5)
             except OSError:
                 pass
     for directory in (run_dir(pathspace), config_dir(pathspace)):
-        for child in directory.glob("*") if directory.exists() else ():
-            child.unlink(missing_ok=True)
-        if directory.exists():
-            directory.rmdir()
+        _remove(directory)
+
+
+def _remove(path: Path) -> None:
+    """Remove a pathspace directory and its files, or a stale file in its place."""
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            _remove(child)
+        path.rmdir()
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def load_config(pathspace: str, text: str, runner: Runner = DEFAULT_RUNNER) -> None:

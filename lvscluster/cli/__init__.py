@@ -143,6 +143,11 @@ def plan(
         print_plan(actions)
 
 
+from lvscluster.cli.lab import lab_app  # noqa: E402  (sub-commands register after the app exists)
+
+app.add_typer(lab_app, name="lab")
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"lvscluster {__version__}", markup=False)

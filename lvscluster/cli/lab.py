@@ -1,0 +1,121 @@
+"""`lvscluster lab up|down|status|exec`: a topology as network namespaces on this machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lvscluster.apply import frr
+from lvscluster.cli.common import JsonFlag, TopologyFile, err, load_cluster, out, print_json
+from lvscluster.errors import EXIT_USAGE, LvsClusterError
+from lvscluster.lab import netns as provider
+from lvscluster.lab.layout import plan_lab
+
+lab_app = typer.Typer(
+    help=(
+        "Build a topology as a lab on this machine: one network namespace per node (named "
+        "<lab>.<node>), veth cables, bridges for shared LANs, FRR daemons on routers and "
+        "directors, and test servers on real servers that answer with their own name. "
+        "The lab is bare machines: `lvscluster deploy` configures them."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]lab:[/dim] {message}")
+
+
+@lab_app.command("up")
+def lab_up(file: TopologyFile) -> None:
+    """Create the lab's namespaces, cables, routes, FRR daemons and test servers.
+
+    A failure half way removes everything built so far and names the step that failed.
+    """
+    cluster = load_cluster(file)
+    layout = plan_lab(cluster)
+    provider.up(layout, file, progress=_progress)
+    out.print(f"lab {cluster.name} is up: {len(layout.namespaces)} namespaces, {len(layout.veths)} cables; "
+              f"next: lvscluster deploy {file}", markup=False)
+
+
+def _lab_name(file: Optional[Path], lab: Optional[str]) -> str:
+    if lab:
+        return lab
+    if file is not None:
+        return load_cluster(file).name
+    running = sorted(p.name for p in provider.STATE_ROOT.iterdir()) if provider.STATE_ROOT.exists() else []
+    if len(running) == 1:
+        return running[0]
+    raise LvsClusterError("no lab given and " + (f"{len(running)} labs are up ({', '.join(running)}): name one with --lab"
+                                                 if running else "no lab is up"))
+
+
+LabOption = Annotated[Optional[str], typer.Option("--lab", help="The lab's name (default: the only lab that is up).")]
+
+
+@lab_app.command("down")
+def lab_down(
+    file: Annotated[Optional[Path], typer.Argument(help="The topology file the lab was built from.", show_default=False)] = None,
+    lab: LabOption = None,
+) -> None:
+    """Remove every namespace, process, FRR instance and file of the lab. Safe to run twice."""
+    name = _lab_name(file, lab)
+    removed = provider.down(name, progress=_progress)
+    out.print(f"lab {name}: removed {removed} namespaces" if removed else f"lab {name}: nothing to remove", markup=False)
+
+
+@lab_app.command("status")
+def lab_status(
+    file: Annotated[Optional[Path], typer.Argument(help="The topology file the lab was built from.", show_default=False)] = None,
+    lab: LabOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the lab's nodes with their namespaces, cables and running daemons."""
+    name = _lab_name(file, lab)
+    record = provider.read_record(name)
+    present = set(provider.lab_namespaces(name))
+    if record is None and not present:
+        raise LvsClusterError(f"lab {name} is not up")
+    nodes = {}
+    for node, space in (record or {}).get("namespaces", {}).items():
+        pathspace = frr.pathspace_for(space)
+        daemons = [d for d in ("zebra", "ospfd", "bfdd") if frr.running(pathspace, d)]
+        nodes[node] = {"namespace": space, "present": space in present, "frr": daemons,
+                       "processes": len(provider.processes_in(space))}
+    if as_json:
+        print_json({"lab": name, "topology": (record or {}).get("topology"), "nodes": nodes,
+                    "cables": (record or {}).get("veths", [])})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"lab {name}", title_justify="left")
+    for column in ("node", "namespace", "up", "FRR", "processes"):
+        table.add_column(column)
+    for node, info in nodes.items():
+        table.add_row(node, info["namespace"], "yes" if info["present"] else "[red]missing[/red]",
+                      ", ".join(info["frr"]) or "-", str(info["processes"]))
+    out.print(table)
+    out.print(f"{len((record or {}).get('veths', []))} cables; topology {(record or {}).get('topology')}", markup=False)
+
+
+@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lab_exec(
+    node: Annotated[str, typer.Argument(help="The node to run the command in.", show_default=False)],
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).", show_default=False)],
+    lab: LabOption = None,
+) -> None:
+    """Run a command inside a node's namespace, e.g. `lvscluster lab exec c1 -- curl http://10.99.0.10/`."""
+    name = _lab_name(None, lab)
+    record = provider.read_record(name) or {}
+    space = record.get("namespaces", {}).get(node)
+    if space is None:
+        known = ", ".join(record.get("namespaces", {})) or "none"
+        err.print(f"lab {name} has no node {node!r} (nodes: {known})", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", space, *command])

@@ -1,0 +1,1 @@
+"""Labs: a topology built as network namespaces (default) on this machine or in a VM."""

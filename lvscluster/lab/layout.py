@@ -1,0 +1,129 @@
+"""Lab layout (pure): the namespaces, cables, addresses, routes and processes a lab needs.
+
+A lab is a set of bare machines and cables; configuring them is `deploy`'s job. Every name
+the lab creates starts with the lab name and a dot (`demo.d1`), which no node or lab name
+contains, so `lab down` can find exactly its own objects.
+
+- a network namespace per node (`demo.d1`), and `demo.switch` holding one bridge per link
+  with more than two endpoints;
+- a veth pair per two-endpoint link, straight between the two node namespaces;
+- a veth pair per endpoint of a bridged link, one end in the node, one on the bridge;
+- default routes for clients and real servers (their `gateway`, else the router on their link);
+- FRR daemons (no config yet) on routers and directors; test servers on real servers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lvscluster.model.cluster import Cluster
+
+SWITCH = "_switch"  # node names cannot start with "_", so this never collides
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair: `name` in namespace `netns`, `peer` in namespace `peer_netns`."""
+
+    netns: str
+    name: str
+    peer_netns: str
+    peer: str
+    address: str | None = None  # with prefix length, on `name`
+    peer_address: str | None = None
+    bridge: str | None = None  # the peer end is enslaved to this bridge (in peer_netns)
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class TestServer:
+    """The lab's stand-in application on a real server: HTTP and echo on TCP, echo on UDP."""
+
+    node: str
+    netns: str
+    tcp_ports: tuple[int, ...]
+    udp_ports: tuple[int, ...]
+
+
+@dataclass
+class LabLayout:
+    """Everything `lab up` creates for one topology."""
+
+    name: str
+    namespaces: dict[str, str] = field(default_factory=dict)  # node (or "switch") -> netns name
+    bridges: list[str] = field(default_factory=list)  # in the switch namespace
+    veths: list[Veth] = field(default_factory=list)
+    default_routes: dict[str, str] = field(default_factory=dict)  # node -> gateway address
+    frr_nodes: list[str] = field(default_factory=list)
+    bfd_nodes: list[str] = field(default_factory=list)
+    test_servers: list[TestServer] = field(default_factory=list)
+
+    @property
+    def switch(self) -> str:
+        """The namespace holding the bridges."""
+        return f"{self.name}.{SWITCH}"
+
+    def netns(self, node: str) -> str:
+        """The namespace of a node."""
+        return self.namespaces[node]
+
+
+def namespace_name(lab: str, node: str) -> str:
+    """`demo` + `d1` -> `demo.d1`."""
+    return f"{lab}.{node}"
+
+
+def plan_lab(cluster: Cluster) -> LabLayout:
+    """The lab for a topology: pure data, nothing touched."""
+    lab = LabLayout(name=cluster.name)
+    for node in cluster.topology.nodes:
+        lab.namespaces[node] = namespace_name(cluster.name, node)
+    for li, link in enumerate(cluster.topology.links):
+        members = cluster.link_members(li)
+        if len(members) == 2:
+            a, b = members
+            lab.veths.append(Veth(lab.netns(a.node), a.name, lab.netns(b.node), b.name,
+                                  str(a.address), str(b.address), mtu=link.mtu))
+            continue
+        bridge = f"br{li}"
+        lab.bridges.append(bridge)
+        for ei, member in enumerate(members):
+            lab.veths.append(Veth(lab.netns(member.node), member.name, lab.switch, f"l{li}p{ei}",
+                                  str(member.address), bridge=bridge, mtu=link.mtu))
+    if lab.bridges:
+        lab.namespaces[SWITCH] = lab.switch
+    for name, node in cluster.topology.nodes.items():
+        if node.role in ("client", "real_server"):
+            gateway = str(node.gateway) if node.gateway else _router_on_link(cluster, name)
+            if gateway:
+                lab.default_routes[name] = gateway
+        if node.role in ("router", "director"):
+            lab.frr_nodes.append(name)
+            if cluster.ospf(name).bfd:
+                lab.bfd_nodes.append(name)
+    for name in cluster.real_servers:
+        tcp, udp = set(), set()
+        for vip in cluster.topology.vips:
+            for ref in vip.real_servers:
+                if ref.node != name:
+                    continue
+                for svc in vip.services:
+                    port = ref.port or svc.port
+                    if svc.protocol == "tcp" and port:
+                        tcp.add(port)
+                    elif svc.protocol == "udp" and port:
+                        udp.add(port)
+        lab.test_servers.append(TestServer(name, lab.netns(name), tuple(sorted(tcp)), tuple(sorted(udp))))
+    return lab
+
+
+def _router_on_link(cluster: Cluster, node: str) -> str | None:
+    """The address of the first router (or NAT director) sharing a link with the node."""
+    uses_nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services
+                   if node in {r.node for r in vip.real_servers})
+    gateway_roles = ("director",) if uses_nat else ("router",)
+    for iface in cluster.interfaces_of(node):
+        for member in cluster.link_members(iface.link_index):
+            if cluster.role(member.node) in gateway_roles:
+                return member.ip
+    return None

@@ -1,0 +1,110 @@
+"""The netns lab on this machine: built from a topology, answering, and removed completely."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvscluster.apply import frr
+from lvscluster.lab import netns as provider
+
+ROOT = Path(__file__).parent.parent.parent
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(not Path("/usr/lib/frr/zebra").exists(), reason="FRR is not installed (apt-get install frr)"),
+]
+
+TOPOLOGY = """
+name: {name}
+vips:
+  - name: web
+    address: 10.99.0.10
+    services: [{{protocol: tcp, port: 80}}, {{protocol: udp, port: 53}}]
+    real_servers: [{{node: rs1}}, {{node: rs2}}]
+nodes:
+  c1: {{role: client}}
+  r1: {{role: router, router_id: 10.255.0.1}}
+  d1: {{role: director, router_id: 10.255.0.11}}
+  rs1: {{role: real_server}}
+  rs2: {{role: real_server}}
+links:
+  - {{endpoints: [c1:eth0, r1:eth0], subnet: 172.16.0.0/24}}
+  - {{endpoints: [r1:d1, d1:up0], subnet: 10.1.1.0/30}}
+  - {{name: lan0, endpoints: [r1:lan0, d1:lan0, rs1:eth0, rs2:eth0], subnet: 10.2.0.0/24}}
+"""
+
+
+def lvscluster(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lvscluster.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def topology(tmp_path: Path):
+    name = f"lvst{os.getpid() % 100000}"
+    path = tmp_path / "lab.lvs.yml"
+    path.write_text(TOPOLOGY.format(name=name))
+    yield name, path
+    provider.down(name)
+
+
+def in_node(lab: str, node: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", f"{lab}.{node}", *argv], capture_output=True, text=True, timeout=30)
+
+
+def test_lab_up_status_exec_down(topology) -> None:
+    name, path = topology
+    done = lvscluster("lab", "up", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "cabling" in done.stderr  # progress is shown
+    assert provider.lab_namespaces(name) == sorted(f"{name}.{n}" for n in ("c1", "r1", "d1", "rs1", "rs2", "_switch"))
+
+    # addresses as the model assigns them, default routes via the router on the LAN
+    addrs = json.loads(in_node(name, "rs2", "ip", "-j", "addr", "show", "eth0").stdout)
+    assert [a["local"] for a in addrs[0]["addr_info"] if a["family"] == "inet"] == ["10.2.0.4"]
+    route = json.loads(in_node(name, "rs1", "ip", "-j", "route", "show", "default").stdout)
+    assert route[0]["gateway"] == "10.2.0.1"
+
+    # the test servers answer with their own name: HTTP, line echo and UDP echo, across the bridge
+    assert in_node(name, "d1", "curl", "-s", "http://10.2.0.3/").stdout == "rs1\n"
+    echo = in_node(name, "d1", sys.executable, "-c",
+                   "import socket; s=socket.create_connection(('10.2.0.4', 80), 5); s.sendall(b'hello\\n');"
+                   "print(s.recv(100).decode(), end='');"
+                   "u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.sendto(b'ping', ('10.2.0.3', 53));"
+                   "print(u.recv(100).decode())")
+    assert echo.stdout == "rs2 hello\nrs1 ping\n", echo.stderr
+
+    status = json.loads(lvscluster("lab", "status", str(path), "--json").stdout)
+    assert status["nodes"]["d1"]["frr"] == ["zebra", "ospfd", "bfdd"] and status["nodes"]["rs1"]["processes"] == 1
+    assert lvscluster("lab", "exec", "--lab", name, "c1", "--", "ip", "-j", "addr").returncode == 0
+
+    again = lvscluster("lab", "up", str(path))
+    assert again.returncode == 1 and "already up" in again.stderr
+
+    assert lvscluster("lab", "down", str(path)).returncode == 0
+    assert provider.lab_namespaces(name) == []
+    assert not provider.state_dir(name).exists()
+    assert not list(frr.RUN.glob(f"{name}+*"))
+    second = lvscluster("lab", "down", str(path))
+    assert second.returncode == 0 and "nothing to remove" in second.stdout
+
+
+def test_failed_lab_up_cleans_up_and_names_the_step(topology) -> None:
+    name, path = topology
+    blocker = frr.RUN / f"{name}+d1"  # a stale file where d1's FRR run directory must go
+    frr.RUN.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("stale")
+    try:
+        done = lvscluster("lab", "up", str(path))
+    finally:
+        blocker.unlink(missing_ok=True)
+    assert done.returncode == 1
+    assert "lab up failed at FRR on d1" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert provider.lab_namespaces(name) == []
+    assert not list(frr.RUN.glob(f"{name}+*"))
