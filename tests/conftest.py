@@ -141,6 +141,7 @@ class VMBatch:
                 tr.write_line(msg)
         else:
             tr.write_line(msg)
+        tr.currentfspath = None  # the next result re-prints its file name on a fresh line
 
     # -- the batch --------------------------------------------------------------------------
     def _run(self) -> dict[str, dict]:
