@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,6 +130,51 @@ def load_config(pathspace: str, text: str, runner: Runner = DEFAULT_RUNNER) -> N
     rejected = [line for line in (done.stdout + done.stderr).splitlines() if "% " in line]
     if done.returncode != 0 or rejected:
         raise CommandFailed(done.args, done.returncode, "\n".join(rejected) or done.stderr)
+
+
+RELOAD = FRR_BIN / "frr-reload.py"
+# Lines frr-reload always reports but that no config can change: FRR takes them from the machine.
+_UNCHANGEABLE = ("hostname ", "no hostname ", "frr version ")
+
+
+def _reload(pathspace: str | None, text: str, mode: str, runner: Runner) -> subprocess.CompletedProcess:
+    with tempfile.NamedTemporaryFile("w", prefix="lvscluster-frr-", suffix=".conf", delete=False) as handle:
+        handle.write(text)
+    try:
+        argv = ["python3", str(RELOAD), mode, "--stdout"] + (["-N", pathspace] if pathspace else []) + [handle.name]
+        return runner.run(argv, check=False, timeout=120)
+    finally:
+        os.unlink(handle.name)
+
+
+def config_delta(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> list[str] | None:
+    """The lines frr-reload would delete (`- line`) or add (`+ line`) to reach `text`; None if FRR is not running."""
+    if not (run_dir(pathspace) if pathspace else RUN).joinpath("zebra.vty").exists():
+        return None
+    done = _reload(pathspace, text, "--test", runner)
+    if done.returncode != 0:
+        raise CommandFailed(done.args, done.returncode, done.stderr or done.stdout)
+    delta, sign = [], None
+    for line in done.stdout.splitlines():
+        if line.startswith("Lines To Delete"):
+            sign = "-"
+        elif line.startswith("Lines To Add"):
+            sign = "+"
+        elif sign and line.strip() and not set(line.strip()) <= {"="} and not line.startswith(_UNCHANGEABLE):
+            delta.append(f"{sign} {line}")
+    return delta
+
+
+def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> None:
+    """Apply `text` as the whole config with frr-reload (only the difference; daemons keep running)."""
+    if config_delta(pathspace, text, runner) is None:
+        where = f"pathspace {pathspace}" if pathspace else "this machine"
+        raise ApplyError(f"FRR is not running on {where} (no zebra vty socket): start FRR first")
+    done = _reload(pathspace, text, "--reload", runner)
+    left = config_delta(pathspace, text, runner) if not runner.dry_run else []
+    if done.returncode != 0 or left:
+        detail = "\n".join(left or []) or done.stderr.strip() or done.stdout.strip()[-2000:]
+        raise CommandFailed(done.args, done.returncode, f"FRR did not take the configuration:\n{detail}")
 
 
 def running_config(pathspace: str, runner: Runner = DEFAULT_RUNNER) -> str:

@@ -8,19 +8,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from lvscluster import __version__
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError, TopologyError
-from lvscluster.cli.common import JsonFlag, TopologyFile, err, escape, load_cluster, out, print_json
+from lvscluster.cli.common import JsonFlag, TopologyFile, err, load_cluster, out, print_json
 from lvscluster.model.loader import load_topology
 from lvscluster.model.topology import Topology
-from lvscluster.plan.actions import Action
 from lvscluster.plan.desired import plan_cluster
-from lvscluster.plan.diff import diff_cluster
 from lvscluster.plan.render import render_cluster
-from lvscluster.state import NodeState
 
 app = typer.Typer(
     name="lvscluster",
@@ -87,63 +84,10 @@ def render(
     out.print(f"rendered {len(written)} files for {len(nodes)} nodes into {output}/", markup=False)
 
 
-def _load_observed(directory: Path | None, desired: dict[str, NodeState]) -> dict[str, NodeState]:
-    """Observed states from `<dir>/<node>/state.json` (missing nodes count as empty)."""
-    if directory is None:
-        return {}
-    observed = {}
-    for name in desired:
-        path = directory / name / "state.json"
-        if path.exists():
-            try:
-                observed[name] = NodeState.model_validate_json(path.read_text())
-            except ValueError as exc:
-                raise LvsClusterError(f"{path}: not a node state: {str(exc).splitlines()[0]}") from None
-    return observed
+from lvscluster.cli.deploy import register as register_deploy  # noqa: E402  (commands register on the app)
+from lvscluster.cli.lab import lab_app  # noqa: E402
 
-
-def print_plan(plan: dict[str, list[Action]]) -> None:
-    """Print a plan for a person: one line per action with its reason, grouped by node."""
-    total = sum(len(actions) for actions in plan.values())
-    if total == 0:
-        out.print("no changes", markup=False)
-        return
-    colour = {"add": "green", "set": "yellow", "del": "red"}
-    for node, actions in plan.items():
-        if not actions:
-            continue
-        out.print(f"[bold]{node}[/bold] ({len(actions)} changes)")
-        for action in actions:
-            verb = action.kind.split("_")[0]
-            mark = {"add": "+", "set": "~", "del": "-"}[verb]
-            out.print(f"  [{colour[verb]}]{mark} {escape(action.summary)}[/] [dim]: {escape(action.reason)}[/]")
-    changed = sum(1 for actions in plan.values() if actions)
-    out.print(f"{total} changes on {changed} of {len(plan)} nodes", markup=False)
-
-
-@app.command()
-def plan(
-    file: TopologyFile,
-    against: Annotated[Optional[Path], typer.Option(
-        help="Compare with node states saved in DIR/<node>/state.json (e.g. an earlier `render`) "
-             "instead of empty nodes.")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Show the ordered actions, each with its reason, that would bring the nodes to the topology.
-
-    Changes nothing. A node with nothing to change prints no lines; "no changes" means done.
-    """
-    cluster = load_cluster(file)
-    desired = plan_cluster(cluster)
-    actions = diff_cluster(desired, _load_observed(against, desired))
-    if as_json:
-        payload = {node: [a.model_dump(mode="json", exclude_none=True) for a in acts] for node, acts in actions.items()}
-        print_json({"changes": sum(map(len, actions.values())), "nodes": payload})
-    else:
-        print_plan(actions)
-
-
-from lvscluster.cli.lab import lab_app  # noqa: E402  (sub-commands register after the app exists)
+register_deploy(app)
 
 app.add_typer(lab_app, name="lab")
 

@@ -42,9 +42,11 @@ def frr_context(cluster: Cluster, node: str) -> dict:
         for u in cluster.uplinks(node)
     ]
     if spec.role == "director":
-        context.update(uplinks=links, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips])
+        nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
+        context.update(uplinks=links, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips],
+                       forwarding=nat)
     else:
-        context.update(downlinks=links, max_paths=spec.max_paths or 8)
+        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True)
     return context
 
 

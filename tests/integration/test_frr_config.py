@@ -82,6 +82,8 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
         ip("-n", ns, "link", "set", iface.name, "up")
     frr.start(ns, ns)
     frr.load_config(ns, state.frr)  # raises on any line FRR rejects
+    frr.reload(ns, state.frr)  # zebra's forwarding follows the config (deploy also sets the sysctl first)
+    assert frr.config_delta(ns, state.frr) == []  # frr-reload sees nothing left to change: deploy is idempotent
     running = frr.running_config(ns)
     spec = cluster.topology.nodes[node]
     assert f"ospf router-id {spec.router_id}" in running
@@ -92,6 +94,24 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
             assert f"network {vip.address}/32 area 0.0.0.0" in running
     else:
         assert f"maximum-paths {spec.max_paths}" in running
+
+
+def test_reload_changes_only_the_difference(namespaces: Namespaces) -> None:
+    cluster = Cluster.from_topology(load_topology(ROOT / "topology" / "demo.lvs.yml"))
+    text = plan_cluster(cluster)["d1"].frr
+    ns = namespaces.add(f"{PREFIX}-{os.getpid() % 10000}-reload")
+    ip("-n", ns, "link", "add", "up0", "type", "veth", "peer", "name", "peer0")
+    frr.start(ns, ns)
+    assert frr.config_delta(ns, text)  # empty daemons: everything to add
+    frr.reload(ns, text)
+    zebra_pid = (frr.run_dir(ns) / "zebra.pid").read_text()
+    changed = text.replace("hello-interval 1", "hello-interval 2")
+    assert frr.config_delta(ns, changed) == ["- interface up0", "-  no ip ospf hello-interval 1",
+                                             "+ interface up0", "+  ip ospf hello-interval 2"]
+    frr.reload(ns, changed)
+    assert frr.config_delta(ns, changed) == []
+    assert (frr.run_dir(ns) / "zebra.pid").read_text() == zebra_pid  # no daemon restarted
+    assert frr.config_delta("lvst-frr-not-running", text) is None
 
 
 def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces) -> None:

@@ -66,7 +66,7 @@ def test_render_then_plan_against_it_is_a_no_op(tmp_path: Path) -> None:
 
 
 def test_plan_from_scratch_json(tmp_path: Path) -> None:
-    plan = json.loads(lvscluster("plan", "--json", str(DEMO)).stdout)
+    plan = json.loads(lvscluster("plan", "--offline", "--json", str(DEMO)).stdout)
     d1 = plan["nodes"]["d1"]
     assert plan["changes"] == sum(len(v) for v in plan["nodes"].values())
     assert [a["kind"] for a in d1][-2:] == ["add_address", "set_frr"]

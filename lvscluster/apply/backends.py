@@ -1,0 +1,123 @@
+"""Node backends: how deploy observes and changes one node, whatever the transport.
+
+    backend.observe(desired) -> NodeState   # the node's state, limited to what desired manages
+    backend.apply(actions)                  # actions in order; the first failure raises
+
+`KernelBackend` works on this machine: in a network namespace (lab nodes, `netns:NAME`) or
+in the current one (`local`), through the netlink library and FRR's frr-reload.
+`SshBackend` runs `lvscluster node observe|apply` on the remote machine with JSON on stdin,
+so the remote side is the same `KernelBackend`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from urllib.parse import urlsplit
+from typing import Protocol
+
+from pydantic import TypeAdapter
+
+from lvscluster.apply import frr
+from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
+from lvscluster.errors import ApplyError
+from lvscluster.plan.actions import Action
+from lvscluster.state import NodeState
+
+ACTIONS = TypeAdapter(list[Action])
+
+
+class NodeBackend(Protocol):
+    """What deploy needs from a node."""
+
+    description: str
+
+    def observe(self, desired: NodeState) -> NodeState:
+        """The node's current state, shaped like `desired`."""
+
+    def apply(self, actions: list[Action]) -> None:
+        """Carry out `actions` in order; raise on the first failure."""
+
+
+class KernelBackend:
+    """A node on this machine: `netns` None means the current namespace; FRR by pathspace."""
+
+    def __init__(self, netns: str | None, frr_pathspace: str | None, runner: Runner = DEFAULT_RUNNER):
+        self.netns = netns
+        self.frr_pathspace = frr_pathspace
+        self.runner = runner
+        self.description = f"netns {netns}" if netns else "this machine"
+
+    def observe(self, desired: NodeState) -> NodeState:
+        """Kernel state through netlink; FRR equals desired when frr-reload finds no difference."""
+        from lvscluster.netlink import observe_node  # needs pyroute2 and a kernel; keep plan imports light
+
+        state = observe_node(self.netns, desired)
+        if desired.frr is None:
+            return state
+        delta = frr.config_delta(self.frr_pathspace, desired.frr, self.runner)
+        if delta is None:
+            observed_frr = None  # FRR not running: nothing configured
+        elif not delta:
+            observed_frr = desired.frr
+        else:
+            observed_frr = "! differs from the desired configuration:\n" + "\n".join(delta) + "\n"
+        return state.model_copy(update={"frr": observed_frr})
+
+    def apply(self, actions: list[Action]) -> None:
+        """Netlink actions in batches, FRR configs through frr-reload, in the given order."""
+        from lvscluster.netlink import NETLINK_KINDS
+        from lvscluster.netlink import apply as netlink_apply
+
+        batch: list[Action] = []
+        for action in [*actions, None]:
+            if action is not None and action.kind in NETLINK_KINDS:
+                batch.append(action)
+                continue
+            if batch:
+                if not self.runner.dry_run:
+                    netlink_apply(self.netns, batch)
+                batch = []
+            if action is None:
+                break
+            if action.kind == "set_frr":
+                frr.reload(self.frr_pathspace, action.frr, self.runner)
+            else:
+                raise ApplyError(f"{self.description}: no backend for {action.kind} ({action.summary})")
+
+
+class SshBackend:
+    """A remote node: `lvscluster node observe|apply` over ssh, JSON on stdin and stdout."""
+
+    def __init__(self, target: str, runner: Runner = DEFAULT_RUNNER, ssh_options: tuple[str, ...] = (),
+                 remote_command: str = "lvscluster"):
+        self.target = target  # ssh://user@host[:port]
+        self.runner = runner
+        self.ssh_options = ssh_options
+        self.remote_command = remote_command
+        self.description = target
+
+    def _ssh(self, verb: str, payload: str) -> str:
+        url = urlsplit(self.target)
+        argv = ["ssh", "-o", "BatchMode=yes", *self.ssh_options]
+        if url.port:
+            argv += ["-p", str(url.port)]
+        if url.username:
+            argv += ["-l", url.username]
+        # ssh hands the remote shell one string: it holds fixed words only, never a topology value
+        argv += [url.hostname, "--", *shlex.split(self.remote_command), "node", verb]
+        try:
+            return self.runner.run(argv, input=payload, timeout=300).stdout
+        except CommandFailed as exc:
+            raise ApplyError(f"{self.target}: lvscluster node {verb} failed: {exc.output.strip() or exc}") from None
+
+    def observe(self, desired: NodeState) -> NodeState:
+        """Ask the remote machine for its state."""
+        text = self._ssh("observe", desired.model_dump_json())
+        if self.runner.dry_run:
+            return NodeState(name=desired.name, role=desired.role)
+        return NodeState.model_validate_json(text)
+
+    def apply(self, actions: list[Action]) -> None:
+        """Have the remote machine carry out the actions."""
+        self._ssh("apply", json.dumps([a.model_dump(mode="json", exclude_none=True) for a in actions]))

@@ -1,0 +1,120 @@
+"""Deploy: observe every node, diff against the topology, apply node by node.
+
+The rollout order keeps traffic safe: real servers first (they must accept the VIP before
+any director sends it to them), then routers (5-tuple hashing, maximum-paths), then the
+directors one at a time, each fully configured before it announces the VIP. The first
+failure stops the rollout: the nodes before it are done, the nodes after it untouched,
+and the error names the node and the action.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lvscluster.apply import frr
+from lvscluster.apply.backends import KernelBackend, NodeBackend, SshBackend
+from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
+from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
+from lvscluster.model.cluster import Cluster
+from lvscluster.plan.actions import Action
+from lvscluster.plan.desired import plan_cluster
+from lvscluster.plan.diff import diff_node
+from lvscluster.state import NodeState
+
+Progress = Callable[[str], None]
+ROLLOUT_ROLES = ("real_server", "router", "director")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def backend_for(cluster: Cluster, node: str, lab_namespaces: dict[str, str] | None,
+                runner: Runner = DEFAULT_RUNNER) -> NodeBackend:
+    """How to reach a node: its lab namespace when a lab is up, else its `access` field."""
+    if lab_namespaces and node in lab_namespaces:
+        space = lab_namespaces[node]
+        return KernelBackend(space, frr.pathspace_for(space), runner)
+    access = cluster.topology.nodes[node].access
+    if access == "local":
+        return KernelBackend(None, None, runner)
+    if access and access.startswith("netns:"):
+        space = access.removeprefix("netns:")
+        return KernelBackend(space, frr.pathspace_for(space), runner)
+    if access and access.startswith("ssh://"):
+        return SshBackend(access, runner)
+    if access and access.startswith("docker:"):
+        raise LvsClusterError(f"node {node}: the docker transport ({access}) is not available yet")
+    raise LvsClusterError(f"node {node}: no lab is up for topology {cluster.name!r} and the node has no "
+                          "`access:` (local, netns:NAME, ssh://user@host); run `lvscluster lab up` or set access")
+
+
+def managed(state: NodeState) -> bool:
+    """True when the node has anything for deploy to manage (clients usually do not)."""
+    return bool(state.addresses or state.sysctls or state.tunnels or state.ipvs or state.frr)
+
+
+def rollout_order(cluster: Cluster, nodes: list[str]) -> list[str]:
+    """Real servers, routers, then directors (each group in file order)."""
+    return [n for role in ROLLOUT_ROLES for n in nodes if cluster.role(n) == role]
+
+
+@dataclass
+class DeployPlan:
+    """Desired and observed state of every managed node and the actions between them."""
+
+    cluster: Cluster
+    backends: dict[str, NodeBackend]
+    desired: dict[str, NodeState]
+    observed: dict[str, NodeState]
+    actions: dict[str, list[Action]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """How many actions the plan holds."""
+        return sum(len(a) for a in self.actions.values())
+
+
+def require_root(backends: dict[str, NodeBackend]) -> None:
+    """Local netlink and FRR work needs root; say so before touching anything."""
+    if os.geteuid() != 0 and any(isinstance(b, KernelBackend) for b in backends.values()):
+        raise EnvironmentProblem("deploy and status need root for netlink and FRR on this machine: run with sudo")
+
+
+def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progress: Progress = _quiet,
+                runner: Runner = DEFAULT_RUNNER) -> DeployPlan:
+    """Observe every managed node and compute its actions (changes nothing)."""
+    desired = {name: state for name, state in plan_cluster(cluster).items() if managed(state)}
+    order = rollout_order(cluster, list(desired))
+    backends = {name: backend_for(cluster, name, lab_namespaces, runner) for name in order}
+    require_root(backends)
+    observed, actions = {}, {}
+    for name in order:
+        progress(f"observing {name} ({backends[name].description})")
+        try:
+            observed[name] = backends[name].observe(desired[name])
+        except LvsClusterError as exc:
+            raise ApplyError(f"cannot observe {name} ({backends[name].description}): {exc}") from None
+        actions[name] = diff_node(desired[name], observed[name])
+    return DeployPlan(cluster, backends, {n: desired[n] for n in order}, observed, actions)
+
+
+def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
+    """Apply node by node in rollout order; returns the nodes changed. Stops at the first failure."""
+    done: list[str] = []
+    pending = [n for n, acts in plan.actions.items() if acts]
+    for index, name in enumerate(pending):
+        actions = plan.actions[name]
+        progress(f"applying {len(actions)} changes to {name} ({plan.backends[name].description})")
+        try:
+            plan.backends[name].apply(actions)
+        except LvsClusterError as exc:
+            untouched = pending[index + 1:]
+            raise ApplyError(
+                f"deploy stopped at {name}: {exc}\n"
+                f"  done: {', '.join(done) or 'none'}; not touched: {', '.join(untouched) or 'none'}\n"
+                f"  run deploy again once the cause is fixed: it continues from the current state") from None
+        done.append(name)
+    return done
