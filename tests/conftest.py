@@ -168,7 +168,7 @@ class VMBatch:
         self._say(f"\nlvscluster: {why}: booting {kernel} in a virtme-ng VM (software emulation, "
                   f"~35 s boot) to run {len(self.nodeids)} kernel test(s); limit {timeout:.0f} s, "
                   f"log {workdir / 'console.log'}")
-        stream = self.config.getoption("verbose") > 0 or bool(os.environ.get("CI"))
+        stream = self.config.getoption("verbose") > 0
         t0 = time.monotonic()
         try:
             res = vm.run_in_vm(
