@@ -28,6 +28,7 @@ from pyroute2.netlink import NLM_F_REQUEST
 
 from lvscluster.errors import NetlinkOperationError
 from lvscluster.netlink import ipvs_messages as m
+from lvscluster.netlink.codec import LayoutDecoder
 from lvscluster.netlink.genl import ACK_FLAGS, DUMP_FLAGS, GenlSocket, KernelError
 from lvscluster.state import IpvsDest, IpvsService, IpvsState, IpvsTimeouts, SyncDaemon
 
@@ -174,6 +175,7 @@ class IpvsSocket:
     def __init__(self, netns: str | None = None):
         self.netns = netns
         self.genl = GenlSocket(m.GENL_NAME, netns)
+        self._decoders: dict[frozenset, LayoutDecoder] = {}
 
     def close(self) -> None:
         """Close the netlink socket."""
@@ -257,20 +259,29 @@ class IpvsSocket:
 
     # ------------------------------------------------------------------ reads
 
-    def _dump(self, cmd: int, body: bytes = b"", flags: int = DUMP_FLAGS) -> list[dict]:
+    def _decoder(self, skip: frozenset) -> LayoutDecoder:
+        decoder = self._decoders.get(skip)
+        if decoder is None:
+            decoder = self._decoders[skip] = LayoutDecoder(m.SCHEMA, skip)
+        return decoder
+
+    def _dump(self, cmd: int, body: bytes = b"", flags: int = DUMP_FLAGS, skip: frozenset = frozenset()) -> list[dict]:
         data = m.encode_request(cmd, body, self.genl.family_id, self.genl.next_seq(), flags)
         try:
             replies = self.genl.dump(data)
         except KernelError as err:
             raise NetlinkOperationError(f"cannot read IPVS state: {err}") from err
-        return [m.decode_message(chunk, offset)[1] for chunk, offset in replies]
+        decoder = self._decoder(skip)
+        return [m.decode_message(chunk, offset, decoder=decoder)[1] for chunk, offset in replies]
 
-    def _raw_services(self) -> list[dict]:
-        return [r["service"] for r in self._dump(m.CMD_GET_SERVICE) if "service" in r]
+    def _raw_services(self, stats: bool = False) -> list[dict]:
+        skip = frozenset() if stats else m.NO_STATS
+        return [r["service"] for r in self._dump(m.CMD_GET_SERVICE, skip=skip) if "service" in r]
 
-    def _raw_dests(self, svc: IpvsService) -> list[dict]:
+    def _raw_dests(self, svc: IpvsService, stats: bool = False) -> list[dict]:
+        skip = frozenset() if stats else m.NO_STATS
         try:
-            replies = self._dump(m.CMD_GET_DEST, m.payload(service=m.service_key_attrs(svc)))
+            replies = self._dump(m.CMD_GET_DEST, m.payload(service=m.service_key_attrs(svc)), skip=skip)
         except NetlinkOperationError as err:
             raise NetlinkOperationError(f"cannot list dests of {svc.key}: {err.__cause__}") from err
         return [r["dest"] for r in replies if "dest" in r]
@@ -308,13 +319,13 @@ class IpvsSocket:
 
     def service_stats(self) -> dict[str, IpvsStats]:
         """Counters of every service, by service key."""
-        return {m.service_from(raw).key: IpvsStats(**m.stats_from(raw)) for raw in self._raw_services()}
+        return {m.service_from(raw).key: IpvsStats(**m.stats_from(raw)) for raw in self._raw_services(stats=True)}
 
     def dest_stats(self, svc: IpvsService) -> dict[str, IpvsStats]:
         """Counters and active/inactive/persistent connections of each dest, by dest key."""
         out = {}
         af = socket.AF_INET6 if svc.family == 6 else socket.AF_INET
-        for raw in self._raw_dests(svc):
+        for raw in self._raw_dests(svc, stats=True):
             conns = dict(active_conns=raw.get("active_conns", 0), inact_conns=raw.get("inact_conns", 0), persist_conns=raw.get("persist_conns", 0))
             out[m.dest_from(raw, af).key] = IpvsStats(**m.stats_from(raw), **conns)
         return out

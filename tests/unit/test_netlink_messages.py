@@ -142,3 +142,33 @@ def test_header_fields(seq):
     data = m.encode_request(m.CMD_FLUSH, b"", FAMILY_ID, seq, flags=1, pid=0)
     assert struct.unpack("=IHHII", data[:16]) == (20, FAMILY_ID, 1, seq, 0)
     assert data[16:18] == bytes([m.CMD_FLUSH, 1])
+
+
+def test_layout_decoder_matches_walking_decoder():
+    """The memoised-layout fast path gives the generic decoder's result, and falls back on change."""
+    from lvscluster.netlink.codec import LayoutDecoder
+
+    svc = m.service_key_attrs(SVC)
+    stats = {"attrs": [(f"IPVS_STATS_ATTR_{n.upper()}", i) for i, n in enumerate(m.STAT_FIELDS, 1)]}
+    decoder = LayoutDecoder(m.SCHEMA, m.NO_STATS)
+    for i, dest in enumerate([
+        IpvsDest(address="10.2.0.1", port=80, weight=3),
+        IpvsDest(address="10.2.0.2", port=8080, weight=70000),  # same layout, other values
+        IpvsDest(address="10.2.0.3", port=80, forward="tun", tun_type="gue", tun_port=6080),  # other layout
+        IpvsDest(address="10.2.0.4", port=443, forward="nat"),
+    ]):
+        dest_attrs = m.dest_attrs(dest) + [("IPVS_DEST_ATTR_ACTIVE_CONNS", i), ("IPVS_DEST_ATTR_STATS", stats)]
+        data = m.encode_request(m.CMD_NEW_DEST, m.payload(service=svc, dest=dest_attrs), FAMILY_ID, i)
+        fast = m.decode_message(data, decoder=decoder)[1]
+        slow = m.decode_message(data, skip=m.NO_STATS)[1]
+        assert fast == slow
+        assert "stats" not in fast["dest"] and fast["dest"]["active_conns"] == i
+        assert m.dest_from(fast["dest"]) == dest
+    full = m.decode_message(data)[1]
+    assert full["dest"]["stats"]["outbps"] == 10
+    # same length, different attribute types: the header check refuses the cached layout
+    a = m.SCHEMA.encode([("IPVS_CMD_ATTR_TIMEOUT_TCP", 5)])
+    b = m.SCHEMA.encode([("IPVS_CMD_ATTR_TIMEOUT_UDP", 5)])
+    top = LayoutDecoder(m.SCHEMA)
+    assert top.decode(a, 0, len(a)) == {"timeout_tcp": 5}
+    assert top.decode(b, 0, len(b)) == {"timeout_udp": 5}
