@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
+from lvscluster.apply.processes import terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
 
 FRR_BIN = Path("/usr/lib/frr")
@@ -87,24 +87,10 @@ def stop(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 5)
     pids = []
     for daemon in daemons:
         try:
-            pid = int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip())
-            os.kill(pid, signal.SIGTERM)
-            pids.append(pid)
+            pids.append(int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip()))
         except (OSError, ValueError):
             continue
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
-        else:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    terminate(pids, timeout)
     for directory in (run_dir(pathspace), config_dir(pathspace)):
         _remove(directory)
 

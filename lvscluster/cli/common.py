@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,32 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 def load_cluster(path: Path) -> Cluster:
     """Load and validate a topology file (raises TopologyError with every problem)."""
     return Cluster.from_topology(load_topology(path))
+
+
+def lab_vm(lab: str):
+    """The running VM that holds this lab, or None (the lab is on this machine, or not up)."""
+    from lvscluster.lab.vmhost import LabVm
+
+    candidate = LabVm(lab)
+    return candidate if candidate.running() else None
+
+
+def forward_to_vm(vm, file: Path | None = None) -> None:
+    """Re-run this very command inside the lab's VM, streaming its output; exits with its code."""
+    raise typer.Exit(run_in_vm(vm, file))
+
+
+def run_in_vm(vm, file: Path | None = None, extra: tuple[str, ...] = ()) -> int:
+    """Run this command (plus `extra` arguments) inside the lab's VM; returns its exit code."""
+    args = [*sys.argv[1:], *extra]
+    if file is not None:
+        staged = vm.stage(file)
+        args = [staged if arg == str(file) else arg for arg in args]
+    env = {"COLUMNS": str(out.width)}
+    if out.is_terminal:
+        env["FORCE_COLOR"] = "1"
+    err.print(f"[dim]lab {vm.lab} lives in a VM (this kernel has no IPVS): running the command there[/dim]")
+    return vm.run(args, cli=True, env=env)
 
 
 def print_json(document: Any) -> None:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from lvscluster.apply.deploy import apply_plan, managed, plan_deploy
-from lvscluster.cli.common import JsonFlag, TopologyFile, err, escape, load_cluster, out, print_json
+from lvscluster.cli.common import (JsonFlag, TopologyFile, err, escape, forward_to_vm, lab_vm, load_cluster, out,
+                                   print_json, run_in_vm)
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError
 from lvscluster.lab import netns as lab_provider
 from lvscluster.model.cluster import Cluster
@@ -71,6 +72,14 @@ def _reachable(cluster: Cluster, lab: dict[str, str] | None) -> bool:
     return bool(lab) or any(node.access for node in cluster.topology.nodes.values())
 
 
+def _confirm_here(total: int | None = None) -> None:
+    """Ask before applying; without a terminal, refuse unless --yes was given."""
+    if not sys.stdin.isatty():
+        err.print("deploy: not applying without confirmation; pass --yes", markup=False)
+        raise typer.Exit(EXIT_FAILURE)
+    typer.confirm(f"apply {total} changes?" if total else "apply these changes?", abort=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add `plan` and `deploy` to the main app."""
 
@@ -90,6 +99,8 @@ def register(app: typer.Typer) -> None:
         empty nodes. "no changes" means every node already matches.
         """
         cluster = load_cluster(file)
+        if against is None and not offline and (vm := lab_vm(cluster.name)):
+            forward_to_vm(vm, file)
         lab = lab_namespaces(cluster)
         if against is not None or offline or not _reachable(cluster, lab):
             if against is None and not offline:
@@ -119,6 +130,14 @@ def register(app: typer.Typer) -> None:
         on a converged cluster prints "no changes".
         """
         cluster = load_cluster(file)
+        if (vm := lab_vm(cluster.name)) is not None:
+            if not (yes or dry_run or as_json):  # the VM has no terminal: show the plan there, ask here
+                code = run_in_vm(vm, file, ("--dry-run",))
+                if code:
+                    raise typer.Exit(code)
+                _confirm_here()
+                raise typer.Exit(run_in_vm(vm, file, ("--yes",)))
+            forward_to_vm(vm, file)
         lab = lab_namespaces(cluster)
         plan_ = plan_deploy(cluster, lab, progress=_progress)
         if as_json and (dry_run or plan_.total == 0):
@@ -129,10 +148,7 @@ def register(app: typer.Typer) -> None:
         if plan_.total == 0 or dry_run:
             return
         if not yes:
-            if not sys.stdin.isatty():
-                err.print("deploy: not applying without confirmation; pass --yes", markup=False)
-                raise typer.Exit(EXIT_FAILURE)
-            typer.confirm(f"apply {plan_.total} changes?", abort=True)
+            _confirm_here(plan_.total)
         changed = apply_plan(plan_, progress=_progress)
         if as_json:
             print_json({**plan_json(plan_.actions), "applied": changed})

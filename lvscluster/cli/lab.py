@@ -10,10 +10,11 @@ from typing import Annotated, Optional
 import typer
 
 from lvscluster.apply import frr
-from lvscluster.cli.common import JsonFlag, TopologyFile, err, load_cluster, out, print_json
+from lvscluster.cli.common import JsonFlag, TopologyFile, err, forward_to_vm, lab_vm, load_cluster, out, print_json
 from lvscluster.errors import EXIT_USAGE, LvsClusterError
 from lvscluster.lab import netns as provider
-from lvscluster.lab.layout import plan_lab
+from lvscluster.lab import vmhost
+from lvscluster.lab.layout import namespace_name, plan_lab
 
 lab_app = typer.Typer(
     help=(
@@ -37,10 +38,27 @@ def lab_up(file: TopologyFile) -> None:
     A failure half way removes everything built so far and names the step that failed.
     """
     cluster = load_cluster(file)
+    if vmhost.needs_vm():
+        _lab_up_in_vm(cluster.name, file)
     layout = plan_lab(cluster)
     provider.up(layout, file, progress=_progress)
     out.print(f"lab {cluster.name} is up: {len(layout.namespaces)} namespaces, {len(layout.veths)} cables; "
-              f"next: lvscluster deploy {file}", markup=False)
+              "next: `lvscluster deploy` with the same topology file", markup=False)
+
+
+def _lab_up_in_vm(name: str, file: Path) -> None:
+    """This kernel has no IPVS: boot a VM for the lab and build the lab inside it."""
+    if lab_vm(name) or provider.read_record(name):
+        raise LvsClusterError(f"lab {name!r} is already up; run `lvscluster lab down {file}` first")
+    vm = vmhost.LabVm(name)
+    vm.start(progress=_progress)
+    try:
+        forward_to_vm(vm, file)
+    except typer.Exit as exc:
+        if exc.exit_code:
+            _progress("lab up failed inside the VM; stopping the VM")
+            vm.stop()
+        raise
 
 
 def _lab_name(file: Optional[Path], lab: Optional[str]) -> str:
@@ -49,6 +67,7 @@ def _lab_name(file: Optional[Path], lab: Optional[str]) -> str:
     if file is not None:
         return load_cluster(file).name
     running = sorted(p.name for p in provider.STATE_ROOT.iterdir()) if provider.STATE_ROOT.exists() else []
+    running = sorted(set(running) | set(vmhost.running_vm_labs()))
     if len(running) == 1:
         return running[0]
     raise LvsClusterError("no lab given and " + (f"{len(running)} labs are up ({', '.join(running)}): name one with --lab"
@@ -65,6 +84,11 @@ def lab_down(
 ) -> None:
     """Remove every namespace, process, FRR instance and file of the lab. Safe to run twice."""
     name = _lab_name(file, lab)
+    if vmhost.vm_dir(name).exists():  # everything of the lab lives and dies with its VM
+        _progress("stopping the lab VM")
+        vmhost.LabVm(name).stop()
+        out.print(f"lab {name}: VM stopped", markup=False)
+        return
     removed = provider.down(name, progress=_progress)
     out.print(f"lab {name}: removed {removed} namespaces" if removed else f"lab {name}: nothing to remove", markup=False)
 
@@ -77,6 +101,8 @@ def lab_status(
 ) -> None:
     """List the lab's nodes with their namespaces, cables and running daemons."""
     name = _lab_name(file, lab)
+    if (vm := lab_vm(name)) is not None:
+        forward_to_vm(vm, file)
     record = provider.read_record(name)
     present = set(provider.lab_namespaces(name))
     if record is None and not present:
@@ -111,6 +137,12 @@ def lab_exec(
 ) -> None:
     """Run a command inside a node's namespace, e.g. `lvscluster lab exec c1 -- curl http://10.99.0.10/`."""
     name = _lab_name(None, lab)
+    if (vm := lab_vm(name)) is not None:  # straight to the namespace: no lvscluster start-up in the VM
+        space = namespace_name(name, node)
+        if vm.run(["test", "-e", f"/run/netns/{space}"]) != 0:
+            err.print(f"lab {name} has no node {node!r}", markup=False)
+            raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(vm.run(["ip", "netns", "exec", space, *command]))
     record = provider.read_record(name) or {}
     space = record.get("namespaces", {}).get(node)
     if space is None:

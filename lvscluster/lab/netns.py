@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lvscluster.apply import frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
+from lvscluster.apply.processes import terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.lab.layout import LabLayout, Veth
 
@@ -181,7 +180,7 @@ def down(lab: str, progress: Progress = _quiet) -> int:
     for name in spaces:
         frr.stop(frr.pathspace_for(name))
     for name in spaces:
-        _kill_all(processes_in(name))
+        terminate(processes_in(name))
     for name in spaces:
         try:
             netns.remove(name)
@@ -195,33 +194,3 @@ def down(lab: str, progress: Progress = _quiet) -> int:
             child.unlink()
         directory.rmdir()
     return len(spaces)
-
-
-def _kill_all(pids: list[int], timeout: float = 3) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        alive = [pid for pid in alive if _alive(pid)]
-        time.sleep(0.05)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child of ours is dead for our purpose
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False

@@ -21,7 +21,7 @@ def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
     early: list[Action] = []
     for name, value in desired.sysctls.items():
         have = observed.sysctls.get(name)
-        if have != value:
+        if not sysctl_equal(value, have):
             early.append(Action(node=node, kind="set_sysctl", sysctl=name, value=value,
                                 reason=f"now {have if have is not None else 'unset'}, a {desired.role.replace('_', ' ')} needs {value}"))
     for tunnel in desired.tunnels:
@@ -40,6 +40,23 @@ def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
         why = "FRR not configured yet" if observed.frr is None else "FRR configuration differs"
         frr.append(Action(node=node, kind="set_frr", frr=desired.frr, reason=why))
     return early + ipvs_early + add_addresses + frr + del_addresses + ipvs_late
+
+
+def sysctl_equal(want: str, have: str | None) -> bool:
+    """Sysctl values compared as the kernel means them: `0x0037` == `55`, `3  50` == `3 50`."""
+    if have is None:
+        return False
+
+    def words(text: str) -> list:
+        out = []
+        for word in text.split():
+            try:
+                out.append(int(word, 0))
+            except ValueError:
+                out.append(word)
+        return out
+
+    return words(want) == words(have)
 
 
 def _address_reason(state: NodeState, verb: str) -> str:

@@ -66,6 +66,9 @@ CASES = {
     "sysctl drift": (
         FULL, FULL.model_copy(update={"sysctls": {"net.ipv4.vs.sloppy_tcp": "0"}}),
         ["set net.ipv4.vs.sloppy_tcp = 1: now 0, a director needs 1"]),
+    "sysctl compared as numbers": (
+        director(sysctls={"net.ipv4.fib_multipath_hash_fields": "0x0037", "net.ipv4.vs.sync_threshold": "3 50"}),
+        director(sysctls={"net.ipv4.fib_multipath_hash_fields": "55", "net.ipv4.vs.sync_threshold": "3\t50"}), []),
     "sync interface change restarts both daemons": (
         FULL, FULL.model_copy(update={"ipvs": FULL.ipvs.model_copy(update={"daemons": (
             SYNC_B.model_copy(update={"interface": "eth1"}), SYNC_M)})}),

@@ -1,0 +1,137 @@
+"""Inside a lab VM: run the commands the host drops into the shared directory.
+
+The host writes `<id>.req` (JSON: argv, stdin, cwd) atomically; the agent runs it with its
+output going to `<id>.out` and `<id>.err` (so the host can show progress while it runs) and
+finally writes `<id>.rc`. Requests run concurrently. A file named `shutdown` ends the agent,
+and with it the VM (virtme-ng powers off when its command exits).
+
+A request with `cli` instead of `argv` is an `lvscluster` command line. The agent imports
+lvscluster once, in the background right after boot, and runs each such request in a
+forked child: under software emulation over 9p a fresh Python needs ~25 s to import
+pyroute2, pydantic and rich, a fork of the warm agent a few milliseconds.
+
+Run by the VM itself: `python -m lvscluster.lab.vmagent DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+POLL = 0.05
+PROTOCOL = 2  # bump when requests or answers change: a host refuses an agent that speaks another
+READY = "ready"
+SHUTDOWN = "shutdown"
+
+
+_warm = threading.Event()
+
+
+def _preload() -> None:
+    try:
+        import lvscluster.cli  # noqa: F401  (the import is the point)
+    finally:
+        _warm.set()
+
+
+def _fork_cli(request: dict, out: Path, err: Path) -> int:
+    """Run `lvscluster <cli...>` in a forked child of the warm agent; returns its exit code."""
+    _warm.wait()
+    pid = os.fork()
+    if pid == 0:  # child: become the command
+        code = 1
+        try:
+            os.chdir(request.get("cwd") or "/")
+            os.environ.update({"LVSCLUSTER_IN_VM": "1", **request.get("env", {})})
+            stdin = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(stdin, 0)
+            os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
+            os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+            sys.stdin = open(0, closefd=False)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)
+            sys.argv = ["lvscluster", *request["cli"]]
+            from lvscluster.cli import main
+
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:  # noqa: BLE001 - report anything, never return into the agent loop
+            os.write(2, f"lvscluster vm agent: {exc!r}\n".encode())
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _run(directory: Path, request_id: str, request: dict) -> None:
+    """Run one request; whatever happens, leave an exit code for the host."""
+    out, err = directory / f"{request_id}.out", directory / f"{request_id}.err"
+    try:
+        code = _fork_cli(request, out, err) if "cli" in request else _spawn(request, out, err)
+    except Exception as exc:  # noqa: BLE001 - the host must get an answer, not wait forever
+        with open(err, "ab") as stderr:
+            stderr.write(f"lvscluster vm agent: request failed: {exc!r}\n".encode())
+        code = 1
+    tmp = directory / f"{request_id}.rc.tmp"
+    tmp.write_text(str(code))
+    tmp.replace(directory / f"{request_id}.rc")
+
+
+def _spawn(request: dict, out: Path, err: Path) -> int:
+    env = {**os.environ, "LVSCLUSTER_IN_VM": "1", **request.get("env", {})}
+    try:
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            proc = subprocess.Popen(request["argv"], stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
+                                    cwd=request.get("cwd") or "/", env=env)
+            proc.communicate(input=request.get("stdin", "").encode())
+            return proc.returncode
+    except OSError as exc:
+        with open(err, "ab") as stderr:
+            stderr.write(f"lvscluster vm agent: cannot run {request['argv'][0]}: {exc}\n".encode())
+        return 127
+
+
+def serve(directory: Path) -> None:
+    """Run requests from `directory` until a `shutdown` file appears."""
+    threading.Thread(target=_preload, daemon=True).start()
+    (directory / READY).write_text(json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}) + "\n")
+    workers: list[threading.Thread] = []
+    while not (directory / SHUTDOWN).exists():
+        for path in sorted(directory.glob("*.req")):
+            request_id = path.stem
+            running = path.with_suffix(".running")
+            try:
+                path.rename(running)
+                request = json.loads(running.read_text())
+            except (OSError, ValueError):
+                continue
+            worker = threading.Thread(target=_run, args=(directory, request_id, request), daemon=True)
+            worker.start()
+            workers.append(worker)
+        workers = [w for w in workers if w.is_alive()]
+        time.sleep(POLL)
+    for worker in workers:
+        worker.join(timeout=5)
+
+
+def main() -> None:
+    """Entry point: `python -m lvscluster.lab.vmagent DIR`."""
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m lvscluster.lab.vmagent DIR")
+    serve(Path(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()
