@@ -33,10 +33,13 @@ NS_LIB, NS_ADM = "lvsb-lib", "lvsb-adm"
 
 
 def desired_services(n_services: int, n_dests: int) -> tuple[IpvsService, ...]:
-    """1000 tcp mh services (mh-port) with 16 DR dests each, in canonical dest order."""
+    """1000 tcp mh services (mh-port) with 16 DR dests each, in canonical dest order.
+
+    Every dest is unique (no pool shared between services), the worst case for observing.
+    """
     out = []
     for s in range(n_services):
-        dests = tuple(IpvsDest(address=f"10.2.{d}.{s % 250 + 1}", port=80) for d in range(n_dests))
+        dests = tuple(IpvsDest(address=f"10.{2 + s // 250}.{d}.{s % 250 + 1}", port=80) for d in range(n_dests))
         vip = f"10.99.{s // 250}.{s % 250 + 1}"
         out.append(IpvsService(protocol="tcp", address=vip, port=80, scheduler="mh", flags=("mh-port",), dests=dests))
     return tuple(out)
@@ -100,9 +103,13 @@ def main() -> int:
     t = time.perf_counter()
     seen = observe(NS_LIB).ipvs
     have = {svc.key: svc for svc in seen.services}  # the dump follows the kernel's hash table
-    todo = [svc.key for svc in services if have.get(svc.key) != svc] + [k for k in have if k not in {s.key for s in services}]
+    want = {svc.key: svc for svc in services}
+    todo = [k for k, svc in want.items() if have.get(k) != svc] + [k for k in have if k not in want]
     apply(NS_LIB, [])
     r["noop_reapply"] = time.perf_counter() - t
+    t = time.perf_counter()
+    observe(NS_LIB)
+    r["observe_only"] = time.perf_counter() - t
     r["noop_vs_full_load"] = r["noop_reapply"] / r["library_full_load"]
     assert not todo, "library state differs from the desired state"
 
