@@ -12,7 +12,9 @@ so the remote side is the same `KernelBackend`.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Protocol
 
@@ -38,6 +40,17 @@ class NodeBackend(Protocol):
     def apply(self, actions: list[Action]) -> None:
         """Carry out `actions` in order; raise on the first failure."""
 
+    def originals(self) -> dict[str, str]:
+        """Sysctl values as they were before deploy first changed them."""
+
+
+JOURNAL_DIR = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "journal"
+
+
+def journal_path(netns: str | None) -> Path:
+    """Where a node's original sysctl values are kept (tmpfs: a reboot resets them anyway)."""
+    return JOURNAL_DIR / f"{netns or 'local'}.json"
+
 
 class KernelBackend:
     """A node on this machine: `netns` None means the current namespace; FRR by pathspace."""
@@ -47,6 +60,31 @@ class KernelBackend:
         self.frr_pathspace = frr_pathspace
         self.runner = runner
         self.description = f"netns {netns}" if netns else "this machine"
+
+    def originals(self) -> dict[str, str]:
+        """Sysctl values as they were before deploy first changed them."""
+        try:
+            return json.loads(journal_path(self.netns).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _journal(self, actions: list[Action]) -> None:
+        """Record the pre-deploy value of every sysctl about to change for the first time; forget restored ones."""
+        saved = self.originals()
+        before = dict(saved)
+        for action in actions:
+            if action.kind != "set_sysctl":
+                continue
+            if action.reason.startswith("back to its value before deploy"):
+                saved.pop(action.sysctl, None)
+            elif action.previous is not None:
+                saved.setdefault(action.sysctl, action.previous)
+        if saved != before and not self.runner.dry_run:
+            path = journal_path(self.netns)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(saved, indent=1, sort_keys=True))
+            tmp.replace(path)
 
     def observe(self, desired: NodeState) -> NodeState:
         """Kernel state through netlink; FRR equals desired when frr-reload finds no difference."""
@@ -67,6 +105,8 @@ class KernelBackend:
     def apply(self, actions: list[Action]) -> None:
         """Netlink actions in batches, FRR configs through frr-reload, in the given order."""
         from lvscluster.netlink import NETLINK_KINDS
+
+        self._journal(actions)
         from lvscluster.netlink import apply as netlink_apply
 
         batch: list[Action] = []
@@ -110,6 +150,11 @@ class SshBackend:
             return self.runner.run(argv, input=payload, timeout=300).stdout
         except CommandFailed as exc:
             raise ApplyError(f"{self.target}: lvscluster node {verb} failed: {exc.output.strip() or exc}") from None
+
+    def originals(self) -> dict[str, str]:
+        """Pre-deploy sysctl values journaled on the remote machine."""
+        text = self._ssh("originals", "")
+        return {} if self.runner.dry_run else json.loads(text or "{}")
 
     def observe(self, desired: NodeState) -> NodeState:
         """Ask the remote machine for its state."""

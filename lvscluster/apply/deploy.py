@@ -118,3 +118,13 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
                 f"  run deploy again once the cause is fixed: it continues from the current state") from None
         done.append(name)
     return done
+
+
+def plan_teardown(plan: DeployPlan) -> DeployPlan:
+    """The destroy plan for an observed cluster: directors first (withdraw), then routers, then real servers."""
+    from lvscluster.plan.destroy import plan_destroy
+
+    order = list(reversed(list(plan.actions)))
+    actions = {name: plan_destroy(plan.desired[name], plan.observed[name], plan.backends[name].originals())
+               for name in order}
+    return DeployPlan(plan.cluster, plan.backends, plan.desired, plan.observed, actions)

@@ -6,6 +6,7 @@ machine: config in `/etc/frr/<pathspace>/`, sockets and pid files in `/var/run/f
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -110,7 +111,7 @@ def load_config(pathspace: str, text: str, runner: Runner = DEFAULT_RUNNER) -> N
     path = config_dir(pathspace) / "frr.conf.new"
     path.write_text(text)
     try:
-        done = runner.run(["vtysh", "-N", pathspace, "-f", str(path)], check=False)
+        done = runner.run([*_vtysh(pathspace), "-f", str(path)], check=False)
     finally:
         path.unlink(missing_ok=True)
     rejected = [line for line in (done.stdout + done.stderr).splitlines() if "% " in line]
@@ -133,9 +134,14 @@ def _reload(pathspace: str | None, text: str, mode: str, runner: Runner) -> subp
         os.unlink(handle.name)
 
 
+def is_running(pathspace: str | None) -> bool:
+    """True when zebra's vty socket of the pathspace (or the machine's FRR) exists."""
+    return (run_dir(pathspace) if pathspace else RUN).joinpath("zebra.vty").exists()
+
+
 def config_delta(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> list[str] | None:
     """The lines frr-reload would delete (`- line`) or add (`+ line`) to reach `text`; None if FRR is not running."""
-    if not (run_dir(pathspace) if pathspace else RUN).joinpath("zebra.vty").exists():
+    if not is_running(pathspace):
         return None
     done = _reload(pathspace, text, "--test", runner)
     if done.returncode != 0:
@@ -153,7 +159,7 @@ def config_delta(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNN
 
 def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> None:
     """Apply `text` as the whole config with frr-reload (only the difference; daemons keep running)."""
-    if config_delta(pathspace, text, runner) is None:
+    if not is_running(pathspace):
         where = f"pathspace {pathspace}" if pathspace else "this machine"
         raise ApplyError(f"FRR is not running on {where} (no zebra vty socket): start FRR first")
     done = _reload(pathspace, text, "--reload", runner)
@@ -163,14 +169,15 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) ->
         raise CommandFailed(done.args, done.returncode, f"FRR did not take the configuration:\n{detail}")
 
 
-def running_config(pathspace: str, runner: Runner = DEFAULT_RUNNER) -> str:
-    """`show running-config` of the pathspace's daemons."""
-    return runner.run(["vtysh", "-N", pathspace, "-c", "show running-config"]).stdout
+def _vtysh(pathspace: str | None) -> list[str]:
+    return ["vtysh", "-N", pathspace] if pathspace else ["vtysh"]
 
 
-def vtysh_json(pathspace: str, command: str, runner: Runner = DEFAULT_RUNNER) -> dict:
+def running_config(pathspace: str | None, runner: Runner = DEFAULT_RUNNER) -> str:
+    """`show running-config` of the pathspace's daemons (None: the machine's FRR)."""
+    return runner.run([*_vtysh(pathspace), "-c", "show running-config"]).stdout
+
+
+def vtysh_json(pathspace: str | None, command: str, runner: Runner = DEFAULT_RUNNER) -> dict:
     """A `show ... json` command's answer, parsed."""
-    import json
-
-    out = runner.run(["vtysh", "-N", pathspace, "-c", command]).stdout
-    return json.loads(out or "{}")
+    return json.loads(runner.run([*_vtysh(pathspace), "-c", command]).stdout or "{}")

@@ -85,11 +85,15 @@ def render(
 
 
 from lvscluster.cli.deploy import register as register_deploy  # noqa: E402  (commands register on the app)
+from lvscluster.cli.deploy import register_status  # noqa: E402
 from lvscluster.cli.lab import lab_app  # noqa: E402
+from lvscluster.cli.node import node_app  # noqa: E402
 
 register_deploy(app)
+register_status(app)
 
 app.add_typer(lab_app, name="lab")
+app.add_typer(node_app, name="node")
 
 
 def _version(value: bool) -> None:

@@ -154,3 +154,114 @@ def register(app: typer.Typer) -> None:
             print_json({**plan_json(plan_.actions), "applied": changed})
         else:
             out.print(f"applied {plan_.total} changes to {len(changed)} nodes", markup=False)
+
+
+def _print_status(report: dict) -> None:
+    from rich.table import Table
+
+    state = "[green]in sync[/green]" if report["in_sync"] else "[yellow]changes pending[/yellow]"
+    mh = "[green]same on every director[/green]" if report["mh_tables_consistent"] else "[red]DIFFER between directors[/red]"
+    out.print(f"[bold]{report['cluster']}[/bold]: {state}; dest order (mh/sh tables): {mh}")
+    nodes = Table(title="nodes", title_justify="left")
+    for column in ("node", "role", "state", "OSPF", "VIP announced / ECMP next hops"):
+        nodes.add_column(column)
+    for name, node in report["nodes"].items():
+        ospf = ", ".join(f"{n['router_id']} {n['state']}" for n in node.get("ospf_neighbors", ())) or "-"
+        if node["role"] == "director":
+            detail = ", ".join(f"{vip} {'yes' if v['announced'] else '[red]no[/red]'}" for vip, v in node["vips"].items())
+        elif node["role"] == "router":
+            detail = "; ".join(f"{vip} via {', '.join(hops) or '[red]none[/red]'}" for vip, hops in node["ecmp"].items())
+        else:
+            detail = "-"
+        pending = "in sync" if node["in_sync"] else f"[yellow]{len(node['pending'])} pending[/yellow]"
+        nodes.add_row(name, node["role"], pending, ospf, detail)
+    out.print(nodes)
+    ipvs = Table(title="IPVS", title_justify="left")
+    for column in ("director", "service", "dest", "weight", "active", "inactive", "conns", "sync"):
+        ipvs.add_column(column)
+    for name, node in report["nodes"].items():
+        sync = ", ".join(f"{d['state']}@{d['interface']}" for d in node.get("sync", ())) or "-"
+        for svc in node.get("services", ()):
+            order = "" if svc["order_matches_other_directors"] else " [red](order differs)[/red]"
+            for dest in svc["dests"]:
+                ipvs.add_row(name, f"{svc['service']} {svc['scheduler']}{order}", dest["dest"], str(dest["weight"]),
+                             str(dest["active"]), str(dest["inactive"]), str(dest["conns"]), sync)
+    out.print(ipvs)
+    for name, node in report["nodes"].items():
+        for line in node["pending"]:
+            out.print(f"  [yellow]{name}: {escape(line)}[/yellow]")
+
+
+def register_status(app: typer.Typer) -> None:
+    """Add `status` and `destroy` to the main app."""
+
+    @app.command()
+    def status(
+        file: TopologyFile,
+        connections: Annotated[bool, typer.Option("--connections", help="List every IPVS connection entry of every "
+                                                  "director (client, VIP, real server, state, expiry, local or sync), "
+                                                  "as `ipvsadm -lnc` does.")] = False,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Show the cluster: per director OSPF, VIP announcement, IPVS services and dests with connections,
+        sync daemons and whether its dest order (so its mh table) matches the others; per router the
+        ECMP next hops of each VIP; per node whether it matches the topology. Changes nothing."""
+        from lvscluster.apply.status import cluster_status
+
+        cluster = load_cluster(file)
+        if (vm := lab_vm(cluster.name)) is not None:
+            forward_to_vm(vm, file)
+        report = cluster_status(plan_deploy(cluster, lab_namespaces(cluster)))
+        if connections:
+            from lvscluster.netlink.connections import connections as read_connections
+
+            report["connections"] = {
+                name: [c.as_dict() for c in read_connections(_backend_netns(cluster, name))]
+                for name, node in report["nodes"].items() if node["role"] == "director"}
+        if as_json:
+            print_json(report)
+            return
+        _print_status(report)
+        for name, entries in report.get("connections", {}).items():
+            out.print(f"[bold]{name}[/bold] connections ({len(entries)})")
+            for c in entries:
+                out.print(f"  {c['protocol']} {c['client']} -> {c['vip']} -> {c['dest']} {c['state']} "
+                          f"{c['expires']}s {c['origin']}", markup=False)
+
+
+    @app.command()
+    def destroy(
+        file: TopologyFile,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be removed.")] = False,
+    ) -> None:
+        """Remove what deploy added and nothing else: withdraw the VIPs (FRR config emptied), remove
+        the VIP addresses, the topology's IPVS services and sync daemons, and set the sysctls deploy
+        changed back to their earlier values. Directors first, then routers, then real servers."""
+        from lvscluster.apply.deploy import plan_teardown
+
+        cluster = load_cluster(file)
+        if (vm := lab_vm(cluster.name)) is not None:
+            if not (yes or dry_run):
+                code = run_in_vm(vm, file, ("--dry-run",))
+                if code:
+                    raise typer.Exit(code)
+                _confirm_here()
+                raise typer.Exit(run_in_vm(vm, file, ("--yes",)))
+            forward_to_vm(vm, file)
+        teardown = plan_teardown(plan_deploy(cluster, lab_namespaces(cluster), progress=_progress))
+        print_plan(teardown.actions)
+        if teardown.total == 0 or dry_run:
+            return
+        if not yes:
+            _confirm_here(teardown.total)
+        changed = apply_plan(teardown, progress=_progress)
+        out.print(f"removed: {teardown.total} changes on {len(changed)} nodes", markup=False)
+
+
+def _backend_netns(cluster: Cluster, node: str) -> str | None:
+    lab = lab_namespaces(cluster)
+    if lab and node in lab:
+        return lab[node]
+    access = cluster.topology.nodes[node].access or ""
+    return access.removeprefix("netns:") if access.startswith("netns:") else None

@@ -188,6 +188,8 @@ def down(lab: str, progress: Progress = _quiet) -> int:
             pass
     for leftover in frr.RUN.glob(f"{frr.pathspace_for(lab + '.')}*") if frr.RUN.exists() else ():
         frr.stop(leftover.name)
+    for space in spaces:  # deploy's sysctl journal of these nodes dies with them
+        (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
     directory = state_dir(lab)
     if directory.exists():
         for child in directory.iterdir():

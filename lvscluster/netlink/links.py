@@ -145,6 +145,20 @@ class Links:
             })
         return out
 
+    def nexthops(self, prefix: str, family: int = socket.AF_INET) -> list[str]:
+        """Gateways of the route to exactly `prefix` (e.g. a VIP/32): one per ECMP path, sorted."""
+        address, _, length = prefix.partition("/")
+        found: list[str] = []
+        for msg in self.ipr.get_routes(family=family, table=254):
+            if msg.get_attr("RTA_DST") != address or msg["dst_len"] != int(length or 32):
+                continue
+            if msg.get_attr("RTA_GATEWAY"):
+                found.append(msg.get_attr("RTA_GATEWAY"))
+            for hop in msg.get_attr("RTA_MULTIPATH") or ():
+                if hop.get_attr("RTA_GATEWAY"):
+                    found.append(hop.get_attr("RTA_GATEWAY"))
+        return sorted(found)
+
     def add_route(self, dst: str, gateway: str | None = None, dev: str | None = None) -> None:
         """Add (or replace) a route to `dst` ("default" or a prefix) via `gateway` and/or `dev`."""
         spec: dict = {"dst": "0.0.0.0/0" if dst == "default" else dst}

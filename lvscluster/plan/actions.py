@@ -42,6 +42,7 @@ class Action(BaseModel):
     address: InterfaceAddress | None = None
     sysctl: str | None = None
     value: str | None = None
+    previous: str | None = None  # set_sysctl: the value before (journaled, so destroy can restore it)
     tunnel: str | None = None
     service: IpvsService | None = None
     dest: IpvsDest | None = None

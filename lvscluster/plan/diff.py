@@ -22,7 +22,7 @@ def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
     for name, value in desired.sysctls.items():
         have = observed.sysctls.get(name)
         if not sysctl_equal(value, have):
-            early.append(Action(node=node, kind="set_sysctl", sysctl=name, value=value,
+            early.append(Action(node=node, kind="set_sysctl", sysctl=name, value=value, previous=have,
                                 reason=f"now {have if have is not None else 'unset'}, a {desired.role.replace('_', ' ')} needs {value}"))
     for tunnel in desired.tunnels:
         if tunnel not in observed.tunnels:

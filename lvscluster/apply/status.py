@@ -1,0 +1,102 @@
+"""Cluster status (read-only): what each node holds, whether it matches the topology, and ECMP.
+
+Per director: pending changes, OSPF neighbours and whether the VIP is announced, IPVS services
+with per-dest connections and rates, sync daemons, and a fingerprint of each service's dest
+order (directors whose fingerprints differ would hash the same flow to different real servers).
+Per router: the ECMP next hops of each VIP in the kernel. Per real server: VIP and sysctls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from lvscluster.apply import frr
+from lvscluster.apply.backends import KernelBackend
+from lvscluster.apply.deploy import DeployPlan
+from lvscluster.errors import LvsClusterError
+
+
+def order_fingerprint(dest_keys: list[str]) -> str:
+    """A short digest of a dest list in kernel order (equal lists, equal digests)."""
+    return hashlib.sha256("\n".join(dest_keys).encode()).hexdigest()[:12]
+
+
+def _ospf_neighbors(pathspace: str | None) -> list[dict]:
+    if not frr.is_running(pathspace):
+        return []
+    try:
+        data = frr.vtysh_json(pathspace, "show ip ospf neighbor json")
+    except (LvsClusterError, ValueError):
+        return []
+    neighbors = []
+    for router_id, entries in data.get("neighbors", {}).items():
+        for entry in entries if isinstance(entries, list) else [entries]:
+            state = str(entry.get("nbrState", entry.get("state", "")))
+            neighbors.append({"router_id": router_id, "state": state.split("/")[0],
+                              "interface": str(entry.get("ifaceName", "")).split(":")[0]})
+    return neighbors
+
+
+def _director(backend: KernelBackend, desired, observed) -> dict:
+    from lvscluster.netlink import IpvsSocket
+
+    services = []
+    with IpvsSocket(backend.netns) as sock:
+        service_stats = sock.service_stats()
+        for svc in observed.ipvs.services if observed.ipvs else ():
+            dest_stats = sock.dest_stats(svc)
+            stats = service_stats.get(svc.key)
+            services.append({
+                "service": svc.key, "scheduler": svc.scheduler, "flags": list(svc.flags),
+                "conns": stats.conns if stats else 0, "cps": stats.cps if stats else 0,
+                "order": order_fingerprint([d.key for d in svc.dests]),
+                "dests": [{"dest": d.key, "forward": d.forward, "weight": d.weight,
+                           "active": getattr(dest_stats.get(d.key), "active_conns", 0) or 0,
+                           "inactive": getattr(dest_stats.get(d.key), "inact_conns", 0) or 0,
+                           "conns": getattr(dest_stats.get(d.key), "conns", 0) or 0} for d in svc.dests],
+            })
+    neighbors = _ospf_neighbors(backend.frr_pathspace)
+    vips_up = {a.address for a in observed.addresses}
+    full = any(n["state"] == "Full" for n in neighbors)
+    return {
+        "services": services,
+        "sync": [{"state": d.state, "interface": d.interface, "syncid": d.syncid}
+                 for d in (observed.ipvs.daemons if observed.ipvs else ())],
+        "ospf_neighbors": neighbors,
+        "vips": {a.address: {"on_lo": a.address in vips_up, "announced": a.address in vips_up and full
+                             and observed.frr == desired.frr} for a in desired.addresses},
+    }
+
+
+def _router(backend: KernelBackend, cluster) -> dict:
+    from lvscluster.netlink import Links
+
+    with Links(backend.netns) as links:
+        return {"ecmp": {f"{v.address}/32": links.nexthops(f"{v.address}/32") for v in cluster.topology.vips},
+                "ospf_neighbors": _ospf_neighbors(backend.frr_pathspace)}
+
+
+def cluster_status(plan: DeployPlan) -> dict:
+    """Status of every managed node, from an observed deploy plan (no changes made)."""
+    nodes: dict[str, dict] = {}
+    for name, actions in plan.actions.items():
+        role = plan.cluster.role(name)
+        backend = plan.backends[name]
+        entry = {"role": role, "reached_by": backend.description, "in_sync": not actions,
+                 "pending": [f"{a.summary}: {a.reason}" for a in actions]}
+        if isinstance(backend, KernelBackend):
+            if role == "director":
+                entry.update(_director(backend, plan.desired[name], plan.observed[name]))
+            elif role == "router":
+                entry.update(_router(backend, plan.cluster))
+        nodes[name] = entry
+    orders = {}
+    for name, entry in nodes.items():
+        for svc in entry.get("services", ()):
+            orders.setdefault(svc["service"], {})[name] = svc["order"]
+    consistent = {svc: len(set(by_node.values())) == 1 for svc, by_node in orders.items()}
+    for entry in nodes.values():
+        for svc in entry.get("services", ()):
+            svc["order_matches_other_directors"] = consistent[svc["service"]]
+    return {"cluster": plan.cluster.name, "in_sync": all(n["in_sync"] for n in nodes.values()),
+            "mh_tables_consistent": all(consistent.values()), "nodes": nodes}

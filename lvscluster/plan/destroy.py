@@ -1,0 +1,39 @@
+"""Destroy plan (pure): the actions that remove what deploy added to a node, and nothing else.
+
+Only objects the topology manages are touched: its VIP addresses, its IPVS services (their
+dests go with them) and sync daemons, its FRR configuration (replaced by an empty one), and
+the sysctls deploy changed, set back to the values journaled before the first change.
+Withdrawal comes first, so no router sends traffic to a director that has stopped serving.
+"""
+
+from __future__ import annotations
+
+from lvscluster.plan.actions import Action
+from lvscluster.plan.diff import sysctl_equal
+from lvscluster.state import NodeState
+
+EMPTY_FRR = "! emptied by lvscluster destroy\nfrr defaults traditional\nservice integrated-vtysh-config\n!\nend\n"
+
+
+def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, str]) -> list[Action]:
+    """Actions that undo deploy on one node, given the journaled original sysctl values."""
+    node = desired.name
+    actions: list[Action] = []
+    if desired.frr is not None and observed.frr is not None:
+        actions.append(Action(node=node, kind="set_frr", frr=EMPTY_FRR, reason="stop announcing: remove the FRR configuration"))
+    have = set(observed.addresses)
+    actions += [Action(node=node, kind="del_address", address=a, reason="added by deploy")
+                for a in desired.addresses if a in have]
+    if desired.ipvs and observed.ipvs:
+        wanted = {s.key for s in desired.ipvs.services}
+        actions += [Action(node=node, kind="del_service", service=s.without_dests(), reason="added by deploy")
+                    for s in observed.ipvs.services if s.key in wanted]
+        wanted_daemons = {d.key for d in desired.ipvs.daemons}
+        actions += [Action(node=node, kind="del_daemon", daemon=d, reason="started by deploy")
+                    for d in observed.ipvs.daemons if d.key in wanted_daemons]
+    for name in desired.sysctls:
+        original, now = originals.get(name), observed.sysctls.get(name)
+        if original is not None and now is not None and not sysctl_equal(original, now):
+            actions.append(Action(node=node, kind="set_sysctl", sysctl=name, value=original, previous=now,
+                                  reason="back to its value before deploy"))
+    return actions
