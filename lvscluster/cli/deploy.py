@@ -80,6 +80,21 @@ def _confirm_here(total: int | None = None) -> None:
     typer.confirm(f"apply {total} changes?" if total else "apply these changes?", abort=True)
 
 
+def _forward_changes_to_vm(cluster: Cluster, file: Path, ask: bool) -> None:
+    """When the lab lives in a VM, run this changing command there (it has no terminal, so a
+    confirmation is asked here between a --dry-run and a --yes run); returns only if no VM."""
+    vm = lab_vm(cluster.name)
+    if vm is None:
+        return
+    if ask:
+        code = run_in_vm(vm, file, ("--dry-run",))
+        if code:
+            raise typer.Exit(code)
+        _confirm_here()
+        raise typer.Exit(run_in_vm(vm, file, ("--yes",)))
+    forward_to_vm(vm, file)
+
+
 def register(app: typer.Typer) -> None:
     """Add `plan` and `deploy` to the main app."""
 
@@ -130,14 +145,7 @@ def register(app: typer.Typer) -> None:
         on a converged cluster prints "no changes".
         """
         cluster = load_cluster(file)
-        if (vm := lab_vm(cluster.name)) is not None:
-            if not (yes or dry_run or as_json):  # the VM has no terminal: show the plan there, ask here
-                code = run_in_vm(vm, file, ("--dry-run",))
-                if code:
-                    raise typer.Exit(code)
-                _confirm_here()
-                raise typer.Exit(run_in_vm(vm, file, ("--yes",)))
-            forward_to_vm(vm, file)
+        _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run or as_json))
         lab = lab_namespaces(cluster)
         plan_ = plan_deploy(cluster, lab, progress=_progress)
         if as_json and (dry_run or plan_.total == 0):
@@ -241,14 +249,7 @@ def register_status(app: typer.Typer) -> None:
         from lvscluster.apply.deploy import plan_teardown
 
         cluster = load_cluster(file)
-        if (vm := lab_vm(cluster.name)) is not None:
-            if not (yes or dry_run):
-                code = run_in_vm(vm, file, ("--dry-run",))
-                if code:
-                    raise typer.Exit(code)
-                _confirm_here()
-                raise typer.Exit(run_in_vm(vm, file, ("--yes",)))
-            forward_to_vm(vm, file)
+        _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run))
         teardown = plan_teardown(plan_deploy(cluster, lab_namespaces(cluster), progress=_progress))
         print_plan(teardown.actions)
         if teardown.total == 0 or dry_run:

@@ -12,7 +12,18 @@ from lvscluster.plan.actions import Action
 from lvscluster.plan.diff import sysctl_equal
 from lvscluster.state import NodeState
 
-EMPTY_FRR = "! emptied by lvscluster destroy\nfrr defaults traditional\nservice integrated-vtysh-config\n!\nend\n"
+SECTION_STARTS = ("interface ", "router ", "bfd")
+
+
+def emptied_frr(desired: str) -> str:
+    """The FRR config destroy leaves: the deployed global lines (forwarding, nexthop handling) kept,
+    so zebra changes no sysctl, every interface, OSPF and BFD setting gone. An empty `bfd` node
+    stays while bfdd runs: FRR cannot remove it."""
+    lines = desired.splitlines()
+    end = next((i for i, line in enumerate(lines) if line.startswith(SECTION_STARTS)), len(lines))
+    header = [line for line in lines[:end] if not line.startswith("! ")]
+    tail = ["bfd", "exit", "!"] if "bfd" in lines else []
+    return "\n".join(["! emptied by lvscluster destroy", *header, *tail, "end"]) + "\n"
 
 
 def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, str]) -> list[Action]:
@@ -20,7 +31,8 @@ def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, s
     node = desired.name
     actions: list[Action] = []
     if desired.frr is not None and observed.frr is not None:
-        actions.append(Action(node=node, kind="set_frr", frr=EMPTY_FRR, reason="stop announcing: remove the FRR configuration"))
+        actions.append(Action(node=node, kind="set_frr", frr=emptied_frr(desired.frr),
+                              reason="stop announcing: remove the FRR configuration"))
     have = set(observed.addresses)
     actions += [Action(node=node, kind="del_address", address=a, reason="added by deploy")
                 for a in desired.addresses if a in have]

@@ -21,6 +21,7 @@ from lvscluster.apply import frr
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_cluster
+from lvscluster.plan.destroy import emptied_frr
 
 ROOT = Path(__file__).parent.parent.parent
 TOPOLOGIES = sorted((ROOT / "topology").glob("*.lvs.yml"))
@@ -112,6 +113,12 @@ def test_reload_changes_only_the_difference(namespaces: Namespaces) -> None:
     assert frr.config_delta(ns, changed) == []
     assert (frr.run_dir(ns) / "zebra.pid").read_text() == zebra_pid  # no daemon restarted
     assert frr.config_delta("lvst-frr-not-running", text) is None
+
+    emptied = emptied_frr(changed)  # what destroy applies
+    frr.reload(ns, emptied)
+    assert frr.config_delta(ns, emptied) == []
+    running = frr.running_config(ns)
+    assert "router ospf" not in running and "interface up0" not in running and "no ip forwarding" in running
 
 
 def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces) -> None:
