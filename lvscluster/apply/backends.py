@@ -48,8 +48,14 @@ JOURNAL_DIR = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "j
 
 
 def journal_path(netns: str | None) -> Path:
-    """Where a node's original sysctl values are kept (tmpfs: a reboot resets them anyway)."""
-    return JOURNAL_DIR / f"{netns or 'local'}.json"
+    """Where a node's original sysctl values are kept (tmpfs: a reboot resets them anyway).
+
+    A named namespace is keyed by its name; the current one by its identity, so a node reached
+    over ssh inside a namespace of a shared machine never mixes with the machine's own journal.
+    """
+    if netns:
+        return JOURNAL_DIR / f"{netns}.json"
+    return JOURNAL_DIR / f"netns-{os.stat('/proc/self/ns/net').st_ino}.json"
 
 
 class KernelBackend:

@@ -1,0 +1,112 @@
+"""Deploy over ssh for real: an sshd in a lab namespace, a generated key, host keys verified.
+
+The node is a real server (VIP on lo, ARP sysctls), which needs no IPVS, so this runs on any
+kernel with network namespaces. The remote end is `lvscluster node observe|apply`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lvscluster.apply.backends import JOURNAL_DIR, SshBackend
+from lvscluster.errors import ApplyError
+from lvscluster.netlink import Links, read_sysctls
+from lvscluster.plan.diff import diff_node
+from lvscluster.state import InterfaceAddress, NodeState
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(not Path(SSHD).exists(), reason="openssh-server is not installed"),
+]
+HOST_SIDE, NODE_SIDE = "10.250.77.1", "10.250.77.2"
+
+
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def ssh_node(tmp_path: Path):
+    """A namespace with sshd on a management veth to this namespace; yields (netns, backend options)."""
+    ns = f"lvst-ssh-{os.getpid()}"
+    host_if = f"lvsts{os.getpid() % 100000}"
+    run("ip", "netns", "add", ns)
+    run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "mgmt0", "netns", ns)
+    run("ip", "addr", "add", f"{HOST_SIDE}/30", "dev", host_if)
+    run("ip", "link", "set", host_if, "up")
+    run("ip", "-n", ns, "addr", "add", f"{NODE_SIDE}/30", "dev", "mgmt0")
+    run("ip", "-n", ns, "link", "set", "mgmt0", "up")
+    run("ip", "-n", ns, "link", "set", "lo", "up")
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host_key"))
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "client_key"))
+    (tmp_path / "authorized_keys").write_text((tmp_path / "client_key.pub").read_text())
+    os.chmod(tmp_path, 0o700)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"""Port 2222
+ListenAddress {NODE_SIDE}
+HostKey {tmp_path / 'host_key'}
+AuthorizedKeysFile {tmp_path / 'authorized_keys'}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UsePAM no
+StrictModes no
+PidFile {tmp_path / 'sshd.pid'}
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen(["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{NODE_SIDE}]:2222 {(tmp_path / 'host_key.pub').read_text()}")
+    options = ("-i", str(tmp_path / "client_key"), "-o", f"UserKnownHostsFile={known}",
+               "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10")
+    deadline = time.monotonic() + 20
+    while subprocess.run(["ssh", *options, "-p", "2222", f"root@{NODE_SIDE}", "true"], capture_output=True).returncode:
+        assert time.monotonic() < deadline, "sshd did not come up"
+        time.sleep(0.3)
+    yield ns, options, tmp_path
+    journal_path = JOURNAL_DIR / f"netns-{os.stat(f'/run/netns/{ns}').st_ino}.json"
+    assert not journal_path.exists() or journal_path.read_text()
+    journal_path.unlink(missing_ok=True)
+    sshd.terminate()
+    sshd.wait(timeout=10)
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_deploy_a_real_server_over_ssh(ssh_node) -> None:
+    ns, options, _ = ssh_node
+    backend = SshBackend(f"ssh://root@{NODE_SIDE}:2222", ssh_options=options,
+                         remote_command=f"{sys.prefix}/bin/lvscluster")
+    desired = NodeState(name="rs1", role="real_server",
+                        addresses=(InterfaceAddress(interface="lo", address="10.99.0.10/32"),),
+                        sysctls={"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"})
+    before = backend.observe(desired)
+    actions = diff_node(desired, before)
+    assert [a.kind for a in actions] == ["set_sysctl", "set_sysctl", "add_address"]
+    backend.apply(actions)
+    # checked in the namespace itself, not through the transport
+    with Links(ns) as links:
+        assert InterfaceAddress(interface="lo", address="10.99.0.10/32") in links.addresses({"lo"})
+    assert read_sysctls(ns, ["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce"]) == {
+        "net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
+    assert diff_node(desired, backend.observe(desired)) == []
+    assert backend.originals() == {"net.ipv4.conf.all.arp_ignore": before.sysctls["net.ipv4.conf.all.arp_ignore"],
+                                   "net.ipv4.conf.all.arp_announce": before.sysctls["net.ipv4.conf.all.arp_announce"]}
+
+
+def test_unknown_host_key_is_refused(ssh_node) -> None:
+    _, options, tmp_path = ssh_node
+    (tmp_path / "known_hosts").write_text("")
+    backend = SshBackend(f"ssh://root@{NODE_SIDE}:2222", ssh_options=options,
+                         remote_command=f"{sys.prefix}/bin/lvscluster")
+    with pytest.raises(ApplyError, match="Host key verification failed"):
+        backend.observe(NodeState(name="rs1", role="real_server"))
