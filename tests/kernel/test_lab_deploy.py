@@ -10,57 +10,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from labkit import CLIENT, cli, in_node
 
-from lvscluster.cli import app
-from lvscluster.errors import LvsClusterError
 from lvscluster.lab import netns as lab_provider
 from lvscluster.netlink import IpvsSocket
 
 ROOT = Path(__file__).parent.parent.parent
 VIP = "10.99.0.10"
-
-
-def cli(*args: str) -> tuple[int, str]:
-    """Run `lvscluster ARGS` in-process; returns (exit code, stdout + stderr)."""
-    result = CliRunner().invoke(app, list(args))
-    if isinstance(result.exception, LvsClusterError):
-        return result.exception.exit_code, result.output + str(result.exception)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
-
-
-def in_node(lab: str, node: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", f"{lab}.{node}", *argv], capture_output=True, text=True, timeout=timeout)
-
-
-CLIENT = r"""
-import json, socket, sys
-vip, count = sys.argv[1], int(sys.argv[2])
-answers = {}
-for i in range(count):
-    s = socket.socket()
-    s.settimeout(10)
-    s.bind(("0.0.0.0", 20000 + i))  # unique source ports: each request a new 5-tuple
-    s.connect((vip, 80))
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    data = b""
-    while chunk := s.recv(4096):
-        data += chunk
-    s.close()
-    name = data.split(b"\r\n\r\n", 1)[1].decode().strip()
-    answers[name] = answers.get(name, 0) + 1
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.settimeout(10)
-u.sendto(b"ping", (vip, 53))
-print(json.dumps({"http": answers, "udp": u.recv(100).decode()}))
-"""
 
 
 @pytest.fixture

@@ -1,0 +1,53 @@
+"""Shared by the lab kernel tests: the CLI run in-process, commands in a lab node, a traffic client."""
+
+from __future__ import annotations
+
+import subprocess
+
+from typer.testing import CliRunner
+
+from lvscluster.cli import app
+from lvscluster.errors import LvsClusterError
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """Run `lvscluster ARGS` in-process; returns (exit code, stdout + stderr)."""
+    result = CliRunner().invoke(app, list(args))
+    if isinstance(result.exception, LvsClusterError):
+        return result.exception.exit_code, result.output + str(result.exception)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def in_node(lab: str, node: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a command in a lab node's namespace."""
+    return subprocess.run(["ip", "netns", "exec", f"{lab}.{node}", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+# python3 -c CLIENT VIP COUNT [PORT [UDP_PORT]]: COUNT HTTP requests from unique source ports
+# (each a new 5-tuple) and one UDP echo; prints the answering real servers as JSON.
+CLIENT = r"""
+import json, socket, sys
+vip, count = sys.argv[1], int(sys.argv[2])
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 80
+udp_port = int(sys.argv[4]) if len(sys.argv) > 4 else 53
+answers = {}
+for i in range(count):
+    s = socket.socket()
+    s.settimeout(10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 20000 + i))  # unique source ports: each request a new 5-tuple
+    s.connect((vip, port))
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    name = data.split(b"\r\n\r\n", 1)[1].decode().strip()
+    answers[name] = answers.get(name, 0) + 1
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(10)
+u.sendto(b"ping", (vip, udp_port))
+print(json.dumps({"http": answers, "udp": u.recv(100).decode()}))
+"""
