@@ -94,7 +94,7 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
         for vip in cluster.topology.vips:
             assert f"network {vip.address}/32 area 0.0.0.0" in running
     else:
-        assert f"maximum-paths {spec.max_paths}" in running
+        assert f"maximum-paths {spec.max_paths or 8}" in running
 
 
 def test_reload_changes_only_the_difference(namespaces: Namespaces) -> None:
