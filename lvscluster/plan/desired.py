@@ -8,14 +8,12 @@ real server appended to the file is a plain insert with no reordering anywhere.
 
 from __future__ import annotations
 
-import ipaddress
-
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Service, Vip
 from lvscluster.plan.render import render_frr
 from lvscluster.state import InterfaceAddress, IpvsDest, IpvsService, IpvsState, IpvsTimeouts, NodeState, SyncDaemon
 
-# What every all-active director needs (see docs/design.md for the why of each).
+# What every all-active director needs (docs/topology.md, "What each node gets", says why).
 DIRECTOR_SYSCTLS: dict[str, str] = {
     "net.ipv4.vs.sloppy_tcp": "1",  # schedule mid-flow TCP packets ECMP moved here
     "net.ipv4.vs.sloppy_sctp": "1",
@@ -143,7 +141,3 @@ def plan_cluster(cluster: Cluster) -> dict[str, NodeState]:
         states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
     return states
 
-
-def is_ipv6(address: str) -> bool:
-    """True for an IPv6 address string."""
-    return ipaddress.ip_address(address).version == 6
