@@ -122,9 +122,14 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
 
 def plan_teardown(plan: DeployPlan) -> DeployPlan:
     """The destroy plan for an observed cluster: directors first (withdraw), then routers, then real servers."""
-    from lvscluster.plan.destroy import plan_destroy
+    from lvscluster.plan.destroy import emptied_frr, plan_destroy
 
-    order = list(reversed(list(plan.actions)))
-    actions = {name: plan_destroy(plan.desired[name], plan.observed[name], plan.backends[name].originals())
-               for name in order}
+    actions = {}
+    for name in reversed(list(plan.actions)):
+        desired, backend = plan.desired[name], plan.backends[name]
+        emptied = False
+        if desired.frr is not None and plan.observed[name].frr is not None:
+            empty = desired.model_copy(update={"frr": emptied_frr(desired.frr)})
+            emptied = backend.observe(empty).frr == empty.frr
+        actions[name] = plan_destroy(desired, plan.observed[name], backend.originals(), frr_emptied=emptied)
     return DeployPlan(plan.cluster, plan.backends, plan.desired, plan.observed, actions)

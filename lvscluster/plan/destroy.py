@@ -26,11 +26,13 @@ def emptied_frr(desired: str) -> str:
     return "\n".join(["! emptied by lvscluster destroy", *header, *tail, "end"]) + "\n"
 
 
-def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, str]) -> list[Action]:
-    """Actions that undo deploy on one node, given the journaled original sysctl values."""
+def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, str],
+                 frr_emptied: bool = False) -> list[Action]:
+    """Actions that undo deploy on one node, given the journaled original sysctl values and
+    whether the node's FRR already runs the emptied configuration."""
     node = desired.name
     actions: list[Action] = []
-    if desired.frr is not None and observed.frr is not None:
+    if desired.frr is not None and observed.frr is not None and not frr_emptied:
         actions.append(Action(node=node, kind="set_frr", frr=emptied_frr(desired.frr),
                               reason="stop announcing: remove the FRR configuration"))
     have = set(observed.addresses)

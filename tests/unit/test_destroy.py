@@ -33,5 +33,9 @@ def test_destroy_of_a_clean_node_is_empty() -> None:
     assert plan_destroy(director(), clean, {"net.ipv4.vs.sloppy_tcp": "0"}) == []
 
 
+def test_frr_already_emptied_is_not_reapplied() -> None:
+    assert "set_frr" not in [a.kind for a in plan_destroy(director(), director(), {}, frr_emptied=True)]
+
+
 def test_sysctl_without_journal_is_left_alone() -> None:
     assert [a.kind for a in plan_destroy(director(), director(), {})] == ["set_frr", "del_address", "del_service", "del_daemon"]
