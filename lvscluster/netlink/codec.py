@@ -20,6 +20,7 @@ from operator import itemgetter
 from typing import Any
 
 _HDR = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
 NLA_F_NESTED = 0x8000
 
 # struct codes for the layout fast path (native order; be16/be32 are byte-swapped after)
@@ -138,9 +139,14 @@ class _Layout:
         self.headers: list[int] = []  # value indexes of every (len, type) header field
         self.expected: list[int] = []
         self.leaves: list[tuple[tuple[str, ...], int, str, Any]] = []  # (path, index, kind, sub)
+        # leaf path -> (value index, struct code, byte offset from `start`); a repeated leaf: the last
+        self.codes: dict[tuple[str, ...], tuple[int, str, int]] = {}
+        self._origin = start  # byte offsets in `codes` and `header_at` are relative to it
+        self.header_at: list[tuple[int, int]] = []  # (byte offset, header as one native u32)
         self.count = 0  # values the format produces so far
         self._walk(schema, data, start, end, skip, (), fmt)
-        self.struct = struct.Struct("=" + "".join(fmt))
+        self.format = "".join(fmt)
+        self.struct = struct.Struct("=" + self.format)
         self.size = end - start
         self.get_headers = _getter(self.headers)
         self.expected_t = tuple(self.expected)
@@ -160,6 +166,7 @@ class _Layout:
             if n < 4:
                 raise ValueError("bad attribute length")
             index = self.count
+            self.header_at.append((offset - self._origin, _U32.unpack_from(data, offset)[0]))
             self.headers += [index, index + 1]
             self.expected += [n, type_id]
             fmt.append("HH")
@@ -170,10 +177,10 @@ class _Layout:
                 self._walk(entry[2], data, offset + 4, offset + n, skip, path + (entry[0],), fmt)
             elif entry is not None and entry[0] not in skip:
                 code = _LAYOUT_CODES.get(entry[1])
-                if code is not None and struct.calcsize(code) == size:
-                    fmt.append(code)
-                else:
-                    fmt.append(f"{size}s")
+                if code is None or struct.calcsize(code) != size:
+                    code = f"{size}s"
+                fmt.append(code)
+                self.codes[path + (entry[0],)] = (index + 2, code, offset + 4 - self._origin)
                 self.leaves.append((path + (entry[0],), index + 2, entry[1], entry[2]))
                 self.count += 1
             elif size:
