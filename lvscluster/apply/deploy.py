@@ -122,14 +122,15 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
 
 def plan_teardown(plan: DeployPlan) -> DeployPlan:
     """The destroy plan for an observed cluster: directors first (withdraw), then routers, then real servers."""
-    from lvscluster.plan.destroy import emptied_frr, plan_destroy
+    from lvscluster.plan.destroy import destroy_frr, plan_destroy
 
     actions = {}
     for name in reversed(list(plan.actions)):
-        desired, backend = plan.desired[name], plan.backends[name]
+        desired, observed, backend = plan.desired[name], plan.observed[name], plan.backends[name]
+        originals = backend.originals()
         emptied = False
-        if desired.frr is not None and plan.observed[name].frr is not None:
-            empty = desired.model_copy(update={"frr": emptied_frr(desired.frr)})
+        if desired.frr is not None and observed.frr is not None:
+            empty = desired.model_copy(update={"frr": destroy_frr(desired, observed, originals)})
             emptied = backend.observe(empty).frr == empty.frr
-        actions[name] = plan_destroy(desired, plan.observed[name], backend.originals(), frr_emptied=emptied)
+        actions[name] = plan_destroy(desired, observed, originals, frr_emptied=emptied)
     return DeployPlan(plan.cluster, plan.backends, plan.desired, plan.observed, actions)

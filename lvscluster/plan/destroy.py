@@ -15,15 +15,34 @@ from lvscluster.state import NodeState
 SECTION_STARTS = ("interface ", "router ", "bfd")
 
 
-def emptied_frr(desired: str) -> str:
-    """The FRR config destroy leaves: the deployed global lines (forwarding, nexthop handling) kept,
-    so zebra changes no sysctl, every interface, OSPF and BFD setting gone. An empty `bfd` node
-    stays while bfdd runs: FRR cannot remove it."""
+FORWARD = "net.ipv4.ip_forward"
+
+
+def emptied_frr(desired: str, forwarding: bool | None = None) -> str:
+    """The FRR config destroy leaves: the deployed global lines (nexthop handling, forwarding) kept,
+    every interface, OSPF and BFD setting gone. An empty `bfd` node stays while bfdd runs: FRR
+    cannot remove it. zebra owns ip_forward, so `forwarding` (when known) says what it must be
+    left at: the value deploy found, which destroy restores."""
     lines = desired.splitlines()
     end = next((i for i, line in enumerate(lines) if line.startswith(SECTION_STARTS)), len(lines))
     header = [line for line in lines[:end] if not line.startswith("! ")]
+    if forwarding is not None:
+        header = [line for line in header if line != "no ip forwarding"]
+        if not forwarding:
+            header.insert(max(len(header) - 1, 0), "no ip forwarding")
     tail = ["bfd", "exit", "!"] if "bfd" in lines else []
     return "\n".join(["! emptied by lvscluster destroy", *header, *tail, "end"]) + "\n"
+
+
+def destroy_frr(desired: NodeState, observed: NodeState, originals: dict[str, str]) -> str | None:
+    """The FRR config a destroyed node keeps, or None when deploy manages no FRR there."""
+    if desired.frr is None:
+        return None
+    forwarding = None
+    if FORWARD in desired.sysctls:
+        after = originals.get(FORWARD, observed.sysctls.get(FORWARD))
+        forwarding = None if after is None else after.strip() != "0"
+    return emptied_frr(desired.frr, forwarding)
 
 
 def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, str],
@@ -33,7 +52,7 @@ def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, s
     node = desired.name
     actions: list[Action] = []
     if desired.frr is not None and observed.frr is not None and not frr_emptied:
-        actions.append(Action(node=node, kind="set_frr", frr=emptied_frr(desired.frr),
+        actions.append(Action(node=node, kind="set_frr", frr=destroy_frr(desired, observed, originals),
                               reason="stop announcing: remove the FRR configuration"))
     have = set(observed.addresses)
     actions += [Action(node=node, kind="del_address", address=a, reason="added by deploy")

@@ -39,3 +39,13 @@ def test_frr_already_emptied_is_not_reapplied() -> None:
 
 def test_sysctl_without_journal_is_left_alone() -> None:
     assert [a.kind for a in plan_destroy(director(), director(), {})] == ["set_frr", "del_address", "del_service", "del_daemon"]
+
+
+def test_router_frr_leaves_forwarding_as_deploy_found_it() -> None:
+    router_frr = "frr defaults traditional\nno ipv6 forwarding\n!\nrouter ospf\nexit\n!\nend\n"
+    router = NodeState(name="r1", role="router", sysctls={"net.ipv4.ip_forward": "1"}, frr=router_frr)
+    actions = plan_destroy(router, router, {"net.ipv4.ip_forward": "0"})
+    assert "no ip forwarding" in actions[0].frr  # zebra would otherwise keep (or turn) forwarding on
+    assert [(a.kind, a.value) for a in actions[1:]] == [("set_sysctl", "0")]
+    kept = plan_destroy(router, router, {})
+    assert "no ip forwarding" not in kept[0].frr  # never journaled: deploy found forwarding on
