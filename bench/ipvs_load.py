@@ -8,6 +8,8 @@ fresh throwaway namespaces `lvsb-lib` and `lvsb-adm`. Reports, in seconds:
   (`build_actions` is reported apart: that is the planner's work, not netlink's);
 * `noop_reapply`: observe the whole IPVS state + compare with the desired state + apply
   the (empty) action list;
+* `diff_node_noop`: `plan.diff.diff_node` of the desired vs the observed state (what the
+  deploy engine runs after observing; reported apart, it is planner code, not netlink);
 * `single_weight_change`: one `set_dest` action, asserted to be exactly one netlink write;
 and checks that both namespaces end with the same services and the same dest order.
 
@@ -27,7 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from lvscluster.netlink import IpvsSocket, apply, observe  # noqa: E402
 from lvscluster.plan.actions import Action  # noqa: E402
-from lvscluster.state import IpvsDest, IpvsService  # noqa: E402
+from lvscluster.plan.diff import diff_node  # noqa: E402
+from lvscluster.state import IpvsDest, IpvsService, IpvsState, NodeState  # noqa: E402
 
 NS_LIB, NS_ADM = "lvsb-lib", "lvsb-adm"
 
@@ -111,7 +114,14 @@ def main() -> int:
     observe(NS_LIB)
     r["observe_only"] = time.perf_counter() - t
     r["noop_vs_full_load"] = r["noop_reapply"] / r["library_full_load"]
+    r["noop_vs_ipvsadm"] = r["noop_reapply"] / r["ipvsadm_restore"]
     assert not todo, "library state differs from the desired state"
+    # the deploy engine's comparison (plan.diff.diff_node) of the same states, reported apart
+    t = time.perf_counter()
+    actions = diff_node(NodeState(name="bench", role="director", ipvs=IpvsState(services=services)),
+                        NodeState(name="bench", role="director", ipvs=seen))
+    r["diff_node_noop"] = time.perf_counter() - t
+    assert not actions, "diff_node found differences in a no-op"
 
     with IpvsSocket(NS_ADM) as sock:
         other = {svc.key: svc for svc in sock.services()}
