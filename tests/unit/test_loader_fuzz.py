@@ -26,7 +26,7 @@ def check(text: str) -> None:
             assert LINE.match(problem), problem
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(DEMO) - 1), st.integers(0, 20), st.text(max_size=8))
 def test_text_mutations(position: int, cut: int, insert: str) -> None:
     check(DEMO[:position] + insert + DEMO[position + cut:])
@@ -46,7 +46,7 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.text
                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_structural_mutations(data) -> None:
     yaml = YAML()
