@@ -116,7 +116,7 @@ dest_lists = st.lists(st.builds(dest, st.integers(1, 12), st.integers(0, 3)), ma
                       unique_by=lambda d: d.key)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(desired=dest_lists, observed=dest_lists)
 def test_dest_actions_reach_the_desired_kernel_order(desired: list[IpvsDest], observed: list[IpvsDest]) -> None:
     svc = service(*desired)
