@@ -32,13 +32,20 @@ def _progress(message: str) -> None:
 
 
 @lab_app.command("up")
-def lab_up(file: TopologyFile) -> None:
+def lab_up(
+    file: TopologyFile,
+    vm: Annotated[Optional[bool], typer.Option(
+        "--vm/--no-vm", help="Build the lab inside a VM with Debian's kernel (--vm), or on this kernel (--no-vm). "
+        "Default: a VM only when this kernel has no IPVS. --no-vm on such a kernel still gives cabling, "
+        "FRR and test servers, but directors cannot be deployed.", show_default=False)] = None,
+) -> None:
     """Create the lab's namespaces, cables, routes, FRR daemons and test servers.
 
     A failure half way removes everything built so far and names the step that failed.
     """
     cluster = load_cluster(file)
-    if vmhost.needs_vm():
+    inside_vm = bool(os.environ.get("LVSCLUSTER_IN_VM"))  # a forwarded `lab up --vm` must not nest
+    if not inside_vm and (vm if vm is not None else vmhost.needs_vm()):
         _lab_up_in_vm(cluster.name, file)
     layout = plan_lab(cluster)
     provider.up(layout, file, progress=_progress)

@@ -59,7 +59,7 @@ def in_node(lab: str, node: str, *argv: str) -> subprocess.CompletedProcess:
 
 def test_lab_up_status_exec_down(topology) -> None:
     name, path = topology
-    done = lvscluster("lab", "up", str(path))
+    done = lvscluster("lab", "up", "--no-vm", str(path))
     assert done.returncode == 0, done.stderr
     assert "cabling" in done.stderr  # progress is shown
     assert provider.lab_namespaces(name) == sorted(f"{name}.{n}" for n in ("c1", "r1", "d1", "rs1", "rs2", "_switch"))
@@ -83,7 +83,7 @@ def test_lab_up_status_exec_down(topology) -> None:
     assert status["nodes"]["d1"]["frr"] == ["zebra", "ospfd", "bfdd"] and status["nodes"]["rs1"]["processes"] == 1
     assert lvscluster("lab", "exec", "--lab", name, "c1", "--", "ip", "-j", "addr").returncode == 0
 
-    again = lvscluster("lab", "up", str(path))
+    again = lvscluster("lab", "up", "--no-vm", str(path))
     assert again.returncode == 1 and "already up" in again.stderr
 
     assert lvscluster("lab", "down", str(path)).returncode == 0
@@ -100,7 +100,7 @@ def test_failed_lab_up_cleans_up_and_names_the_step(topology) -> None:
     frr.RUN.mkdir(parents=True, exist_ok=True)
     blocker.write_text("stale")
     try:
-        done = lvscluster("lab", "up", str(path))
+        done = lvscluster("lab", "up", "--no-vm", str(path))
     finally:
         blocker.unlink(missing_ok=True)
     assert done.returncode == 1
