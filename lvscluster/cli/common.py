@@ -44,7 +44,7 @@ def run_in_vm(vm, file: Path | None = None, extra: tuple[str, ...] = ()) -> int:
     if file is not None:
         staged = vm.stage(file)
         args = [staged if arg == str(file) else arg for arg in args]
-    env = {"COLUMNS": str(out.width)}
+    env = {"COLUMNS": str(out.width if out.is_terminal else 140)}  # tables stay readable in logs too
     if out.is_terminal:
         env["FORCE_COLOR"] = "1"
     err.print(f"[dim]lab {vm.lab} lives in a VM (this kernel has no IPVS): running the command there[/dim]")
