@@ -188,24 +188,8 @@ class GenlSocket:
 
     def dump(self, data: bytes) -> list[tuple[bytes, int]]:
         """Send one dump request; return (datagram, offset) of every reply message."""
-        seq = struct.unpack_from("=I", data, _SEQ_OFFSET)[0]
-        self.sock.send(data)
-        out = []
-        while True:
-            chunk = self.sock.recv(BUFSIZE)
-            for kind, flags, mseq, offset, end in self._messages(chunk):
-                if mseq != seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    code = -_ERR.unpack_from(chunk, offset + 16)[0]
-                    if code:
-                        raise KernelError(code, _extack(chunk, offset + 16, end, flags))
-                    return out
-                out.append((chunk, offset))
-                if not flags & NLM_F_MULTI:
-                    return out
+        return [(chunk, offset + i * stride)
+                for chunk, offset, count, stride in self.dump_runs(data) for i in range(count)]
 
     def dump_runs(self, data: bytes) -> list[tuple[bytes, int, int, int]]:
         """Like `dump`, grouped: (datagram, offset, count, stride) runs of equal-length replies.
