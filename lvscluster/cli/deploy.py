@@ -80,6 +80,17 @@ def _confirm_here(total: int | None = None) -> None:
     typer.confirm(f"apply {total} changes?" if total else "apply these changes?", abort=True)
 
 
+def _show_confirm_apply(plan, *, yes: bool, dry_run: bool, show: bool = True) -> list[str] | None:
+    """Print the plan, ask unless --yes, apply it; None when there was nothing (or nothing asked) to apply."""
+    if show:
+        print_plan(plan.actions)
+    if plan.total == 0 or dry_run:
+        return None
+    if not yes:
+        _confirm_here(plan.total)
+    return apply_plan(plan, progress=_progress)
+
+
 def _forward_changes_to_vm(cluster: Cluster, file: Path, ask: bool) -> None:
     """When the lab lives in a VM, run this changing command there (it has no terminal, so a
     confirmation is asked here between a --dry-run and a --yes run); returns only if no VM."""
@@ -151,13 +162,9 @@ def register(app: typer.Typer) -> None:
         if as_json and (dry_run or plan_.total == 0):
             print_json({**plan_json(plan_.actions), "applied": []})
             return
-        if not as_json:
-            print_plan(plan_.actions)
-        if plan_.total == 0 or dry_run:
+        changed = _show_confirm_apply(plan_, yes=yes, dry_run=dry_run, show=not as_json)
+        if changed is None:
             return
-        if not yes:
-            _confirm_here(plan_.total)
-        changed = apply_plan(plan_, progress=_progress)
         if as_json:
             print_json({**plan_json(plan_.actions), "applied": changed})
         else:
@@ -251,12 +258,9 @@ def register_status(app: typer.Typer) -> None:
         cluster = load_cluster(file)
         _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run))
         teardown = plan_teardown(plan_deploy(cluster, lab_namespaces(cluster), progress=_progress))
-        print_plan(teardown.actions)
-        if teardown.total == 0 or dry_run:
+        changed = _show_confirm_apply(teardown, yes=yes, dry_run=dry_run)
+        if changed is None:
             return
-        if not yes:
-            _confirm_here(teardown.total)
-        changed = apply_plan(teardown, progress=_progress)
         out.print(f"removed: {teardown.total} changes on {len(changed)} nodes", markup=False)
 
 
