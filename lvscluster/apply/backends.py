@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 from lvscluster.apply import frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
 from lvscluster.errors import ApplyError
+from lvscluster.files import write_atomic
 from lvscluster.plan.actions import Action
 from lvscluster.state import NodeState
 
@@ -86,11 +87,7 @@ class KernelBackend:
             elif action.previous is not None:
                 saved.setdefault(action.sysctl, action.previous)
         if saved != before and not self.runner.dry_run:
-            path = journal_path(self.netns)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(saved, indent=1, sort_keys=True))
-            tmp.replace(path)
+            write_atomic(journal_path(self.netns), json.dumps(saved, indent=1, sort_keys=True))
 
     def observe(self, desired: NodeState) -> NodeState:
         """Kernel state through netlink; FRR equals desired when frr-reload finds no difference."""

@@ -17,7 +17,8 @@ from lvscluster.cli.common import JsonFlag, TopologyFile, err, load_cluster, out
 from lvscluster.model.loader import load_topology
 from lvscluster.model.topology import Topology
 from lvscluster.plan.desired import plan_cluster
-from lvscluster.plan.render import render_cluster
+from lvscluster.files import write_tree
+from lvscluster.plan.render import render_files
 
 app = typer.Typer(
     name="lvscluster",
@@ -79,7 +80,7 @@ def render(
     Rendering is pure: it reads only the topology and writes only into OUTPUT.
     """
     cluster = load_cluster(file)
-    written = render_cluster(cluster, plan_cluster(cluster), output)
+    written = write_tree(output, render_files(cluster, plan_cluster(cluster)))
     nodes = sorted({p.parent.name for p in written})
     out.print(f"rendered {len(written)} files for {len(nodes)} nodes into {output}/", markup=False)
 

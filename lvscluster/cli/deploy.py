@@ -226,13 +226,16 @@ def register_status(app: typer.Typer) -> None:
         cluster = load_cluster(file)
         if (vm := lab_vm(cluster.name)) is not None:
             forward_to_vm(vm, file)
-        report = cluster_status(plan_deploy(cluster, lab_namespaces(cluster)))
+        observed = plan_deploy(cluster, lab_namespaces(cluster))
+        report = cluster_status(observed)
         if connections:
+            from lvscluster.apply.backends import KernelBackend
             from lvscluster.netlink.connections import connections as read_connections
 
             report["connections"] = {
-                name: [c.as_dict() for c in read_connections(_backend_netns(cluster, name))]
-                for name, node in report["nodes"].items() if node["role"] == "director"}
+                name: [c.as_dict() for c in read_connections(backend.netns)]
+                for name, backend in observed.backends.items()
+                if cluster.role(name) == "director" and isinstance(backend, KernelBackend)}
         if as_json:
             print_json(report)
             return
@@ -263,10 +266,3 @@ def register_status(app: typer.Typer) -> None:
             return
         out.print(f"removed: {teardown.total} changes on {len(changed)} nodes", markup=False)
 
-
-def _backend_netns(cluster: Cluster, node: str) -> str | None:
-    lab = lab_namespaces(cluster)
-    if lab and node in lab:
-        return lab[node]
-    access = cluster.topology.nodes[node].access or ""
-    return access.removeprefix("netns:") if access.startswith("netns:") else None

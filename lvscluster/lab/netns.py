@@ -23,6 +23,7 @@ from lvscluster.apply import frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.processes import terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
+from lvscluster.files import write_atomic
 from lvscluster.lab.layout import LabLayout, Veth
 
 STATE_ROOT = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "labs"
@@ -129,10 +130,7 @@ def _write_record(layout: LabLayout, topology_path: Path) -> None:
               "namespaces": layout.namespaces, "veths": [asdict(v) for v in layout.veths],
               "bridges": layout.bridges, "frr_nodes": layout.frr_nodes,
               "test_servers": [asdict(s) for s in layout.test_servers]}
-    path = state_dir(layout.name) / "lab.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(state_dir(layout.name) / "lab.json", json.dumps(record, indent=2) + "\n")
 
 
 def read_record(lab: str) -> dict | None:

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from lvscluster.files import write_atomic
+
 POLL = 0.05
 PROTOCOL = 2  # bump when requests or answers change: a host refuses an agent that speaks another
 READY = "ready"
@@ -84,9 +86,7 @@ def _run(directory: Path, request_id: str, request: dict) -> None:
         with open(err, "ab") as stderr:
             stderr.write(f"lvscluster vm agent: request failed: {exc!r}\n".encode())
         code = 1
-    tmp = directory / f"{request_id}.rc.tmp"
-    tmp.write_text(str(code))
-    tmp.replace(directory / f"{request_id}.rc")
+    write_atomic(directory / f"{request_id}.rc", str(code))
 
 
 def _spawn(request: dict, out: Path, err: Path) -> int:

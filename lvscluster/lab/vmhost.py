@@ -23,6 +23,7 @@ from pathlib import Path
 from lvscluster import vm
 from lvscluster.apply.processes import alive
 from lvscluster.errors import EnvironmentProblem, LvsClusterError
+from lvscluster.files import write_atomic
 from lvscluster.lab import vmagent
 
 VM_ROOT = Path(os.environ.get("LVSCLUSTER_VM_DIR", "/tmp/lvscluster-labvm"))
@@ -126,10 +127,8 @@ class LabVm:
             raise LvsClusterError(f"the VM of lab {self.lab} runs another lvscluster version (agent protocol {protocol}, "
                                   f"this one {vmagent.PROTOCOL}): run `lvscluster lab down` and `lab up` again")
         request_id = uuid.uuid4().hex
-        tmp = self.directory / f"{request_id}.tmp"
         request = {"cli" if cli else "argv": argv, "stdin": stdin, "cwd": cwd or str(REPO), "env": env or {}}
-        tmp.write_text(json.dumps(request))
-        tmp.rename(self.directory / f"{request_id}.req")
+        write_atomic(self.directory / f"{request_id}.req", json.dumps(request))
         streams = [(self.directory / f"{request_id}.out", on_stdout or _write(sys.stdout)),
                    (self.directory / f"{request_id}.err", on_stderr or _write(sys.stderr))]
         offsets = [0, 0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
 import jinja2
 
@@ -66,19 +65,12 @@ def state_json(state: NodeState) -> str:
     return json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
-def render_cluster(cluster: Cluster, states: dict[str, NodeState], out: Path) -> list[Path]:
-    """Write `<out>/<node>/{frr.conf,daemons,state.json}`; returns the files written."""
-    written = []
+def render_files(cluster: Cluster, states: dict[str, NodeState]) -> dict[str, str]:
+    """Every node's `<node>/{state.json,frr.conf,daemons}` as {relative path: text}; writes nothing."""
+    files = {}
     for name, state in states.items():
-        files = {"state.json": state_json(state)}
+        files[f"{name}/state.json"] = state_json(state)
         if state.frr is not None:
-            files["frr.conf"] = state.frr
-            files["daemons"] = render_daemons(cluster, name)
-        for filename, text in files.items():
-            path = out / name / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{filename}.tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-            written.append(path)
-    return written
+            files[f"{name}/frr.conf"] = state.frr
+            files[f"{name}/daemons"] = render_daemons(cluster, name)
+    return files

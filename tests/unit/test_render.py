@@ -15,7 +15,8 @@ import pytest
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology, parse_topology
 from lvscluster.plan.desired import plan_cluster
-from lvscluster.plan.render import render_cluster
+from lvscluster.files import write_tree
+from lvscluster.plan.render import render_files
 
 ROOT = Path(__file__).parent.parent.parent
 TOPOLOGIES = sorted((ROOT / "topology").glob("*.lvs.yml"))
@@ -29,7 +30,7 @@ def _cluster(path: Path) -> Cluster:
 @pytest.mark.parametrize("topology", TOPOLOGIES, ids=[t.name for t in TOPOLOGIES])
 def test_render_matches_golden(topology: Path, tmp_path: Path) -> None:
     cluster = _cluster(topology)
-    render_cluster(cluster, plan_cluster(cluster), tmp_path)
+    write_tree(tmp_path, render_files(cluster, plan_cluster(cluster)))
     expected = GOLDEN / cluster.name
     if os.environ.get("LVS_UPDATE_GOLDEN"):
         shutil.rmtree(expected, ignore_errors=True)
@@ -49,8 +50,8 @@ def test_render_matches_golden(topology: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("topology", TOPOLOGIES, ids=[t.name for t in TOPOLOGIES])
 def test_render_is_stable(topology: Path, tmp_path: Path) -> None:
     cluster = _cluster(topology)
-    render_cluster(cluster, plan_cluster(cluster), tmp_path / "a")
-    render_cluster(_cluster(topology), plan_cluster(_cluster(topology)), tmp_path / "b")
+    write_tree(tmp_path / "a", render_files(cluster, plan_cluster(cluster)))
+    write_tree(tmp_path / "b", render_files(_cluster(topology), plan_cluster(_cluster(topology))))
     assert not filecmp.dircmp(tmp_path / "a", tmp_path / "b").diff_files
 
 
