@@ -133,9 +133,10 @@ class SshBackend:
     """A remote node: `lvscluster node observe|apply` over ssh, JSON on stdin and stdout."""
 
     def __init__(self, target: str, runner: Runner = DEFAULT_RUNNER, ssh_options: tuple[str, ...] = (),
-                 remote_command: str = "lvscluster"):
+                 remote_command: str = "lvscluster", frr_pathspace: str | None = None):
         self.target = target  # ssh://user@host[:port]
         self.runner = runner
+        self.frr_pathspace = frr_pathspace  # the remote FRR's -N pathspace; None = the machine's FRR
         self.ssh_options = ssh_options
         self.remote_command = remote_command
         self.description = target
@@ -149,6 +150,8 @@ class SshBackend:
             argv += ["-l", url.username]
         # ssh hands the remote shell one string: it holds fixed words only, never a topology value
         argv += [url.hostname, "--", *shlex.split(self.remote_command), "node", verb]
+        if self.frr_pathspace and verb != "originals":
+            argv += ["--frr-pathspace", self.frr_pathspace]
         try:
             return self.runner.run(argv, input=payload, timeout=300).stdout
         except CommandFailed as exc:

@@ -86,6 +86,8 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
     frr.reload(ns, state.frr)  # zebra's forwarding follows the config (deploy also sets the sysctl first)
     assert frr.config_delta(ns, state.frr) == []  # frr-reload sees nothing left to change: deploy is idempotent
     running = frr.running_config(ns)
+    # the running config has the rendered one's shape, so observing needs no frr-reload run
+    assert frr.config_shape(running) == frr.config_shape(state.frr)
     spec = cluster.topology.nodes[node]
     assert f"ospf router-id {spec.router_id}" in running
     for uplink in cluster.uplinks(node):
@@ -118,6 +120,7 @@ def test_reload_changes_only_the_difference(namespaces: Namespaces) -> None:
     frr.reload(ns, emptied)
     assert frr.config_delta(ns, emptied) == []
     running = frr.running_config(ns)
+    assert frr.config_shape(running) == frr.config_shape(emptied)
     assert "router ospf" not in running and "interface up0" not in running and "no ip forwarding" in running
 
 

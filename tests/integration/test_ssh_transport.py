@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lvscluster.apply import frr
 from lvscluster.apply.backends import JOURNAL_DIR, SshBackend
 from lvscluster.errors import ApplyError
 from lvscluster.netlink import Links, read_sysctls
@@ -101,6 +102,27 @@ def test_deploy_a_real_server_over_ssh(ssh_node) -> None:
     assert diff_node(desired, backend.observe(desired)) == []
     assert backend.originals() == {"net.ipv4.conf.all.arp_ignore": before.sysctls["net.ipv4.conf.all.arp_ignore"],
                                    "net.ipv4.conf.all.arp_announce": before.sysctls["net.ipv4.conf.all.arp_announce"]}
+
+
+def test_deploy_frr_over_ssh_into_a_pathspace(ssh_node) -> None:
+    """A node whose FRR runs under a pathspace (-N): observe and apply reach that FRR, not the machine's."""
+    ns, options, _ = ssh_node
+    space = frr.pathspace_for(ns)
+    frr.start(space, ns)
+    try:
+        backend = SshBackend(f"ssh://root@{NODE_SIDE}:2222", ssh_options=options,
+                             remote_command=f"{sys.prefix}/bin/lvscluster", frr_pathspace=space)
+        config = ("frr defaults traditional\nlog syslog informational\nservice integrated-vtysh-config\n"
+                  "no zebra nexthop kernel enable\n!\nrouter ospf\n ospf router-id 10.255.0.77\n"
+                  " network 10.250.77.0/30 area 0.0.0.0\nexit\n!\n")
+        desired = NodeState(name="r9", role="router", frr=config)
+        actions = diff_node(desired, backend.observe(desired))
+        assert [a.kind for a in actions] == ["set_frr"]
+        backend.apply(actions)
+        assert "ospf router-id 10.255.0.77" in frr.running_config(space)
+        assert diff_node(desired, backend.observe(desired)) == []
+    finally:
+        frr.stop(space)
 
 
 def test_unknown_host_key_is_refused(ssh_node) -> None:

@@ -125,3 +125,16 @@ def test_tun_and_nat_modes() -> None:
     assert states["rs1"].tunnels == ("tunl0",) and states["rs1"].addresses[0].interface == "tunl0"
     assert states["rs1"].sysctls["net.ipv4.conf.tunl0.rp_filter"] == "0"
     assert states["rs2"].addresses == ()  # NAT real servers need no VIP
+
+
+def test_config_shape_ignores_banners_order_and_exit_lines_but_not_blocks() -> None:
+    from lvscluster.apply.frr import config_shape
+
+    rendered = "! d1\nfrr version 8.4\ninterface up0\n ip ospf hello-interval 1\n ip ospf bfd\nexit\n!\nbfd\n profile p\n exit\n !\nexit\n"
+    running = ("Building configuration...\n\nCurrent configuration:\n!\nhostname x\ninterface up0\n ip ospf bfd\n"
+               " ip ospf hello-interval 1\nexit\n!\nbfd\n profile p\n exit\n !\nexit\n!\nend\n")
+    assert config_shape(rendered) == config_shape(running)
+    assert ("bfd", "profile p") in config_shape(running)
+    moved = "interface up1\n ip ospf bfd\n ip ospf hello-interval 1\nexit\nbfd\n profile p\nexit\n"
+    assert config_shape(moved) != config_shape(running)  # same lines in another block differ
+    assert config_shape(running + "router ospf\n") != config_shape(running)
