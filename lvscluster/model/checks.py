@@ -65,6 +65,8 @@ def _roles(cluster: Cluster) -> list[Problem]:
             for field in ("sysctls", "timeouts", "announce"):
                 if getattr(node, field):
                     problems.append(Problem(("nodes", name, field), f"{field} applies only to directors"))
+        if node.drain and node.role not in ("director", "real_server"):
+            problems.append(Problem(("nodes", name, "drain"), "drain applies only to directors and real servers"))
         if node.gateway is not None and node.role in ("director", "router"):
             problems.append(Problem(("nodes", name, "gateway"), "gateway applies only to clients and real servers (routers and directors learn routes by OSPF)"))
     return problems

@@ -215,6 +215,7 @@ class Node(Strict):
     max_paths: Annotated[int, Field(ge=1, le=256)] | None = None
     access: Annotated[str, AfterValidator(_check_access)] | None = None
     gateway: IPAddress | None = None
+    drain: bool = False
     announce: Literal["ospf"] | None = None
     ospf: OspfSettings | None = None
     sysctls: dict[str, SysctlValue] = {}

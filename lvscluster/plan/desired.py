@@ -60,7 +60,7 @@ def ipvs_service(cluster: Cluster, vip: Vip, service: Service) -> IpvsService:
             address=cluster.real_server_address(ref),
             port=0 if service.protocol == "fwmark" else (ref.port or service.port),
             forward=forward,
-            weight=ref.weight,
+            weight=0 if cluster.topology.nodes[ref.node].drain else ref.weight,
             tun_type=TUNNEL_TYPE[service.tunnel] if forward == "tun" else None,
             tun_port=service.tunnel_port if forward == "tun" and service.tunnel == "gue" else None,
         ))

@@ -11,6 +11,10 @@ from lvscluster.model.cluster import Cluster
 from lvscluster.state import NodeState
 
 BFD_PROFILE = "lvscluster"
+# A drained director announces its VIPs at this OSPF cost: the router keeps only the cheaper
+# (undrained) directors in its ECMP set, and falls back to the drained ones if none is left.
+# (`max-metric router-lsa` would not do it: stub links keep their cost.)
+DRAIN_COST = 1000
 
 
 @cache
@@ -42,7 +46,7 @@ def frr_context(cluster: Cluster, node: str) -> dict:
     ]
     if spec.role == "director":
         nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
-        context.update(uplinks=links, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips],
+        context.update(uplinks=links, drain_cost=DRAIN_COST if spec.drain else None, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips],
                        forwarding=nat)
     else:
         context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True)

@@ -146,15 +146,35 @@ def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces)
         frr.load_config(space, states[node].frr)
     router = ns[cluster.routers[0]]
     vip = f"{cluster.topology.vips[0].address}/32"
-    deadline, hops = time.monotonic() + 60, []
+    address = {u.director.node: str(u.director.address.ip) for u in cluster.uplinks(cluster.routers[0])}
+    assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
+    kernel = subprocess.run(["ip", "-n", router, "-j", "route", "show", vip], capture_output=True, text=True).stdout
+    assert len(json.loads(kernel)[0]["nexthops"]) == len(cluster.directors)
+
+    # drain d1 (deploy reloads its FRR): the router keeps d2 only; d2 drained too: both again
+    def deploy_drained(*drained: str) -> None:
+        topology = cluster.topology.model_copy(update={"nodes": {
+            name: node.model_copy(update={"drain": name in drained}) for name, node in cluster.topology.nodes.items()}})
+        drained_states = plan_cluster(Cluster.from_topology(topology))
+        for director in cluster.directors:
+            frr.reload(ns[director], drained_states[director].frr)
+
+    deploy_drained("d1")
+    assert wait_for_hops(router, vip, [address["d2"]]) == [address["d2"]]
+    deploy_drained("d1", "d2")  # never black-hole: with every director drained, all serve again
+    assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
+    deploy_drained()
+    assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
+
+
+def wait_for_hops(router: str, vip: str, expected: list[str], timeout: float = 60) -> list[str]:
+    """The router's selected, active next hops for the VIP once they equal `expected` (or at the timeout)."""
+    deadline, hops = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
         routes = json.loads(subprocess.run(["vtysh", "-N", router, "-c", f"show ip route {vip} json"],
                                            capture_output=True, text=True).stdout or "{}")
         hops = sorted(h["ip"] for r in routes.get(vip, []) if r.get("selected") for h in r["nexthops"] if h.get("active"))
-        if len(hops) == len(cluster.directors):
+        if hops == expected:
             break
-        time.sleep(0.5)
-    expected = sorted(str(u.director.address.ip) for u in cluster.uplinks(cluster.routers[0]))
-    assert hops == expected
-    kernel = subprocess.run(["ip", "-n", router, "-j", "route", "show", vip], capture_output=True, text=True).stdout
-    assert len(json.loads(kernel)[0]["nexthops"]) == len(cluster.directors)
+        time.sleep(0.2)
+    return hops
