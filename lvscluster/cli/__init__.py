@@ -92,6 +92,8 @@ from lvscluster.cli.node import node_app  # noqa: E402
 
 register_deploy(app)
 register_status(app)
+from lvscluster.cli.verify import register as register_verify  # noqa: E402
+register_verify(app)
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(node_app, name="node")
