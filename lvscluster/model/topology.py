@@ -136,9 +136,11 @@ class Service(Strict):
 
     @property
     def effective_flags(self) -> tuple[str, ...]:
-        """The flags to program: `mh-port` by default for mh (all-active ECMP), else none."""
+        """The flags to program: for mh by default `mh-port` (flows of one client spread over the real
+        servers) and `mh-fallback` (a drained, weight-0 server's new flows go to the next one instead
+        of being refused); none for other schedulers."""
         if self.flags is None:
-            return ("mh-port",) if self.scheduler == "mh" else ()
+            return ("mh-fallback", "mh-port") if self.scheduler == "mh" else ()
         return tuple(sorted(set(self.flags)))
 
 

@@ -71,7 +71,7 @@ def test_demo_director_state() -> None:
     assert [a.key for a in d1.addresses] == ["10.99.0.10/32 on lo"]
     assert d1.sysctls["net.ipv4.vs.sloppy_tcp"] == "1" and d1.sysctls["net.ipv4.vs.conntrack"] == "0"
     http = d1.ipvs.services[0]
-    assert http.key == "tcp/10.99.0.10:80" and http.scheduler == "mh" and http.flags == ("mh-port",)
+    assert http.key == "tcp/10.99.0.10:80" and http.scheduler == "mh" and http.flags == ("mh-fallback", "mh-port")
     # kernel order: the reverse of the file's real_servers order (rs1, rs2, rs3 = .4, .5, .6)
     assert [(d.address, d.weight) for d in http.dests] == [("10.2.0.6", 2), ("10.2.0.5", 1), ("10.2.0.4", 1)]
     assert [(d.state, d.interface, d.syncid) for d in d1.ipvs.daemons] == [("backup", "lan0", 10), ("master", "lan0", 10)]
