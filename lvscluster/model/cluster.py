@@ -36,6 +36,12 @@ class Cluster:
         interfaces, _ = assign_addresses(topology)
         return cls(topology, interfaces)
 
+    def with_node(self, node: str, **fields) -> "Cluster":
+        """The same cluster with some fields of one node changed, e.g. `with_node("d3", drain=True)`."""
+        nodes = dict(self.topology.nodes)
+        nodes[node] = nodes[node].model_copy(update=fields)
+        return Cluster.from_topology(self.topology.model_copy(update={"nodes": nodes}))
+
     @property
     def name(self) -> str:
         """The topology's name (the lab prefix)."""

@@ -153,9 +153,10 @@ def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces)
 
     # drain d1 (deploy reloads its FRR): the router keeps d2 only; d2 drained too: both again
     def deploy_drained(*drained: str) -> None:
-        topology = cluster.topology.model_copy(update={"nodes": {
-            name: node.model_copy(update={"drain": name in drained}) for name, node in cluster.topology.nodes.items()}})
-        drained_states = plan_cluster(Cluster.from_topology(topology))
+        variant = cluster
+        for name in drained:
+            variant = variant.with_node(name, drain=True)
+        drained_states = plan_cluster(variant)
         for director in cluster.directors:
             frr.reload(ns[director], drained_states[director].frr)
 

@@ -14,9 +14,10 @@ ROOT = Path(__file__).parent.parent.parent
 
 
 def drained(*names: str) -> dict:
-    topology = load_topology(ROOT / "topology" / "ecmp8.lvs.yml")
-    nodes = {n: spec.model_copy(update={"drain": n in names}) for n, spec in topology.nodes.items()}
-    return plan_cluster(Cluster.from_topology(topology.model_copy(update={"nodes": nodes})))
+    cluster = Cluster.from_topology(load_topology(ROOT / "topology" / "ecmp8.lvs.yml"))
+    for name in names:
+        cluster = cluster.with_node(name, drain=True)
+    return plan_cluster(cluster)
 
 
 def test_draining_a_director_changes_only_its_ospf_cost() -> None:

@@ -1,0 +1,137 @@
+"""Edit a topology file in place, keeping the user's comments, order and layout (ruamel round trip).
+
+Every edit is checked like a fresh `validate` before the file is replaced (atomically): an edit
+that would make the file invalid changes nothing and says why.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from lvscluster.errors import LvsClusterError
+from lvscluster.files import write_atomic
+from lvscluster.model.loader import parse_topology
+from lvscluster.model.topology import Topology
+
+Change = Callable[[Any], None]
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap the user's long lines
+    return yaml
+
+
+def edit_topology(path: Path, change: Change) -> tuple[Topology, bool]:
+    """Apply `change` to the file's YAML document; returns the new topology and whether the text changed."""
+    text = path.read_text()
+    _, indent, offset = load_yaml_guess_indent(text)  # `  - name:` is indent 4, offset 2
+    indent, offset = indent or 2, offset or 0
+    yaml = _yaml()
+    yaml.indent(mapping=max(2, indent - offset), sequence=indent, offset=offset)
+    baseline = _dump(yaml, yaml.load(text))
+    document = yaml.load(text)
+    change(document)
+    new_text = _keep_untouched_lines(text, baseline, _dump(yaml, document))
+    topology, _ = parse_topology(new_text, path)  # raises TopologyError naming FILE:LINE; nothing written
+    if new_text != text:
+        write_atomic(path, new_text)
+    return topology, new_text != text
+
+
+def _dump(yaml: YAML, document: Any) -> str:
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    return buffer.getvalue()
+
+
+def _keep_untouched_lines(original: str, baseline: str, edited: str) -> str:
+    """The edited text, with every line the edit did not touch exactly as the user wrote it.
+
+    ruamel re-spaces some lines even when nothing changes (`c1:  {...}` loses its alignment);
+    `baseline` is the unchanged document as ruamel writes it, line for line the original.
+    """
+    old_lines, base_lines, new_lines = (t.splitlines(keepends=True) for t in (original, baseline, edited))
+    if len(old_lines) != len(base_lines):
+        return edited
+    result = []
+    for tag, b1, b2, n1, n2 in difflib.SequenceMatcher(a=base_lines, b=new_lines, autojunk=False).get_opcodes():
+        result += old_lines[b1:b2] if tag == "equal" else new_lines[n1:n2]
+    return "".join(result)
+
+
+def _node(document: Any, name: str) -> Any:
+    nodes = document.get("nodes") or {}
+    if name not in nodes:
+        raise LvsClusterError(f"no node {name!r} in the topology (nodes: {', '.join(nodes)})")
+    return nodes[name]
+
+
+def set_node_field(name: str, field: str, value: Any) -> Change:
+    """A change that sets `nodes.NAME.FIELD: value`."""
+    def change(document: Any) -> None:
+        _node(document, name)[field] = value
+    return change
+
+
+def drop_node_field(name: str, field: str) -> Change:
+    """A change that removes `nodes.NAME.FIELD` (back to its default)."""
+    def change(document: Any) -> None:
+        _node(document, name).pop(field, None)
+    return change
+
+
+def remove_node(name: str, addresses: dict[tuple[str, str], str]) -> Change:
+    """A change that removes a node, its link endpoints (and links left with one end), its real-server entries.
+
+    `addresses` maps (node, interface) to the address each endpoint has now: endpoints numbered
+    after a removed one get it written down, so removing a node never renumbers the others.
+    """
+    def change(document: Any) -> None:
+        _node(document, name)
+        del document["nodes"][name]
+        links = document.get("links") or []
+        for index in reversed(range(len(links))):
+            endpoints = links[index]["endpoints"]
+            owners = [_endpoint_node(e) for e in endpoints]
+            if name not in owners:
+                continue
+            first = owners.index(name)
+            for position in range(first + 1, len(endpoints)):
+                endpoints[position] = _pinned(endpoints[position], addresses)
+            for position in reversed(range(len(endpoints))):
+                if owners[position] == name:
+                    del endpoints[position]
+            if len(endpoints) < 2:
+                del links[index]
+        for vip in document.get("vips") or []:
+            refs = vip.get("real_servers") or []
+            for position in reversed(range(len(refs))):
+                if refs[position].get("node") == name:
+                    del refs[position]
+    return change
+
+
+def _endpoint_node(endpoint: Any) -> str:
+    return endpoint.get("node") if hasattr(endpoint, "get") else str(endpoint).split(":", 1)[0]
+
+
+def _pinned(endpoint: Any, addresses: dict[tuple[str, str], str]) -> Any:
+    """The endpoint with its current address written down (unchanged if it already has one)."""
+    if hasattr(endpoint, "get"):
+        if endpoint.get("address") is None:
+            endpoint["address"] = addresses[(endpoint["node"], endpoint["interface"])]
+        return endpoint
+    node, _, interface = str(endpoint).partition(":")
+    pinned = CommentedMap([("node", node), ("interface", interface), ("address", addresses[(node, interface)])])
+    pinned.fa.set_flow_style()
+    return pinned

@@ -1,0 +1,70 @@
+"""Editing a topology file in place: comments and layout kept, nothing renumbered, invalid edits refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lvscluster.errors import TopologyError
+from lvscluster.model.cluster import Cluster
+from lvscluster.model.edit import drop_node_field, edit_topology, remove_node, set_node_field
+from lvscluster.model.loader import load_topology
+
+ROOT = Path(__file__).parent.parent.parent
+
+
+@pytest.fixture
+def ecmp8(tmp_path: Path) -> Path:
+    path = tmp_path / "ecmp8.lvs.yml"
+    shutil.copy(ROOT / "topology" / "ecmp8.lvs.yml", path)
+    return path
+
+
+def addresses(path: Path) -> dict[tuple[str, str], str]:
+    return {(i.node, i.name): i.ip for i in Cluster.from_topology(load_topology(path)).interfaces}
+
+
+def test_drain_and_undrain_touch_one_line_and_keep_comments(ecmp8: Path) -> None:
+    original = ecmp8.read_text()
+    topology, changed = edit_topology(ecmp8, set_node_field("d3", "drain", True))
+    assert changed and topology.nodes["d3"].drain
+    diff = [(a, b) for a, b in zip(original.splitlines(), ecmp8.read_text().splitlines()) if a != b]
+    assert diff == [("  d3: {role: director, router_id: 10.255.0.13}",
+                     "  d3: {role: director, router_id: 10.255.0.13, drain: true}")]
+    assert edit_topology(ecmp8, set_node_field("d3", "drain", True))[1] is False  # already so: file untouched
+    edit_topology(ecmp8, drop_node_field("d3", "drain"))
+    assert ecmp8.read_text() == original
+
+
+def test_removing_a_node_renumbers_nothing(ecmp8: Path) -> None:
+    before = addresses(ecmp8)
+    topology, _ = edit_topology(ecmp8, remove_node("d3", before))
+    after = addresses(ecmp8)
+    assert "d3" not in topology.nodes and not any(node == "d3" for node, _ in after)
+    assert {k: v for k, v in before.items() if "d3" not in k} == after  # r1:d3 went with its link
+    assert "r1:d3" not in ecmp8.read_text()  # the director's own uplink is gone with it
+    assert ecmp8.read_text().startswith("# ecmp8: eight all-active directors")
+
+
+def test_removing_a_real_server_drops_its_entries(ecmp8: Path) -> None:
+    topology, _ = edit_topology(ecmp8, remove_node("rs2", addresses(ecmp8)))
+    assert [ref.node for ref in topology.vips[0].real_servers] == ["rs1", "rs3", "rs4"]
+
+
+def test_an_edit_that_breaks_the_file_changes_nothing(ecmp8: Path) -> None:
+    original = ecmp8.read_text()
+    with pytest.raises(TopologyError, match="drain applies only to directors and real servers"):
+        edit_topology(ecmp8, set_node_field("r1", "drain", True))
+    assert ecmp8.read_text() == original
+
+
+def test_aligned_lines_the_edit_does_not_touch_stay_aligned(tmp_path: Path) -> None:
+    path = tmp_path / "demo.lvs.yml"
+    shutil.copy(ROOT / "topology" / "demo.lvs.yml", path)
+    original = path.read_text().splitlines()
+    edit_topology(path, set_node_field("d2", "drain", True))
+    edited = path.read_text().splitlines()
+    assert [i for i, (a, b) in enumerate(zip(original, edited)) if a != b] == [original.index("  d2:  {role: director, router_id: 10.255.0.12}")]
+    assert "  d1:  {role: director, router_id: 10.255.0.11}" in edited  # the user's alignment kept
