@@ -108,8 +108,8 @@ def sample_flows(family: int, count: int = SAMPLE_FLOWS, seed: int = 4093) -> li
     if family == 6:
         return [(str(ipaddress.IPv6Address((0x2001_0DB8 << 96) | rng.getrandbits(96))), rng.randrange(1024, 65536))
                 for _ in range(count)]
-    return [(str(ipaddress.IPv4Address(rng.getrandbits(32) | 0x0100_0000)), rng.randrange(1024, 65536))
-            for _ in range(count)]
+    return [(str(ipaddress.IPv4Address(rng.randrange(0x0100_0000, 0xE000_0000))), rng.randrange(1024, 65536))
+            for _ in range(count)]  # unicast: 1.0.0.0 up to the multicast range
 
 
 def _slot_values(svc: IpvsService, table: maglev.Table) -> list[str | None]:
