@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 
 from typer.testing import CliRunner
 
 from lvscluster.cli import app
 from lvscluster.errors import LvsClusterError
+from lvscluster.netlink import IpvsSocket
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -23,6 +26,32 @@ def cli(*args: str) -> tuple[int, str]:
 def in_node(lab: str, node: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a command in a lab node's namespace."""
     return subprocess.run(["ip", "netns", "exec", f"{lab}.{node}", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_ecmp(lab: str, router: str, vip: str, hops: int, timeout: float = 90) -> list[str]:
+    """The router's next hops for VIP/32 once there are `hops` of them (or what it has at the timeout)."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        routes = json.loads(in_node(lab, router, "ip", "-j", "route", "show", f"{vip}/32").stdout or "[]")
+        seen = [h["gateway"] for r in routes for h in r.get("nexthops", [])] or [r["gateway"] for r in routes if "gateway" in r]
+        if len(seen) == hops:
+            return seen
+        time.sleep(1)
+    return seen
+
+
+def service_conns(lab: str, directors, service: str, at_least: int, timeout: float = 15) -> dict[str, int]:
+    """Connections each director's `service` (e.g. `tcp/10.99.0.10:80`) counted, once they add up to
+    `at_least` or at the timeout: the kernel folds per-CPU counters every 2 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conns = {}
+        for director in directors:
+            with IpvsSocket(f"{lab}.{director}") as sock:
+                conns[director] = sock.service_stats()[service].conns
+        if sum(conns.values()) >= at_least or time.monotonic() > deadline:
+            return conns
+        time.sleep(0.5)
 
 
 # python3 -c CLIENT VIP COUNT [PORT [UDP_PORT]]: COUNT HTTP requests from unique source ports

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from labkit import CLIENT, cli, in_node
+from labkit import CLIENT, cli, in_node, service_conns, wait_for_ecmp
 
+from lvscluster.apply import frr
 from lvscluster.lab import netns as lab_provider
 from lvscluster.netlink import IpvsSocket
 
@@ -32,32 +33,9 @@ def demo(tmp_path: Path):
     lab_provider.down("demo")
 
 
-def wait_for_ecmp(lab: str, router: str, hops: int, timeout: float = 90) -> list[str]:
-    import time
-
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        routes = json.loads(in_node(lab, router, "ip", "-j", "route", "show", f"{VIP}/32").stdout or "[]")
-        seen = [h["gateway"] for r in routes for h in r.get("nexthops", [])] or [r["gateway"] for r in routes if "gateway" in r]
-        if len(seen) == hops:
-            return seen
-        time.sleep(1)
-    return seen
-
-
-def tcp_conns(directors, at_least: int, timeout: float = 15) -> dict[str, int]:
-    """Connections each director's tcp/VIP:80 counted; the kernel folds per-CPU counters every 2 s."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        conns = {}
-        for director in directors:
-            with IpvsSocket(f"demo.{director}") as sock:
-                conns[director] = sock.service_stats()[f"tcp/{VIP}:80"].conns
-        if sum(conns.values()) >= at_least or time.monotonic() > deadline:
-            return conns
-        time.sleep(0.5)
+def dest_weights(director: str) -> dict[str, int]:
+    with IpvsSocket(f"demo.{director}") as sock:
+        return {d.address: d.weight for s in sock.services() if s.port == 80 for d in s.dests}
 
 
 def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
@@ -67,14 +45,14 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     assert code == 0, output
     assert re.search(r"applied \d+ changes to 6 nodes", output)
 
-    assert sorted(wait_for_ecmp("demo", "r1", 2)) == ["10.1.1.2", "10.1.2.2"]
+    assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
     traffic = in_node("demo", "c1", sys.executable, "-c", CLIENT, VIP, "300")
     assert traffic.returncode == 0, traffic.stderr
     answers = json.loads(traffic.stdout)
     assert sum(answers["http"].values()) == 300
     assert set(answers["http"]) == {"rs1", "rs2", "rs3"}  # every real server served some
     assert re.fullmatch(r"rs[123] ping", answers["udp"])
-    conns = tcp_conns(("d1", "d2"), at_least=300)
+    conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=300)
     assert all(c > 0 for c in conns.values()), conns  # every director served some (ECMP)
     assert sum(conns.values()) >= 300
 
@@ -92,9 +70,20 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     assert changed == {"d1": [("set_dest", 80, 5), ("set_dest", 53, 5)], "d2": [("set_dest", 80, 5), ("set_dest", 53, 5)]}
     code, output = cli("deploy", "--yes", str(demo))
     assert code == 0 and "applied 4 changes to 2 nodes" in output, output
-    with IpvsSocket("demo.d2") as sock:
-        weights = {d.address: d.weight for s in sock.services() if s.port == 80 for d in s.dests}
-    assert weights == {"10.2.0.4": 1, "10.2.0.5": 1, "10.2.0.6": 5}
+    assert dest_weights("d2") == {"10.2.0.4": 1, "10.2.0.5": 1, "10.2.0.6": 5}
+
+    # a failure mid-rollout stops there: FRR stopped on d1 makes its set_frr fail; d2 is not touched
+    frr.stop("demo+d1")
+    demo.write_text(demo.read_text().replace("{node: rs3, weight: 5}", "{node: rs3, weight: 3}"))
+    code, output = cli("deploy", "--yes", str(demo))
+    assert code != 0, output
+    assert "deploy stopped at d1" in output and "FRR is not running" in output and "not touched: d2" in output, output
+    assert dest_weights("d2") == {"10.2.0.4": 1, "10.2.0.5": 1, "10.2.0.6": 5}  # as it was
+    frr.start("demo+d1", "demo.d1")  # the cause fixed: the next deploy continues from the current state
+    code, output = cli("deploy", "--yes", str(demo))
+    assert code == 0 and "to 2 nodes" in output, output
+    assert dest_weights("d1") == dest_weights("d2") == {"10.2.0.4": 1, "10.2.0.5": 1, "10.2.0.6": 3}
+    assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
 
     # status agrees with the kernel, and lists connection entries like `ipvsadm -lnc`
     code, output = cli("status", "--json", "--connections", str(demo))
@@ -118,10 +107,11 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
         assert sock.services() == () and sock.daemons() == ()
     assert in_node("demo", "d1", "cat", "/proc/sys/net/ipv4/vs/sloppy_tcp").stdout.strip() == "0"
     assert VIP not in in_node("demo", "rs1", "ip", "-j", "addr", "show", "lo").stdout
-    assert wait_for_ecmp("demo", "r1", 0) == []
+    assert wait_for_ecmp("demo", "r1", VIP, 0) == []
     code, output = cli("destroy", "--yes", str(demo))
     assert code == 0 and output.strip().endswith("no changes"), output
 
     code, output = cli("lab", "down", str(demo))
     assert code == 0, output
     assert lab_provider.lab_namespaces("demo") == []
+    assert not [p for d in (frr.ETC, frr.RUN) if d.exists() for p in d.glob("demo+*")]  # no FRR leftovers
