@@ -1,0 +1,1 @@
+"""The scaletest: traffic through the cluster under director churn, and its report."""
