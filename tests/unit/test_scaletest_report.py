@@ -1,0 +1,201 @@
+"""Scaletest report: imbalance maths, blaming breaks on churn events, the summary, JSON, the picture."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lvscluster.scaletest import report as scaletest_report
+from lvscluster.scaletest.plot import plot_report
+from lvscluster.scaletest.report import (ChurnEvent, attribute, build_report, imbalance, load_report, parse_traffic,
+                                         summary_text, to_json)
+
+START_WALL = 1_800_000_000.0
+EVENTS = [{"at": 5.0, "action": "drain", "node": "d3", "ecmp_changed_after": 0.8},
+          {"at": 15.0, "action": "undrain", "node": "d3", "ecmp_changed_after": 1.1},
+          {"wall": START_WALL + 20.0, "action": "kill", "node": "d4", "ecmp_changed_after": None}]
+
+
+def _lines(*, summary: bool = True) -> list[str]:
+    """A small run as the traffic engine would print it: 4 flows on 2 real servers, 3 breaks."""
+    records = [{"type": "start", "t": 0.0, "wall": START_WALL, "mono": 100.0, "target": "10.99.0.10",
+                "echo_port": 7, "http_port": 80, "flows": 4, "rate": 10.0, "duration": 30.0, "interval": 0.2,
+                "echo_timeout": 2.0}]
+    records += [{"type": "up", "t": 0.1 * i, "flow": i, "port": 40000 + i, "node": node, "connect_ms": 1.0}
+                for i, node in enumerate(["rs1", "rs2", "rs1", "rs2"])]
+    for second in range(1, 31):
+        alive = 4 if second <= 20 else 2
+        records.append({"type": "tick", "t": float(second), "alive": alive, "msgs_ok": 5 * alive,
+                        "new_started": 10, "new_ok": 10, "new_failed": 0, "broken": 0,
+                        "new_by_node": {"rs1": 6, "rs2": 4}, "flows_by_node": {"rs1": alive // 2, "rs2": alive // 2},
+                        "rtt_ms_max": 1.0, "rtt_ms_mean": 0.5, "loop_lag_ms": 0.0, "final": False})
+    records += [
+        {"type": "broken", "t": 21.5, "flow": 1, "reason": "reset", "node": "rs2", "last_ok": 104, "port": 40001,
+         "detail": "closed by the server"},
+        {"type": "broken", "t": 22.9, "flow": 3, "reason": "timeout", "node": "rs2", "last_ok": 110,
+         "port": 40003, "detail": "no echo"},
+        {"type": "broken", "t": 2.0, "flow": 0, "reason": "wrong_echo", "node": "rs1", "last_ok": 8,
+         "port": 40000, "detail": "answered by rs2"},
+        {"type": "conn_failed", "t": 20.3, "reason": "refused", "port": None, "detail": "connection refused"},
+        {"type": "conn_failed", "t": 40.0, "reason": "timeout", "port": 50000, "detail": "no response"},
+    ]
+    if summary:
+        records.append({"type": "summary", "t": 30.0, "stopped_by": "duration", "flows": 4, "flows_established": 4,
+                        "flows_alive": 1, "flows_broken": 3, "messages_ok": 500, "new_started": 300, "new_ok": 298,
+                        "new_failed": 2, "new_skipped": 0, "new_by_node": {"rs1": 180, "rs2": 118},
+                        "flows_by_node": {"rs1": 2, "rs2": 2}, "rtt_ms_mean": 0.5, "rtt_ms_max": 1.0,
+                        "loop_lag_ms_max": 0.3})
+    return [json.dumps(r) for r in records] + ["Traceback: not a record", ""]
+
+
+def _report(**kwargs):
+    defaults = dict(director_counters={"d1": {"conns": 120, "active": 1}, "d2": {"conns": 90, "active": 2},
+                                       "d3": {"conns": 90, "active": 1}},
+                    sync_lag=[0.1, {"director": "d2", "lag": 0.4}, {"director": "d2", "lag": 0.2}],
+                    real_servers=["rs1", "rs2", "rs3"])
+    defaults.update(kwargs)
+    return build_report(_lines(), EVENTS, **defaults)
+
+
+def test_even_counts_are_balanced():
+    share = imbalance({"a": 10, "b": 10, "c": 10})
+    assert share["max_over_mean"] == 1.0 and share["min_over_mean"] == 1.0 and share["mean_deviation"] == 0.0
+    assert share["shares"] == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+
+
+def test_imbalance_is_max_over_mean_and_mean_relative_deviation():
+    share = imbalance({"a": 30, "b": 10})
+    assert share["total"] == 40
+    assert share["max_over_mean"] == 1.5 and share["min_over_mean"] == 0.5
+    assert share["mean_deviation"] == 0.5
+
+
+def test_weights_set_the_fair_share_and_add_members_that_got_nothing():
+    assert imbalance({"a": 30, "b": 10}, {"a": 3, "b": 1})["max_over_mean"] == 1.0
+    share = imbalance({"a": 20, "b": 20}, {"a": 1, "b": 1, "c": 1})
+    assert share["counts"]["c"] == 0
+    assert share["max_over_mean"] == 1.5 and share["min_over_mean"] == 0.0
+
+
+def test_nothing_counted_has_no_imbalance():
+    assert imbalance({"a": 0, "b": 0})["max_over_mean"] is None
+    assert imbalance({})["total"] == 0
+
+
+def test_a_break_is_blamed_on_the_latest_event_before_it_within_the_window():
+    events = [ChurnEvent(5.0, "drain", "d3"), ChurnEvent(15.0, "undrain", "d3"), ChurnEvent(20.0, "kill", "d4")]
+    assert attribute(21.0, events, 10.0) == 2
+    assert attribute(20.0, events, 10.0) == 2
+    assert attribute(19.9, events, 10.0) == 1
+    assert attribute(4.9, events, 10.0) is None
+    assert attribute(31.0, events, 10.0) is None
+    assert attribute(31.0, events, 12.0) == 2
+    assert attribute(3.0, [], 10.0) is None
+
+
+def test_report_attributes_breaks_and_failed_connections_to_events():
+    report = _report()
+    by_flow = {row["flow"]: row for row in report["broken_flows"]}
+    assert by_flow[1]["event"] == "kill d4@20s" and by_flow[1]["after_event"] == 1.5
+    assert by_flow[3]["event"] == "kill d4@20s" and by_flow[3]["reason"] == "timeout"
+    assert by_flow[0]["event"] == "none" and by_flow[0]["after_event"] is None
+    assert [row["t"] for row in report["broken_flows"]] == [2.0, 21.5, 22.9]
+    drain, undrain, kill = report["events"]
+    assert drain["broken_flows"] == 0 and drain["ecmp_changed_after"] == 0.8 and drain["first_failure_after"] is None
+    assert undrain["broken_flows"] == 0
+    assert kill["at"] == 20.0  # placed from its wall clock time
+    assert kill["broken_flows"] == 2 and kill["broken_by_reason"] == {"reset": 1, "timeout": 1}
+    assert kill["new_failed"] == 1
+    assert kill["first_failure_after"] == pytest.approx(0.3) and kill["last_failure_after"] == pytest.approx(2.9)
+    assert report["unattributed"] == {"broken_flows": 1, "new_failed": 1}
+
+
+def test_a_narrower_window_leaves_late_breaks_unattributed():
+    report = _report(attribution_window=2.0)
+    assert [row["event"] for row in report["broken_flows"]] == ["none", "kill d4@20s", "none"]
+
+
+def test_report_shares_of_real_servers_and_directors():
+    report = _report()
+    rs_new = report["real_servers"]["new_connections"]
+    assert rs_new["counts"] == {"rs1": 180, "rs2": 118, "rs3": 0}
+    assert rs_new["max_over_mean"] == pytest.approx(180 / (298 / 3), abs=1e-4)
+    assert report["real_servers"]["flows"]["counts"] == {"rs1": 2, "rs2": 2, "rs3": 0}
+    directors = report["directors"]
+    assert directors["new_connections"]["max_over_mean"] == 1.2
+    assert directors["flows"]["max_over_mean"] == 1.5
+    assert directors["counters"]["d1"] == {"conns": 120, "active": 1}
+
+
+def test_director_flows_share_needs_every_director_to_report_it():
+    report = _report(director_counters={"d1": {"conns": 5, "active": 1}, "d2": {"conns": 5}})
+    assert report["directors"]["flows"] is None
+    assert report["directors"]["new_connections"]["max_over_mean"] == 1.0
+    assert _report(director_counters=None)["directors"]["new_connections"] is None
+
+
+def test_sync_lag_statistics():
+    lag = _report()["sync_lag"]
+    assert lag["samples"] == 3 and lag["max"] == 0.4 and lag["mean"] == pytest.approx(0.2333, abs=1e-4)
+    assert lag["by_director"]["d2"]["samples"] == 2
+    assert _report(sync_lag=None)["sync_lag"] is None
+
+
+def test_traffic_totals_count_every_record_and_skip_noise():
+    traffic = _report()["traffic"]
+    assert traffic["complete"] and traffic["flows_broken"] == 3 and traffic["new_failed"] == 2
+    assert traffic["broken_by_reason"] == {"reset": 1, "timeout": 1, "wrong_echo": 1}
+    assert traffic["unparsed_lines"] == 1
+
+
+def test_without_a_summary_totals_come_from_ticks_and_the_text_says_so():
+    report = build_report(_lines(summary=False), EVENTS)
+    traffic = report["traffic"]
+    assert not traffic["complete"]
+    assert traffic["new_ok"] == 300 and traffic["new_by_node"] == {"rs1": 180, "rs2": 120}
+    assert traffic["flows_by_node"] == {"rs1": 2, "rs2": 2} and traffic["flows_alive"] == 2
+    assert "no summary record" in summary_text(report)
+
+
+def test_summary_text_names_what_broke_and_why():
+    text = summary_text(_report())
+    lines = text.splitlines()
+    assert lines[0] == "scaletest 10.99.0.10: 4 flows, 10 new conn/s, 30.0 s"
+    assert "3 broken (" in lines[1] and "reset 1" in lines[1] and "1 alive at the end" in lines[1]
+    assert lines[2].startswith("new connections: 298 ok (9.9/s), 2 failed (")
+    assert any(line.startswith("real servers, new connections: rs1 60.4% rs2 39.6% rs3 0.0%") for line in lines)
+    assert "  kill d4@20s: ECMP change not seen; 2 flows broken (reset 1, timeout 1), 1 new connections failed" in lines
+    assert "  drain d3@5s: ECMP changed after 0.8 s; 0 flows broken, 0 new connections failed" in lines
+    assert "not near any event: 1 flows broken, 1 new connections failed" in lines
+    assert lines[-1].startswith("sync lag: mean 0.23 s")
+    assert len(lines) < 20
+
+
+def test_event_without_time_is_an_error():
+    with pytest.raises(ValueError, match="no 'at'"):
+        build_report(_lines(), [{"action": "kill", "node": "d4"}])
+
+
+def test_json_round_trip():
+    report = _report()
+    text = to_json(report)
+    assert load_report(text) == report
+    with pytest.raises(ValueError, match="version"):
+        load_report(json.dumps({**report, "version": scaletest_report.REPORT_VERSION + 1}))
+
+
+def test_plot_writes_a_png(tmp_path):
+    run = parse_traffic(_lines())
+    report = _report(director_flow_samples={"d1": [[0, 0], [10, 2], [30, 1]], "d2": [[0, 0], [10, 2], [30, 1]]})
+    path = plot_report(report, run.ticks, tmp_path / "report.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+
+
+def test_plot_accepts_raw_tick_records_and_an_empty_run(tmp_path):
+    raw_ticks = [json.loads(line) for line in _lines() if '"tick"' in line]
+    assert plot_report(_report(), raw_ticks, tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
+    empty = build_report([], [])
+    assert "0 established, 0 broken" in summary_text(empty)
+    assert plot_report(empty, [], tmp_path / "b.png").read_bytes().startswith(b"\x89PNG")
