@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 
 CONNECTING, OPEN, DONE = 0, 1, 2
@@ -115,10 +116,12 @@ class PortCycle:
 
     (The kernel's own choice repeats ports within a few thousand connections; a director would
     then find the old connection entry and send the "new" connection where the old one went.)
+    The cycle starts at a random port, so back-to-back runs do not begin on the same ports.
     """
 
-    def __init__(self, low: int, high: int, skip: range = range(0)):
-        self.low, self.high, self.skip, self.next, self.wraps = low, high, skip, low, 0
+    def __init__(self, low: int, high: int, skip: range = range(0), first: int | None = None):
+        self.low, self.high, self.skip, self.wraps = low, high, skip, 0
+        self.next = random.randint(low, high) if first is None else first
 
     def open(self, family: int, attempts: int = 64) -> socket.socket:
         """A socket bound to the next free port of the cycle (kernel-chosen if none of `attempts` is free)."""

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from lvscluster.scaletest.report import build_report, parse_traffic
+from lvscluster.scaletest.wire import PortCycle
 
 
 def _free_port() -> int:
@@ -195,3 +196,23 @@ def test_sigterm_stops_cleanly_with_a_summary(testserver):
     assert run.summary["stopped_by"] == "signal" and run.summary["flows_alive"] == 20
     assert run.broken == [] and run.conn_failed == []
     assert {u["port"] - u["flow"] for u in run.flows_up} == {start_port}  # flow i from START+i
+
+
+def test_new_connection_ports_cycle_past_busy_and_flow_ports():
+    low = random.randrange(20000, 30000, 10)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", low + 2))
+    cycle = PortCycle(low, low + 4, skip=range(low + 1, low + 2), first=low)
+    try:
+        sockets = [cycle.open(socket.AF_INET) for _ in range(3)]
+        assert [s.getsockname()[1] for s in sockets] == [low, low + 3, low + 4]
+        assert cycle.wraps == 1
+        with cycle.open(socket.AF_INET) as again:  # low is still held: all taken, so the kernel picks
+            assert again.getsockname()[1] == 0 or again.getsockname()[1] not in range(low, low + 5)
+        sockets[0].close()
+        with cycle.open(socket.AF_INET) as reused:
+            assert reused.getsockname()[1] == low
+    finally:
+        for sock in sockets:
+            sock.close()
+        busy.close()
