@@ -48,8 +48,9 @@ def _own_by_frr(path: Path) -> None:
 
 
 def start(pathspace: str, netns: str | None, daemons: tuple[str, ...] = DAEMONS, runner: Runner = DEFAULT_RUNNER,
-          timeout: float = 20) -> None:
-    """Start the daemons (not already running) in `netns`, each with `-N pathspace`; wait for their vty sockets."""
+          timeout: float = 20, wait: bool = True) -> None:
+    """Start the daemons (not already running) in `netns`, each with `-N pathspace`; wait for their
+    vty sockets unless `wait` is False (then call `wait_ready`, e.g. after starting many nodes)."""
     if not (FRR_BIN / "zebra").exists():
         raise EnvironmentProblem(f"{FRR_BIN / 'zebra'} not found: apt-get install frr")
     for directory in (config_dir(pathspace), run_dir(pathspace)):
@@ -66,8 +67,14 @@ def start(pathspace: str, netns: str | None, daemons: tuple[str, ...] = DAEMONS,
         if daemon == "zebra":
             argv += ["-s", "90000000"]
         runner.run(argv, netns=netns)
+    if wait and not runner.dry_run:
+        wait_ready(pathspace, daemons, timeout)
+
+
+def wait_ready(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 20) -> None:
+    """Wait until every daemon of the pathspace has its vty socket."""
     deadline = time.monotonic() + timeout
-    while not runner.dry_run and not all((run_dir(pathspace) / f"{d}.vty").exists() for d in daemons):
+    while not all((run_dir(pathspace) / f"{d}.vty").exists() for d in daemons):
         if time.monotonic() > deadline:
             raise ApplyError(f"FRR daemons {', '.join(daemons)} for {pathspace} did not come up within {timeout:.0f} s")
         time.sleep(0.1)

@@ -109,10 +109,17 @@ def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runn
             with IPRoute(netns=layout.netns(node)) as ipr:
                 ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
         progress(f"starting FRR (zebra, ospfd, bfdd) on {len(layout.frr_nodes)} nodes")
-        for node in layout.frr_nodes:
+        started = []
+        for node in layout.frr_nodes:  # start every node's daemons, then wait for all of them
             step = f"FRR on {node}"
             daemons = ("zebra", "bfdd", "ospfd") if node in layout.bfd_nodes else ("zebra", "ospfd")
-            frr.start(frr.pathspace_for(layout.netns(node)), layout.netns(node), daemons=daemons, runner=runner)
+            frr.start(frr.pathspace_for(layout.netns(node)), layout.netns(node), daemons=daemons, runner=runner,
+                      wait=False)
+            started.append((node, daemons))
+        for node, daemons in started:
+            step = f"FRR on {node}"
+            if not runner.dry_run:
+                frr.wait_ready(frr.pathspace_for(layout.netns(node)), daemons, timeout=60)
         progress(f"starting test servers on {len(layout.test_servers)} real servers")
         for server in layout.test_servers:
             step = f"test server on {server.node}"

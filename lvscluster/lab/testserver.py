@@ -56,7 +56,10 @@ async def serve(node: str, tcp_ports: list[int], udp_ports: list[int], host: str
     """Serve until cancelled (or SIGTERM when run as a program)."""
     name = node.encode()
     loop = asyncio.get_running_loop()
-    servers = [await asyncio.start_server(lambda r, w: _handle_tcp(name, r, w), host, port, reuse_address=True)
+    # backlog 4096, not asyncio's 100: a scaletest's burst of connects overflows a short accept queue
+    # under emulation, and the client would count the kernel's drops as broken flows
+    servers = [await asyncio.start_server(lambda r, w: _handle_tcp(name, r, w), host, port, reuse_address=True,
+                                          backlog=4096)
                for port in tcp_ports]
     transports = [(await loop.create_datagram_endpoint(lambda: _UdpEcho(name), local_addr=(host, port)))[0]
                   for port in udp_ports]
