@@ -30,7 +30,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",  # paragraphs reflow to the terminal; `code` shows as code
     pretty_exceptions_enable=False,
 )
 @app.command()
@@ -94,6 +94,10 @@ register_deploy(app)
 register_status(app)
 from lvscluster.cli.verify import register as register_verify  # noqa: E402
 register_verify(app)
+from lvscluster.cli.scaletest import register as register_scaletest  # noqa: E402
+register_scaletest(app)
+from lvscluster.cli.lifecycle import register_lifecycle  # noqa: E402
+register_lifecycle(app)
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(node_app, name="node")

@@ -92,7 +92,55 @@ def test_bad_observed_state_file(tmp_path: Path) -> None:
     assert done.returncode == 1 and "d1/state.json: not a node state" in done.stderr
 
 
-@pytest.mark.parametrize("command", ["validate", "schema", "render", "plan"])
-def test_every_command_has_help(command: str) -> None:
-    done = lvscluster(command, "--help")
-    assert done.returncode == 0 and "Usage:" in done.stdout and len(done.stdout.splitlines()) > 5
+def all_commands() -> list[list[str]]:
+    """Every command path of the app, e.g. ["lab", "up"], ["director", "drain"]."""
+    import typer.main
+
+    from lvscluster.cli import app
+
+    paths = []
+
+    def walk(command, path):
+        if hasattr(command, "commands"):  # a group
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+        else:
+            paths.append(path)
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_every_command_has_help(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from lvscluster.cli import app
+
+    done = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
+    assert done.exit_code == 0 and "Usage:" in done.output, done.output
+    assert len(done.output.splitlines()) > 8  # a description and the options, not just a usage line
+
+
+def test_lifecycle_commands_name_the_wrong_node(tmp_path: Path) -> None:
+    topology = tmp_path / "demo.lvs.yml"
+    topology.write_text(DEMO.read_text())
+    done = lvscluster("director", "drain", str(topology), "rs1")
+    assert done.returncode == 1 and "rs1 is a real server, not a director" in done.stderr, done.stderr
+    done = lvscluster("rs", "remove", str(topology), "rs9")
+    assert done.returncode == 1 and "no node 'rs9' in demo (rs1, rs2, rs3 are its real servers)" in done.stderr
+    assert topology.read_text() == DEMO.read_text()  # nothing edited
+
+
+def test_removing_the_only_director_is_refused(tmp_path: Path) -> None:
+    topology = tmp_path / "nat.lvs.yml"
+    topology.write_text((ROOT / "topology" / "nat.lvs.yml").read_text())
+    done = lvscluster("director", "remove", str(topology), "d1")
+    assert done.returncode == 1 and "d1 is the only director of nat" in done.stderr, done.stderr
+    assert topology.read_text() == (ROOT / "topology" / "nat.lvs.yml").read_text()
+
+
+def test_scaletest_checks_the_churn_before_anything_runs() -> None:
+    done = lvscluster("scaletest", str(DEMO), "--duration", "10", "--churn", "kill d3@2s,drain d1@20s")
+    assert done.returncode == 1, done.stderr
+    assert "--churn: 'kill d3@2s': 'd3' is not a director of demo (directors: d1, d2)" in done.stderr
+    assert "--churn: 'drain d1@20s': at 20s is not before the end of the run (10s)" in done.stderr
