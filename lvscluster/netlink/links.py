@@ -84,11 +84,18 @@ class Links:
 
     def set_up(self, ifname: str) -> None:
         """Bring `ifname` up."""
+        self._set_state(ifname, "up")
+
+    def set_down(self, ifname: str) -> None:
+        """Bring `ifname` down (the lab's abrupt loss of a node)."""
+        self._set_state(ifname, "down")
+
+    def _set_state(self, ifname: str, state: str) -> None:
         idx = self._require(ifname)
         try:
-            self.ipr.link("set", index=idx, state="up")
+            self.ipr.link("set", index=idx, state=state)
         except NetlinkError as err:
-            raise NetlinkOperationError(f"cannot bring {ifname} up{self._where()}: {err.args[1] if len(err.args) > 1 else err}") from err
+            raise NetlinkOperationError(f"cannot bring {ifname} {state}{self._where()}: {err.args[1] if len(err.args) > 1 else err}") from err
 
     def ensure_tunnel(self, ifname: str = "tunl0") -> None:
         """Bring up the kernel's fallback tunnel device (tunl0 appears when ipip is loaded)."""

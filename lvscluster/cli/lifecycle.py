@@ -1,0 +1,230 @@
+"""`lvscluster director|rs drain|undrain|remove`: change one node's part in the cluster without dropping flows.
+
+Each command edits the topology file in place (comments and layout kept), then carries out
+the choreography through the deploy pipeline. With the lab in a VM, the file is edited here
+and the choreography runs there (`--no-edit`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lvscluster.cli.common import TopologyFile, err, escape, lab_vm, load_cluster, out, run_in_vm
+from lvscluster.errors import LvsClusterError
+from lvscluster.model.cluster import Cluster
+from lvscluster.model.edit import drop_node_field, edit_topology, remove_node, set_node_field
+
+director_app = typer.Typer(no_args_is_help=True, help=(
+    "Drain, undrain or remove a director while clients keep their connections. drain: the director "
+    "announces its VIPs at a high OSPF cost, so the router's ECMP set leaves it out and its flows move to "
+    "the others (mh hashing, sloppy_tcp and sync keep them on the same real server); it keeps serving "
+    "until then. remove: drain, wait until its traffic stops, tear it down, delete it from the file."))
+rs_app = typer.Typer(no_args_is_help=True, help=(
+    "Drain, undrain or remove a real server: the seed's 'delete, test, add back' done smoothly. drain: "
+    "weight 0 on every director (its mh slots stay, so no other flow moves; with mh-fallback its new "
+    "connections go to the next server). remove: drain, wait until no packets go to it, delete it."))
+
+NodeName = Annotated[str, typer.Argument(help="The node's name in the topology.")]
+NoEdit = Annotated[bool, typer.Option("--no-edit", help="The file already says so (edited by hand or by an "
+                                      "earlier step): only carry out the choreography.")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for traffic to leave the node before giving up "
+                                        "(remove) or reporting what is left (drain).")]
+
+
+def _say(message: str) -> None:
+    err.print(f"[dim]lifecycle:[/dim] {escape(message)}")
+
+
+def _check_role(cluster: Cluster, name: str, role: str) -> None:
+    nodes = cluster.topology.nodes
+    if name not in nodes:
+        raise LvsClusterError(f"no node {name!r} in {cluster.name} ({', '.join(n for n in nodes if nodes[n].role == role)} "
+                              f"are its {role.replace('_', ' ')}s)")
+    if nodes[name].role != role:
+        raise LvsClusterError(f"{name} is a {nodes[name].role.replace('_', ' ')}, not a {role.replace('_', ' ')}")
+
+
+def _edit(file: Path, change, no_edit: bool) -> Cluster:
+    if not no_edit:
+        _, changed = edit_topology(file, change)
+        _say(f"{file}: {'updated' if changed else 'already says so'}")
+    return load_cluster(file)
+
+
+def _namespaces(cluster: Cluster) -> dict[str, str] | None:
+    from lvscluster.cli.deploy import lab_namespaces
+
+    return lab_namespaces(cluster)
+
+
+def _in_vm(cluster: Cluster, file: Path) -> None:
+    """When the lab lives in a VM, run the rest of this command there (the file is already edited)."""
+    if (vm := lab_vm(cluster.name)) is not None:
+        raise typer.Exit(run_in_vm(vm, file, ("--no-edit",)))
+
+
+def _set_drain(file: Path, name: str, role: str, drained: bool, no_edit: bool) -> tuple[Cluster, dict | None]:
+    """Check the node's role, write `drain` into the file, continue in the lab VM if there is one."""
+    cluster = load_cluster(file)
+    _check_role(cluster, name, role)
+    change = set_node_field(name, "drain", True) if drained else drop_node_field(name, "drain")
+    cluster = _edit(file, change, no_edit)
+    _in_vm(cluster, file)
+    return cluster, _namespaces(cluster)
+
+
+def _drain_director(file: Path, name: str, drained: bool, no_edit: bool, timeout: float) -> Cluster:
+    from lvscluster.apply import lifecycle
+
+    cluster, namespaces = _set_drain(file, name, "director", drained, no_edit)
+    changes = lifecycle.deploy_nodes(cluster, namespaces, [name], _say)
+    _say(f"{name}: {changes} changes applied ({'drained' if drained else 'undrained'})")
+    uplinks = lifecycle.director_uplink_addresses(cluster, name)
+    if lifecycle.router_next_hops(cluster, namespaces) is not None:
+        def settled() -> bool:
+            hops = lifecycle.router_next_hops(cluster, namespaces) or {}
+            present = any(uplinks & set(h) for h in hops.values())
+            return present != drained
+        where = "left" if drained else "joined"
+        if lifecycle.wait_for(settled, timeout, 0.2):
+            _say(f"the router's ECMP set has {where} {name}: {lifecycle.router_next_hops(cluster, namespaces)}")
+        else:
+            _say(f"the router's ECMP set has not {where} {name} after {timeout:g} s "
+                 f"(the last director left serving stays in it)")
+    if (load := lifecycle.director_load(cluster, namespaces, name)) is not None:
+        out.print(f"{name}: {load['active']} active and {load['inactive']} inactive IPVS connection entries, "
+                  f"{load['inpps']} packets/s in", markup=False)
+    return cluster
+
+
+def register_lifecycle(app: typer.Typer) -> None:
+    """Add the `director` and `rs` groups to the main app."""
+    app.add_typer(director_app, name="director")
+    app.add_typer(rs_app, name="rs")
+
+
+@director_app.command("drain")
+def director_drain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 30) -> None:
+    """Stop attracting new traffic to a director without dropping flows; report what it still carries.
+
+    Sets `drain: true` on the node, deploys it (OSPF cost 1000 on its VIPs; IPVS and sync keep
+    running), waits for the router's ECMP set to leave it out, and prints its remaining IPVS
+    connection entries and packet rate (entries linger until their timeout; the rate falls to 0).
+    """
+    _drain_director(file, name, True, no_edit, timeout)
+
+
+@director_app.command("undrain")
+def director_undrain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 30) -> None:
+    """Bring a drained director back into the router's ECMP set (removes `drain` from the node)."""
+    _drain_director(file, name, False, no_edit, timeout)
+
+
+@director_app.command("remove")
+def director_remove(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 120) -> None:
+    """Drain a director, wait until no packets reach it, tear it down and delete it from the file.
+
+    The wait ends when its IPVS packet counter stood still for 4 s (its flows moved to the other
+    directors), or after --timeout seconds, which stops here and changes nothing more.
+    Then its VIPs, services, sync daemons and FRR config go, its sysctls go back, and the node
+    and its own links leave the file (the other endpoints keep their addresses).
+    """
+    from lvscluster.apply import lifecycle
+
+    cluster = load_cluster(file)
+    _check_role(cluster, name, "director")
+    if len(cluster.directors) == 1:
+        raise LvsClusterError(f"{name} is the only director of {cluster.name}: removing it takes every VIP down; "
+                              "use `lvscluster destroy` for that")
+
+    def drain_and_wait() -> Cluster:
+        drained = _drain_director(file, name, True, no_edit, min(timeout, 30))
+        namespaces = _namespaces(drained)
+
+        def packets() -> int:
+            return (lifecycle.director_load(drained, namespaces, name) or {}).get("inpkts", 0)
+        if not lifecycle.wait_for(lifecycle.settled(packets), timeout, 2.0):
+            raise LvsClusterError(f"{name} still receives packets after {timeout:g} s: not removing it "
+                                  "(it stays drained; run `director remove` again, or raise --timeout)")
+        _say(f"{name}: no packets for 4 s; tearing it down")
+        return drained
+
+    _remove_node(file, name, no_edit, drain_and_wait)
+
+
+def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
+    """Drain and wait (`drain_and_wait`), tear the node down, delete it from the file, deploy the rest."""
+    from lvscluster.apply import lifecycle
+
+    vm = lab_vm(load_cluster(file).name)
+    if vm is not None:  # the choreography runs in the VM; the file is edited here
+        _edit(file, set_node_field(name, "drain", True), no_edit)
+        if code := run_in_vm(vm, file, ("--no-edit",)):
+            raise typer.Exit(code)
+    else:
+        cluster = drain_and_wait()
+        lifecycle.teardown_node(cluster, _namespaces(cluster), name, _say)
+        if no_edit:
+            return  # the file is left to whoever runs us (the host side of a lab VM)
+    cluster = load_cluster(file)
+    _edit(file, remove_node(name, {(i.node, i.name): i.ip for i in cluster.interfaces}), False)
+    out.print(f"{name} removed from {file}; deploying the rest", markup=False)
+    if vm is not None:
+        raise typer.Exit(vm.run(["deploy", "--yes", vm.stage(file)], cli=True))
+    rest = load_cluster(file)
+    lifecycle.deploy_nodes(rest, _namespaces(rest), list(rest.topology.nodes), _say)
+
+
+def _drain_real_server(file: Path, name: str, drained: bool, no_edit: bool) -> Cluster:
+    from lvscluster.apply import lifecycle
+
+    cluster, namespaces = _set_drain(file, name, "real_server", drained, no_edit)
+    changes = lifecycle.deploy_nodes(cluster, namespaces, list(cluster.directors), _say)
+    _say(f"{name}: weight {'0' if drained else 'restored'} on {len(cluster.directors)} directors ({changes} changes)")
+    if (traffic := lifecycle.real_server_traffic(cluster, namespaces, name)) is not None:
+        out.print(f"{name}: {traffic['active']} active connection entries on the directors", markup=False)
+    return cluster
+
+
+@rs_app.command("drain")
+def rs_drain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False) -> None:
+    """Quiesce a real server: weight 0 on every director; established connections carry on."""
+    _drain_real_server(file, name, True, no_edit)
+
+
+@rs_app.command("undrain")
+def rs_undrain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False) -> None:
+    """Give a drained real server its weight back on every director."""
+    _drain_real_server(file, name, False, no_edit)
+
+
+@rs_app.command("remove")
+def rs_remove(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 120) -> None:
+    """Drain a real server, wait until no packets go to it, then delete it everywhere.
+
+    The wait ends when the directors' packet counters towards it stood still for 4 s (its
+    connections ended; IPVS entries of moved flows may linger until their timeout and are not
+    waited for), or after --timeout seconds, which stops here and changes nothing more. Then the
+    VIP and ARP settings on the server go, it leaves every director's services and the file.
+    """
+    from lvscluster.apply import lifecycle
+
+    cluster = load_cluster(file)
+    _check_role(cluster, name, "real_server")
+
+    def drain_and_wait() -> Cluster:
+        drained = _drain_real_server(file, name, True, no_edit)
+        namespaces = _namespaces(drained)
+
+        def packets() -> int:
+            return (lifecycle.real_server_traffic(drained, namespaces, name) or {}).get("inpkts", 0)
+        if not lifecycle.wait_for(lifecycle.settled(packets), timeout, 2.0):
+            raise LvsClusterError(f"{name} still receives packets after {timeout:g} s: not removing it "
+                                  "(it stays drained; run `rs remove` again, or raise --timeout)")
+        _say(f"{name}: no packets for 4 s; tearing it down")
+        return drained
+
+    _remove_node(file, name, no_edit, drain_and_wait)

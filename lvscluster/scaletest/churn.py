@@ -1,0 +1,61 @@
+"""Churn scenarios for the scaletest: `drain d3@5s,undrain d3@15s,kill d4@20s,revive d4@30s`.
+
+Pure parsing and checking; `scaletest.run` carries the steps out against a lab.
+
+- drain / undrain: the director leaves / rejoins the router's ECMP set (OSPF cost), serving on;
+- kill / revive: abrupt loss (every link down, FRR killed) and the way back (links up, FRR
+  started and the node deployed again).
+"""
+
+from __future__ import annotations
+
+import re
+
+from lvscluster.errors import LvsClusterError
+from lvscluster.model.cluster import Cluster
+from lvscluster.scaletest.report import ChurnEvent
+
+ACTIONS = ("drain", "undrain", "kill", "revive")
+_STEP = re.compile(r"^(?P<action>[a-z]+)\s+(?P<node>[A-Za-z0-9_.-]+)\s*@\s*(?P<at>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def parse_churn(spec: str, cluster: Cluster, duration: float) -> list[ChurnEvent]:
+    """Parse and check a churn spec against the topology; every problem in one error."""
+    steps, problems = [], []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        match = _STEP.match(item)
+        if not match:
+            problems.append(f"{item!r}: expected ACTION NODE@TIME, e.g. 'drain d3@5s' ({', '.join(ACTIONS)})")
+            continue
+        action, node = match["action"], match["node"]
+        at = float(match["at"]) * _UNIT[match["unit"]]
+        if action not in ACTIONS:
+            problems.append(f"{item!r}: unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+        elif node not in cluster.directors:
+            problems.append(f"{item!r}: {node!r} is not a director of {cluster.name} "
+                            f"(directors: {', '.join(cluster.directors)})")
+        elif at >= duration:
+            problems.append(f"{item!r}: at {at:g}s is not before the end of the run ({duration:g}s)")
+        else:
+            steps.append(ChurnEvent(at, action, node))
+    steps.sort(key=lambda s: s.at)
+    problems += _sequence_problems(steps)
+    if problems:
+        raise LvsClusterError("--churn: " + "\n--churn: ".join(problems))
+    return steps
+
+
+def _sequence_problems(steps: list[ChurnEvent]) -> list[str]:
+    """Each node's steps must make sense in order: no revive without a kill, no drain while dead."""
+    problems, state = [], {}
+    for step in steps:
+        current = state.get(step.node, "active")
+        allowed = {"drain": ("active",), "undrain": ("drained",), "kill": ("active", "drained"), "revive": ("killed",)}
+        if current not in allowed[step.action]:
+            problems.append(f"{step.label!r}: {step.node} is {current} at that time")
+            continue
+        state[step.node] = {"drain": "drained", "undrain": "active", "kill": "killed", "revive": "active"}[step.action]
+    return problems

@@ -1,0 +1,268 @@
+"""The scaletest orchestrator: traffic from the lab's client, churn on the directors, the report.
+
+Runs where the lab runs (inside the lab VM on a kernel without IPVS). It starts the traffic
+engine (`scaletest.traffic`) in the client's namespace, carries out the churn events at their
+times through the same deploy pipeline as `lvscluster deploy` (drain/undrain) or the lab's
+fault injection (kill/revive), watches the router's ECMP next hops for the VIP, samples the
+directors' IPVS counters and connection tables, and builds the report (`scaletest.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lvscluster.apply.deploy import apply_plan, plan_deploy
+from lvscluster.errors import LvsClusterError
+from lvscluster.files import write_atomic
+from lvscluster.lab import faults
+from lvscluster.model.cluster import Cluster
+from lvscluster.netlink import IpvsSocket, Links
+from lvscluster.netlink.connections import connections
+from lvscluster.scaletest import report as reporting
+from lvscluster.scaletest.report import ChurnEvent
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ScaleTest:
+    """What to run: traffic shape, churn, where the report goes."""
+
+    flows: int = 200
+    rate: float = 100
+    duration: float = 30
+    churn: list[ChurnEvent] = field(default_factory=list)
+    echo_port: int = 7
+    http_port: int = 80
+    interval: float = 0.2
+    echo_timeout: float = 5.0
+
+
+def control_cluster(cluster: Cluster) -> Cluster:
+    """The same cluster without what makes flows survive churn: `wlc` instead of `mh`, no
+    connection sync, `sloppy_tcp=0`. A scaletest against it must break flows (the control run)."""
+    topology = cluster.topology
+    vips = [vip.model_copy(update={"services": [svc.model_copy(update={"scheduler": "wlc", "flags": []})
+                                                for svc in vip.services]}) for vip in topology.vips]
+    defaults = topology.defaults.model_copy(update={
+        "sync": None, "sysctls": {**topology.defaults.sysctls, "net.ipv4.vs.sloppy_tcp": "0"}})
+    return Cluster.from_topology(topology.model_copy(update={"vips": vips, "defaults": defaults}))
+
+
+class EcmpWatch(threading.Thread):
+    """Polls the router's next hops for a prefix every `period` seconds; keeps (time, hops) changes."""
+
+    def __init__(self, namespace: str, prefix: str, period: float = 0.05):
+        super().__init__(daemon=True, name="ecmp-watch")
+        self.namespace, self.prefix, self.period = namespace, prefix, period
+        self.changes: list[tuple[float, tuple[str, ...]]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        with Links(self.namespace) as links:
+            while not self._halt.is_set():
+                hops = tuple(sorted(links.nexthops(self.prefix)))
+                if not self.changes or self.changes[-1][1] != hops:
+                    self.changes.append((time.monotonic(), hops))
+                self._halt.wait(self.period)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def first_change_after(self, moment: float) -> float | None:
+        """Seconds from `moment` until the next hops changed, or None if they did not."""
+        return next((t - moment for t, _ in self.changes[1:] if t >= moment), None)
+
+
+def _service_key(vip: str, port: int) -> str:
+    return f"tcp/{vip}:{port}"
+
+
+def _counters(namespaces: dict[str, str], directors: list[str], vip: str, test: ScaleTest) -> dict[str, dict]:
+    """Per director: connections scheduled on the HTTP service, and local established echo entries."""
+    out = {}
+    echo_vip = f"{vip}:{test.echo_port}"
+    for name in directors:
+        with IpvsSocket(namespaces[name]) as sock:
+            stats = sock.service_stats()
+        http = stats.get(_service_key(vip, test.http_port))
+        local = sum(1 for c in connections(namespaces[name])
+                    if c.vip == echo_vip and c.origin == "local" and c.state == "ESTABLISHED")
+        out[name] = {"conns": http.conns if http else 0, "echo_flows_scheduled": local}
+    return out
+
+
+def _echo_packets(namespaces: dict[str, str], directors: list[str], vip: str, port: int) -> dict[str, int]:
+    """Packets in so far on each director's echo service (a counter: exact, unlike the kernel's rates)."""
+    packets = {}
+    for name in directors:
+        with IpvsSocket(namespaces[name]) as sock:
+            stats = sock.service_stats().get(_service_key(vip, port))
+        packets[name] = stats.inpkts if stats else 0
+    return packets
+
+
+def _sync_coverage(namespaces: dict[str, str], directors: list[str], vip: str, port: int) -> dict[str, int]:
+    """Established echo entries each director holds (local or learnt by sync)."""
+    target = f"{vip}:{port}"
+    return {name: sum(1 for c in connections(namespaces[name]) if c.vip == target and c.state == "ESTABLISHED")
+            for name in directors}
+
+
+class Orchestrator:
+    """One scaletest run against a lab that is up and deployed."""
+
+    def __init__(self, cluster: Cluster, namespaces: dict[str, str], test: ScaleTest, progress: Progress):
+        self.cluster, self.namespaces, self.test, self.progress = cluster, namespaces, test, progress
+        clients = cluster.topology.nodes_with_role("client")
+        if not clients or not cluster.routers or not cluster.topology.vips:
+            raise LvsClusterError(f"scaletest needs a client, a router and a VIP in {cluster.name}")
+        self.client, self.router = clients[0], cluster.routers[0]
+        self.vip = str(cluster.topology.vips[0].address)
+        ports = {(s.protocol, s.port) for s in cluster.topology.vips[0].services}
+        for port, what in ((test.echo_port, "--echo-port"), (test.http_port, "--http-port")):
+            if ("tcp", port) not in ports:
+                raise LvsClusterError(f"{what} {port}: VIP {cluster.topology.vips[0].name} has no tcp service on port {port}")
+        self.directors = list(cluster.directors)
+        self.current = cluster
+        self.killed_links: dict[str, list[str]] = {}
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        self.t0 = 0.0
+        self.moments: dict[str, tuple[float, float]] = {}  # event label -> (monotonic start, seconds taken)
+
+    def _read_traffic(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+            if not self.started.is_set() and line.startswith("{"):
+                record = json.loads(line)
+                if record.get("type") == "start":
+                    self.t0 = record.get("mono", time.monotonic())
+                    self.started.set()
+            elif '"type": "tick"' in line or '"type":"tick"' in line:
+                tick = json.loads(line)
+                self.progress(f"t={tick['t']:5.1f}s  flows alive {tick['alive']:4d}  new ok {tick['new_ok']:4d}/s"
+                              f"  broken {tick.get('broken', 0)}")
+
+    def _deploy(self, node: str) -> int:
+        plan = plan_deploy(self.current, self.namespaces, only=[node])
+        apply_plan(plan)
+        return plan.total
+
+    def carry_out(self, event: ChurnEvent) -> None:
+        """Do one churn event now."""
+        namespace = self.namespaces[event.node]
+        if event.action in ("drain", "undrain"):
+            self.current = self.current.with_node(event.node, drain=event.action == "drain")
+            self._deploy(event.node)
+        elif event.action == "kill":
+            self.killed_links[event.node] = faults.kill_node(namespace)
+        elif event.action == "revive":
+            faults.revive_node(namespace, self.killed_links.pop(event.node, []))
+            self._deploy(event.node)
+
+    def run(self) -> tuple[dict, list]:
+        """Run traffic and churn; returns the report."""
+        test, ns = self.test, self.namespaces
+        before = _counters(ns, self.directors, self.vip, test)
+        watch = EcmpWatch(ns[self.router], f"{self.vip}/32")
+        watch.start()
+        argv = ["ip", "netns", "exec", ns[self.client], sys.executable, "-m", "lvscluster.scaletest.traffic",
+                "--target", self.vip, "--echo-port", str(test.echo_port), "--http-port", str(test.http_port),
+                "--flows", str(test.flows), "--rate", f"{test.rate:g}", "--duration", f"{test.duration:g}",
+                "--interval", f"{test.interval:g}", "--echo-timeout", f"{test.echo_timeout:g}"]
+        self.progress(f"traffic from {self.client}: {test.flows} flows, {test.rate:g} new connections/s, "
+                      f"{test.duration:g} s; churn: {', '.join(e.label for e in test.churn) or 'none'}")
+        traffic = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=self._read_traffic, args=(traffic.stdout,), daemon=True)
+        reader.start()
+        samples: dict[str, list[list[float]]] = {d: [] for d in self.directors}
+        sync: list[dict] = []
+        try:
+            if not self.started.wait(120):
+                raise LvsClusterError(f"the traffic engine did not start: {traffic.stderr.read()[-2000:] if traffic.poll() is not None else 'no start record in 120 s'}")
+            pending = list(test.churn)
+            next_sample = next_sync = 0.0
+            synced, last = False, None
+            while traffic.poll() is None:
+                now = time.monotonic() - self.t0
+                if pending and now >= pending[0].at:
+                    event = pending.pop(0)
+                    moment = time.monotonic()
+                    self.progress(f"t={now:5.1f}s  {event.label}")
+                    self.carry_out(event)
+                    self.moments[event.label] = (moment, time.monotonic() - moment)
+                    continue
+                if not synced and now >= next_sync:
+                    next_sync = now + 0.5
+                    synced = self._sample_sync(now, sync)
+                elif now >= next_sample:
+                    next_sample = now + 1.0
+                    packets = _echo_packets(ns, self.directors, self.vip, test.echo_port)
+                    if last is not None:
+                        for name, count in packets.items():
+                            # each flow sends one message and acks one echo per interval
+                            pps = (count - last[1][name]) / (now - last[0])
+                            samples[name].append([round(now, 2), round(pps * test.interval / 2, 1)])
+                    last = (now, packets)
+                time.sleep(0.05)
+        finally:
+            if traffic.poll() is None:
+                traffic.terminate()
+            traffic.wait(timeout=30)
+            reader.join(timeout=10)
+            watch.stop()
+        if not self.lines:
+            raise LvsClusterError(f"the traffic engine printed nothing: {traffic.stderr.read()[-2000:]}")
+        for event in test.churn:
+            if event.label in self.moments:
+                event.ecmp_changed_after = watch.first_change_after(self.moments[event.label][0])
+        after = _counters(ns, self.directors, self.vip, test)
+        counters = {d: {"conns": after[d]["conns"] - before[d]["conns"], "active": after[d]["echo_flows_scheduled"]}
+                    for d in self.directors}
+        run = reporting.parse_traffic(self.lines)
+        report = reporting.build_report(run, test.churn, counters, sync_lag=_sync_lags(run, sync),
+                                        real_servers={ref.node: ref.weight for ref in self.cluster.topology.vips[0].real_servers},
+                                        director_flow_samples=samples)
+        report["ecmp_changes"] = [{"t": round(t - self.t0, 3), "next_hops": list(h)} for t, h in watch.changes]
+        report["event_durations"] = {label: round(took, 3) for label, (_, took) in self.moments.items()}
+        report["sync_samples"] = sync
+        return report, run.ticks
+
+    def _sample_sync(self, now: float, sync: list[dict]) -> bool:
+        """Record how many echo flows each director holds; True once every one holds them all."""
+        held = _sync_coverage(self.namespaces, self.directors, self.vip, self.test.echo_port)
+        sync.append({"t": round(now, 2), "held": held})
+        return min(held.values()) >= self.test.flows or now > 30
+
+
+def _sync_lags(run: reporting.TrafficRun, sync: list[dict]) -> list[dict]:
+    """Per director: seconds from the last flow's first echo until it held every flow's entry."""
+    if not run.flows_up or not sync:
+        return []
+    last_up, total = max(r["t"] for r in run.flows_up), len(run.flows_up)
+    lags = []
+    for director in sync[-1]["held"]:
+        when = next((s["t"] for s in sync if s["held"].get(director, 0) >= total), None)
+        if when is not None:
+            lags.append({"director": director, "lag": round(max(0.0, when - last_up), 2)})
+    return lags
+
+
+def write_report(report: dict, ticks: list, directory: Path) -> list[Path]:
+    """report.json, report.png and summary.txt in `directory`."""
+    from lvscluster.scaletest.plot import plot_report
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / "report.json", reporting.to_json(report))
+    write_atomic(directory / "summary.txt", reporting.summary_text(report))
+    plot_report(report, ticks, directory / "report.png")
+    return [directory / "report.json", directory / "report.png", directory / "summary.txt"]

@@ -1,0 +1,142 @@
+"""Eight all-active directors on a real IPVS kernel: one lab, deployed once, shared by the tests here.
+
+`topology/ecmp8.lvs.yml`: the router holds 8 equal-cost next hops for the VIP, every director
+and every real server carries traffic, and a second deploy changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from labkit import CLIENT, cli, in_node, service_conns, wait_for_ecmp
+
+from lvscluster.lab import netns as lab_provider
+
+ROOT = Path(__file__).parent.parent.parent
+VIP = "10.99.0.10"
+DIRECTORS = tuple(f"d{i}" for i in range(1, 9))
+
+
+@pytest.fixture(scope="module")
+def ecmp8(tmp_path_factory) -> Path:
+    """The ecmp8 lab, up and deployed; down again after the module's tests."""
+    topology = tmp_path_factory.mktemp("ecmp8") / "ecmp8.lvs.yml"
+    shutil.copy(ROOT / "topology" / "ecmp8.lvs.yml", topology)
+    lab_provider.down("ecmp8")
+    code, output = cli("lab", "up", str(topology))
+    assert code == 0, output
+    code, output = cli("deploy", "--yes", str(topology))
+    assert code == 0, output
+    assert re.search(r"applied \d+ changes to 13 nodes", output), output
+    yield topology
+    code, output = cli("lab", "down", str(topology))
+    assert code == 0, output
+
+
+def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
+    hops = wait_for_ecmp("ecmp8", "r1", VIP, 8)
+    assert sorted(hops) == sorted(f"10.1.{i}.2" for i in range(1, 9))
+
+    traffic = in_node("ecmp8", "c1", sys.executable, "-c", CLIENT, VIP, "300")
+    assert traffic.returncode == 0, traffic.stderr
+    answers = json.loads(traffic.stdout)
+    assert sum(answers["http"].values()) == 300
+    assert set(answers["http"]) == {"rs1", "rs2", "rs3", "rs4"}
+    conns = service_conns("ecmp8", DIRECTORS, f"tcp/{VIP}:80", at_least=300)
+    assert all(c > 0 for c in conns.values()), conns  # ECMP gave every director some flows
+    assert sum(conns.values()) >= 300
+
+    code, output = cli("deploy", "--yes", str(ecmp8))
+    assert code == 0 and output.strip().endswith("no changes"), output
+    code, output = cli("status", "--json", str(ecmp8))
+    assert code == 0, output
+    report = json.loads(output[output.index("{"):])
+    assert report["in_sync"] and report["mh_tables_consistent"]
+    assert sorted(report["nodes"]["r1"]["ecmp"][f"{VIP}/32"]) == sorted(hops)
+    assert all(report["nodes"][d]["vips"][f"{VIP}/32"]["announced"] for d in DIRECTORS)
+
+
+def run_scaletest(topology: Path, report: Path, *args: str) -> tuple[int, str, dict]:
+    code, output = cli("scaletest", str(topology), "--report", str(report), *args)
+    assert (report / "report.json").exists(), output
+    assert (report / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return code, output, json.loads((report / "report.json").read_text())
+
+
+def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) -> None:
+    """drain, undrain, kill and revive of directors while 200 flows and 4,000+ new connections run."""
+    code, output, report = run_scaletest(
+        ecmp8, tmp_path / "churn", "--flows", "200", "--rate", "100", "--duration", "45",
+        "--churn", "drain d3@6s,undrain d3@14s,kill d4@22s,revive d4@32s")
+    print(output)
+    traffic = report["traffic"]
+    assert traffic["flows_established"] == 200
+    assert traffic["flows_broken"] == 0, report["broken_flows"]
+    assert code == 0, output
+    assert traffic["new_ok"] >= 4000 and traffic["new_failed"] == 0, traffic
+    events = {e["label"]: e for e in report["events"]}
+    assert all(e["ecmp_changed_after"] is not None for e in events.values()), events  # every event moved ECMP
+    assert events["kill d4@22s"]["ecmp_changed_after"] < 3  # BFD (3 x 300 ms), not the OSPF dead timer
+    assert report["directors"]["new_connections"]["max_over_mean"] <= 1.15, report["directors"]
+    assert report["real_servers"]["new_connections"]["max_over_mean"] <= 1.10, report["real_servers"]
+    assert report["sync_lag"]["samples"] >= 7  # every director held every flow's entry
+
+
+def test_control_run_breaks_flows(ecmp8: Path, tmp_path: Path) -> None:
+    """Without mh, sync and sloppy_tcp the same kind of churn breaks flows: the test can fail."""
+    code, output, report = run_scaletest(
+        ecmp8, tmp_path / "control", "--control", "--flows", "100", "--rate", "10", "--duration", "20",
+        "--churn", "kill d4@6s,revive d4@14s")
+    print(output)
+    assert code == 1, output
+    assert report["control"] and report["traffic"]["flows_broken"] > 0
+    assert {b["event"] for b in report["broken_flows"]} <= {"kill d4@6s", "revive d4@14s"}
+    # and the topology was deployed again afterwards
+    code, output = cli("deploy", "--yes", str(ecmp8))
+    assert code == 0 and output.strip().endswith("no changes"), output
+
+
+def director_weights(director: str) -> dict[str, int]:
+    from lvscluster.netlink import IpvsSocket
+
+    with IpvsSocket(f"ecmp8.{director}") as sock:
+        return {d.address: d.weight for s in sock.services() if s.port == 80 for d in s.dests}
+
+
+def test_lifecycle_commands_edit_the_file_and_move_traffic(ecmp8: Path) -> None:
+    """director drain/undrain/remove and rs drain/undrain/remove, as an operator types them (runs last: removes d8, rs4)."""
+    all_hops = sorted(f"10.1.{i}.2" for i in range(1, 9))
+    code, output = cli("director", "drain", str(ecmp8), "d5")
+    assert code == 0, output
+    assert "drain: true" in ecmp8.read_text() and "has left d5" in output, output
+    assert "10.1.5.2" not in wait_for_ecmp("ecmp8", "r1", VIP, 7)
+    code, output = cli("director", "undrain", str(ecmp8), "d5")
+    assert code == 0 and "drain: true" not in ecmp8.read_text(), output
+    assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 8)) == all_hops
+
+    code, output = cli("rs", "drain", str(ecmp8), "rs2")
+    assert code == 0, output
+    assert all(director_weights(d)["10.2.0.11"] == 0 for d in DIRECTORS)
+    traffic = in_node("ecmp8", "c1", sys.executable, "-c", CLIENT, VIP, "100")
+    answers = json.loads(traffic.stdout)["http"]
+    assert sum(answers.values()) == 100 and "rs2" not in answers  # mh-fallback: nothing refused
+    code, output = cli("rs", "undrain", str(ecmp8), "rs2")
+    assert code == 0 and all(director_weights(d)["10.2.0.11"] == 1 for d in DIRECTORS), output
+
+    code, output = cli("rs", "remove", str(ecmp8), "rs4", "--timeout", "60")
+    assert code == 0, output
+    assert "rs4" not in ecmp8.read_text()
+    assert all("10.2.0.13" not in director_weights(d) for d in DIRECTORS)
+    code, output = cli("director", "remove", str(ecmp8), "d8", "--timeout", "60")
+    assert code == 0, output
+    assert "d8:" not in ecmp8.read_text()
+    assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 7)) == all_hops[:7]
+    code, output = cli("verify", str(ecmp8))
+    assert code == 0, output  # the 7 directors left still agree on every flow
+    code, output = cli("deploy", "--yes", str(ecmp8))
+    assert code == 0 and output.strip().endswith("no changes"), output
