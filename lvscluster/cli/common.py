@@ -16,6 +16,13 @@ from lvscluster.model.loader import load_topology
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def reset_consoles() -> None:
+    """Make `out` and `err` read the environment again (FORCE_COLOR, COLUMNS): the lab VM's agent
+    forks commands from a process that imported this module before their environment was set."""
+    out.__init__(highlight=False, soft_wrap=True)
+    err.__init__(stderr=True, highlight=False, soft_wrap=True)
+
 TopologyFile = Annotated[Path, typer.Argument(help="The topology file (*.lvs.yml).", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 

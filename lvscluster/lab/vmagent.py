@@ -59,6 +59,9 @@ def _fork_cli(request: dict, out: Path, err: Path) -> int:
             sys.stderr = open(2, "w", buffering=1, closefd=False)
             sys.argv = ["lvscluster", *request["cli"]]
             from lvscluster.cli import main
+            from lvscluster.cli.common import reset_consoles
+
+            reset_consoles()  # colour and width as the host asked, not as the agent started
 
             try:
                 main()

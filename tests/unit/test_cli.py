@@ -144,3 +144,18 @@ def test_scaletest_checks_the_churn_before_anything_runs() -> None:
     assert done.returncode == 1, done.stderr
     assert "--churn: 'kill d3@2s': 'd3' is not a director of demo (directors: d1, d2)" in done.stderr
     assert "--churn: 'drain d1@20s': at 20s is not before the end of the run (10s)" in done.stderr
+
+
+def test_consoles_follow_the_environment_they_are_reset_in(monkeypatch) -> None:
+    """The lab VM agent forks commands from a warm process: colour and width come from the request."""
+    from lvscluster.cli import common
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "77")
+    try:
+        common.reset_consoles()
+        assert common.out.is_terminal and common.out.width == 77 and common.err.width == 77
+    finally:
+        monkeypatch.delenv("FORCE_COLOR")
+        monkeypatch.delenv("COLUMNS")
+        common.reset_consoles()
