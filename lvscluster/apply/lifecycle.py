@@ -55,6 +55,14 @@ def director_uplink_addresses(cluster: Cluster, director: str) -> set[str]:
     return {u.director.ip for r in cluster.routers for u in cluster.uplinks(r) if u.director.node == director}
 
 
+def router_uses(cluster: Cluster, namespaces: dict[str, str] | None, director: str) -> bool | None:
+    """Whether the router's ECMP set for any VIP includes the director (None: the router is not readable here)."""
+    hops = router_next_hops(cluster, namespaces)
+    if hops is None:
+        return None
+    return any(director_uplink_addresses(cluster, director) & set(h) for h in hops.values())
+
+
 def director_load(cluster: Cluster, namespaces: dict[str, str] | None, director: str) -> dict[str, int] | None:
     """A director's IPVS load over all services: active and inactive connections, packets in
     (a counter) and packets/s in (the kernel's 2 s moving average, slow to reach 0)."""
@@ -115,3 +123,22 @@ def wait_for(check: Callable[[], bool], timeout: float, period: float = 1.0) -> 
         if time.monotonic() >= deadline:
             return False
         time.sleep(period)
+
+
+def connection_entries(cluster: Cluster, namespaces: dict[str, str] | None, director: str) -> int | None:
+    """How many IPVS connection entries a director holds (its own and those learnt by sync)."""
+    from lvscluster.netlink.connections import connections
+
+    if (netns := _netns(cluster, namespaces, director)) is False:
+        return None
+    return len(connections(netns))
+
+
+def sync_caught_up(cluster: Cluster, namespaces: dict[str, str] | None, director: str, share: float = 0.9) -> bool:
+    """True when the director holds at least `share` of the entries the median other director holds."""
+    others = sorted(n for d in cluster.directors if d != director
+                    if (n := connection_entries(cluster, namespaces, d)) is not None)
+    mine = connection_entries(cluster, namespaces, director)
+    if mine is None or not others:
+        return True  # nothing to compare with from here
+    return mine >= share * others[len(others) // 2]

@@ -8,14 +8,14 @@ and the choreography runs there (`--no-edit`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from lvscluster.cli.common import TopologyFile, err, escape, lab_vm, load_cluster, out, run_in_vm
 from lvscluster.errors import LvsClusterError
 from lvscluster.model.cluster import Cluster
-from lvscluster.model.edit import drop_node_field, edit_topology, remove_node, set_node_field
+from lvscluster.model.edit import add_director, drop_node_field, edit_topology, remove_node, set_node_field
 
 director_app = typer.Typer(no_args_is_help=True, help=(
     "Drain, undrain or remove a director while clients keep their connections. drain: the director "
@@ -82,14 +82,9 @@ def _drain_director(file: Path, name: str, drained: bool, no_edit: bool, timeout
     cluster, namespaces = _set_drain(file, name, "director", drained, no_edit)
     changes = lifecycle.deploy_nodes(cluster, namespaces, [name], _say)
     _say(f"{name}: {changes} changes applied ({'drained' if drained else 'undrained'})")
-    uplinks = lifecycle.director_uplink_addresses(cluster, name)
-    if lifecycle.router_next_hops(cluster, namespaces) is not None:
-        def settled() -> bool:
-            hops = lifecycle.router_next_hops(cluster, namespaces) or {}
-            present = any(uplinks & set(h) for h in hops.values())
-            return present != drained
+    if lifecycle.router_uses(cluster, namespaces, name) is not None:
         where = "left" if drained else "joined"
-        if lifecycle.wait_for(settled, timeout, 0.2):
+        if lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, namespaces, name) != drained, timeout, 0.2):
             _say(f"the router's ECMP set has {where} {name}: {lifecycle.router_next_hops(cluster, namespaces)}")
         else:
             _say(f"the router's ECMP set has not {where} {name} after {timeout:g} s "
@@ -121,6 +116,57 @@ def director_drain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, 
 def director_undrain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 30) -> None:
     """Bring a drained director back into the router's ECMP set (removes `drain` from the node)."""
     _drain_director(file, name, False, no_edit, timeout)
+
+
+@director_app.command("add")
+def director_add(
+    file: TopologyFile,
+    name: NodeName,
+    router_id: Annotated[str, typer.Option(help="The new director's OSPF router id (unique IPv4 address).")],
+    router: Annotated[Optional[str], typer.Option(help="The router its uplink goes to (default: the first router).")] = None,
+    subnet: Annotated[Optional[str], typer.Option(help="The uplink's subnet (default: the next free subnet the size of "
+                                                  "the last director's uplink).")] = None,
+    no_edit: NoEdit = False,
+    timeout: Timeout = 60,
+) -> None:
+    """Add a director and let ECMP send it traffic only once it knows the existing connections.
+
+    Adds the node to FILE, wired like the others: an uplink to the router, and an endpoint on
+    every link all directors share (the real-server LAN, where sync runs). Grows the lab if one
+    is up. Deploys the router, then the director drained: VIPs, IPVS services, sync backup and
+    master, and FRR announcing at OSPF cost 1000, so ECMP leaves it out. Waits until its
+    connection table, filled by sync, holds as many entries as the other directors' (or
+    --timeout), then undrains it and waits until the router's ECMP set includes it.
+    """
+    from lvscluster.apply import lifecycle
+
+    cluster = load_cluster(file)
+    if not no_edit:
+        _edit(file, add_director(cluster, name, router_id, router, subnet), False)
+    cluster = load_cluster(file)
+    _check_role(cluster, name, "director")
+    _in_vm(cluster, file)
+    namespaces = _namespaces(cluster)
+    if namespaces is not None:
+        from lvscluster.lab import netns as lab_provider
+        from lvscluster.lab.layout import plan_lab
+
+        added = lab_provider.grow(plan_lab(cluster), file, _say)
+        _say(f"lab {cluster.name} grown by {', '.join(added) or 'nothing'}")
+        namespaces = _namespaces(cluster)
+    joining = cluster.with_node(name, drain=True)
+    lifecycle.deploy_nodes(joining, namespaces, [*cluster.routers, name], _say)
+    if lifecycle.wait_for(lambda: lifecycle.sync_caught_up(cluster, namespaces, name), timeout, 1.0):
+        _say(f"{name}: its connection table has caught up ({lifecycle.connection_entries(cluster, namespaces, name)} entries)")
+    else:
+        _say(f"{name}: its connection table has not caught up after {timeout:g} s; flows it takes over rely "
+             "on mh and sloppy_tcp alone")
+    lifecycle.deploy_nodes(cluster, namespaces, [name], _say)
+    joined = lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, namespaces, name) is not False, timeout, 0.2)
+    out.print(f"{name} added" + ("" if joined else f"; the router's ECMP set does not include it after {timeout:g} s"),
+              markup=False)
+    if not joined:
+        raise typer.Exit(1)
 
 
 @director_app.command("remove")

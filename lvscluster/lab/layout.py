@@ -7,13 +7,15 @@ contains, so `lab down` can find exactly its own objects.
 - a network namespace per node (`demo.d1`), and `demo.switch` holding one bridge per link
   with more than two endpoints;
 - a veth pair per two-endpoint link, straight between the two node namespaces;
-- a veth pair per endpoint of a bridged link, one end in the node, one on the bridge;
+- a veth pair per endpoint of a bridged link, one end in the node, one on the bridge (bridge and
+  port names come from the link's subnet and the endpoint, so they survive topology edits);
 - default routes for clients and real servers (their `gateway`, else the router on their link);
 - FRR daemons (no config yet) on routers and directors; test servers on real servers.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from lvscluster.model.cluster import Cluster
@@ -73,6 +75,12 @@ def namespace_name(lab: str, node: str) -> str:
     return f"{lab}.{node}"
 
 
+def _short_name(prefix: str, identity: str) -> str:
+    """An interface name (<= 15 characters) that depends only on what it connects, never on list
+    positions: a lab that grows or loses a node keeps the names of everything else."""
+    return prefix + hashlib.sha1(identity.encode()).hexdigest()[:10]
+
+
 def plan_lab(cluster: Cluster) -> LabLayout:
     """The lab for a topology: pure data, nothing touched."""
     lab = LabLayout(name=cluster.name)
@@ -85,10 +93,11 @@ def plan_lab(cluster: Cluster) -> LabLayout:
             lab.veths.append(Veth(lab.netns(a.node), a.name, lab.netns(b.node), b.name,
                                   str(a.address), str(b.address), mtu=link.mtu))
             continue
-        bridge = f"br{li}"
+        bridge = _short_name("br", str(link.subnet))
         lab.bridges.append(bridge)
-        for ei, member in enumerate(members):
-            lab.veths.append(Veth(lab.netns(member.node), member.name, lab.switch, f"l{li}p{ei}",
+        for member in members:
+            port = _short_name("p", f"{link.subnet} {member.node}:{member.name}")
+            lab.veths.append(Veth(lab.netns(member.node), member.name, lab.switch, port,
                                   str(member.address), bridge=bridge, mtu=link.mtu))
     if lab.bridges:
         lab.namespaces[SWITCH] = lab.switch

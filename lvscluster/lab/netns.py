@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +27,7 @@ from lvscluster.apply.processes import terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
 from lvscluster.lab.layout import LabLayout, Veth
+from lvscluster.netlink.netns import socket_in_netns
 
 STATE_ROOT = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "labs"
 Progress = Callable[[str], None]
@@ -80,37 +83,65 @@ def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runn
     if lab_namespaces(layout.name):
         raise ApplyError(f"lab {layout.name!r} is already up ({len(lab_namespaces(layout.name))} namespaces); "
                          f"run `lvscluster lab down {topology_path}` first")
+    try:
+        _build(layout, topology_path, progress, runner)
+    except ApplyError:
+        progress("lab up failed; removing what was built")
+        down(layout.name)
+        raise
+
+
+def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER) -> list[str]:
+    """Add to a running lab what the topology gained (new nodes and their cables); returns the new nodes.
+
+    Existing namespaces, cables and processes are left alone: traffic through the lab carries on.
+    A failure leaves what was added (`lab down` removes all of it) and names the step.
+    """
+    if not lab_namespaces(layout.name):
+        raise ApplyError(f"lab {layout.name!r} is not up: run `lvscluster lab up {topology_path}`")
+    return _build(layout, topology_path, progress, runner)
+
+
+def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: Runner) -> list[str]:
+    """Create whatever of the layout does not exist yet; returns the nodes whose namespace was new."""
     step = "start"
     try:
         directory = state_dir(layout.name)
         directory.mkdir(parents=True, exist_ok=True)
         _write_record(layout, topology_path)
         step = "namespaces"
-        progress(f"creating {len(layout.namespaces)} network namespaces")
-        for name in layout.namespaces.values():
-            netns.create(name)
-            with IPRoute(netns=name) as ipr:
+        existing = set(netns.listnetns())
+        new_nodes = [node for node, name in layout.namespaces.items() if name not in existing]
+        progress(f"creating {len(new_nodes)} network namespaces")
+        for node in new_nodes:
+            netns.create(layout.netns(node))
+            with IPRoute(netns=layout.netns(node)) as ipr:
                 ipr.link("set", index=_link_index(ipr, "lo"), state="up")
         step = "bridges"
         if layout.bridges:
-            progress(f"creating {len(layout.bridges)} bridges in {layout.switch}")
             with IPRoute(netns=layout.switch) as ipr:
-                for bridge in layout.bridges:
+                bridges = [b for b in layout.bridges if not ipr.link_lookup(ifname=b)]
+                if bridges:
+                    progress(f"creating {len(bridges)} bridges in {layout.switch}")
+                for bridge in bridges:
                     ipr.link("add", ifname=bridge, kind="bridge")
                     ipr.link("set", index=_link_index(ipr, bridge), state="up")
         step = "cables"
-        progress(f"cabling {len(layout.veths)} veth pairs")
-        for veth in layout.veths:
+        veths = [v for v in layout.veths if not _has_link(v.netns, v.name)]
+        progress(f"cabling {len(veths)} veth pairs")
+        for veth in veths:
             step = f"cable {veth.netns}:{veth.name} <-> {veth.peer_netns}:{veth.peer}"
             _create_veth(veth)
         step = "routes"
         for node, gateway in layout.default_routes.items():
-            step = f"default route of {node} via {gateway}"
-            with IPRoute(netns=layout.netns(node)) as ipr:
-                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-        progress(f"starting FRR (zebra, ospfd, bfdd) on {len(layout.frr_nodes)} nodes")
+            if node in new_nodes:
+                step = f"default route of {node} via {gateway}"
+                with IPRoute(netns=layout.netns(node)) as ipr:
+                    ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        frr_nodes = [n for n in layout.frr_nodes if n in new_nodes]
+        progress(f"starting FRR (zebra, ospfd, bfdd) on {len(frr_nodes)} nodes")
         started = []
-        for node in layout.frr_nodes:  # start every node's daemons, then wait for all of them
+        for node in frr_nodes:  # start every node's daemons, then wait for all of them
             step = f"FRR on {node}"
             daemons = ("zebra", "bfdd", "ospfd") if node in layout.bfd_nodes else ("zebra", "ospfd")
             frr.start(frr.pathspace_for(layout.netns(node)), layout.netns(node), daemons=daemons, runner=runner,
@@ -120,16 +151,42 @@ def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runn
             step = f"FRR on {node}"
             if not runner.dry_run:
                 frr.wait_ready(frr.pathspace_for(layout.netns(node)), daemons, timeout=60)
-        progress(f"starting test servers on {len(layout.test_servers)} real servers")
-        for server in layout.test_servers:
+        servers = [s for s in layout.test_servers if s.node in new_nodes]
+        progress(f"starting test servers on {len(servers)} real servers")
+        for server in servers:
             step = f"test server on {server.node}"
             _start_test_server(layout, server)
+        for server in servers:
+            step = f"test server on {server.node}"
+            _wait_listening(server.netns, server.tcp_ports, timeout=60)
     except Exception as exc:
-        progress(f"lab up failed at {step}; removing what was built")
-        down(layout.name)
         if isinstance(exc, NetlinkError):
             raise ApplyError(f"lab up failed at {step}: {exc.args[-1] if exc.args else exc}") from None
         raise ApplyError(f"lab up failed at {step}: {exc}") from None
+    return new_nodes
+
+
+def _wait_listening(namespace: str, ports: tuple[int, ...], timeout: float) -> None:
+    """Wait until something accepts on each TCP port inside the namespace (a Python start is slow in a VM)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            probe = socket_in_netns(namespace, socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(1)
+                probe.connect(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ApplyError(f"nothing listens on port {port} after {timeout:g} s") from None
+                time.sleep(0.2)
+            finally:
+                probe.close()
+
+
+def _has_link(namespace: str, name: str) -> bool:
+    with IPRoute(netns=namespace) as ipr:
+        return bool(ipr.link_lookup(ifname=name))
 
 
 def _write_record(layout: LabLayout, topology_path: Path) -> None:

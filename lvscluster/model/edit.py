@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import difflib
 import io
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
+from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import parse_topology
 from lvscluster.model.topology import Topology
 
@@ -135,3 +137,60 @@ def _pinned(endpoint: Any, addresses: dict[tuple[str, str], str]) -> Any:
     pinned = CommentedMap([("node", node), ("interface", interface), ("address", addresses[(node, interface)])])
     pinned.fa.set_flow_style()
     return pinned
+
+
+def add_director(cluster: Cluster, name: str, router_id: str, router: str | None = None,
+                 subnet: str | None = None) -> Change:
+    """A change that adds a director wired like the others: a point-to-point uplink to `router`
+    (the first router by default) on `subnet` (by default the next free subnet the size of the
+    last director's uplink), and an endpoint on every shared link all directors are on (the sync
+    and real-server LAN), with the interface names the other directors use there."""
+    if name in cluster.topology.nodes:
+        raise LvsClusterError(f"node {name!r} is already in the topology")
+    if not cluster.directors or not cluster.routers:
+        raise LvsClusterError("add a director to a topology that has directors and a router: copy one by hand first")
+    router = router or cluster.routers[0]
+    if router not in cluster.routers:
+        raise LvsClusterError(f"{router!r} is not a router of {cluster.name} (routers: {', '.join(cluster.routers)})")
+    uplinks = [u for d in cluster.directors for u in cluster.uplinks(d) if u.router.node == router]
+    if not uplinks:
+        raise LvsClusterError(f"no director has an uplink to {router}: add the director by hand")
+    uplink_name = _common({u.director.name for u in uplinks}, "up0")
+    subnet = subnet or str(_next_free_subnet(cluster, uplinks[-1].director.address.network))
+    shared = []
+    for index, link in enumerate(cluster.topology.links):
+        members = cluster.link_members(index)
+        on_it = {m.node: m.name for m in members if m.node in cluster.directors}
+        if len(members) > 2 and set(on_it) == set(cluster.directors):
+            shared.append((index, _common(set(on_it.values()), "lan0")))
+
+    def change(document: Any) -> None:
+        node = CommentedMap([("role", "director"), ("router_id", router_id)])
+        node.fa.set_flow_style()
+        document["nodes"][name] = node
+        for index, interface in shared:
+            document["links"][index]["endpoints"].append(f"{name}:{interface}")
+        link = CommentedMap([("endpoints", _flow([f"{router}:{name}", f"{name}:{uplink_name}"])), ("subnet", subnet)])
+        link.fa.set_flow_style()
+        document["links"].append(link)
+    return change
+
+
+def _common(names: set[str], default: str) -> str:
+    return names.pop() if len(names) == 1 else default
+
+
+def _flow(items: list) -> CommentedSeq:
+    seq = CommentedSeq(items)
+    seq.fa.set_flow_style()
+    return seq
+
+
+def _next_free_subnet(cluster: Cluster, after: ipaddress.IPv4Network | ipaddress.IPv6Network):
+    """The first subnet of the same size after `after` that overlaps no link of the topology."""
+    used = [link.subnet for link in cluster.topology.links]
+    candidate = after
+    while True:
+        candidate = ipaddress.ip_network((int(candidate.network_address) + candidate.num_addresses, candidate.prefixlen))
+        if not any(candidate.overlaps(u) for u in used if u.version == candidate.version):
+            return candidate

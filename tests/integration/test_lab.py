@@ -108,3 +108,23 @@ def test_failed_lab_up_cleans_up_and_names_the_step(topology) -> None:
     assert "Traceback" not in done.stderr
     assert provider.lab_namespaces(name) == []
     assert not list(frr.RUN.glob(f"{name}+*"))
+
+
+def test_a_running_lab_grows_by_a_new_director_without_touching_the_rest(topology) -> None:
+    from lvscluster.lab.layout import plan_lab
+    from lvscluster.model.cluster import Cluster
+    from lvscluster.model.edit import add_director, edit_topology
+    from lvscluster.model.loader import load_topology
+
+    name, path = topology
+    assert lvscluster("lab", "up", "--no-vm", str(path)).returncode == 0
+    servers_before = provider.processes_in(f"{name}.rs1")
+    edit_topology(path, add_director(Cluster.from_topology(load_topology(path)), "d2", "10.255.0.12"))
+    added = provider.grow(plan_lab(Cluster.from_topology(load_topology(path))), path)
+    assert added == ["d2"]
+    assert provider.processes_in(f"{name}.rs1") == servers_before  # the test server kept running
+    assert in_node(name, "d2", "curl", "-s", "-m", "5", "http://10.2.0.3/").stdout == "rs1\n"  # on the shared LAN
+    uplink = json.loads(in_node(name, "r1", "ip", "-j", "addr", "show", "d2").stdout)  # its own cable to r1
+    assert uplink[0]["operstate"] == "UP" and uplink[0]["addr_info"][0]["local"] == "10.1.1.5"
+    assert frr.is_running(frr.pathspace_for(f"{name}.d2"))
+    assert provider.grow(plan_lab(Cluster.from_topology(load_topology(path))), path) == []  # nothing more to add

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from labkit import CLIENT, cli, in_node, service_conns, wait_for_ecmp
+from verifykit import check_verify_in_lab
 
 from lvscluster.lab import netns as lab_provider
 
@@ -59,6 +60,8 @@ def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
     assert report["in_sync"] and report["mh_tables_consistent"]
     assert sorted(report["nodes"]["r1"]["ecmp"][f"{VIP}/32"]) == sorted(hops)
     assert all(report["nodes"][d]["vips"][f"{VIP}/32"]["announced"] for d in DIRECTORS)
+
+    check_verify_in_lab(str(ecmp8), "d6")  # verify catches a changed dest order, deploy repairs it
 
 
 def run_scaletest(topology: Path, report: Path, *args: str) -> tuple[int, str, dict]:
@@ -109,7 +112,8 @@ def director_weights(director: str) -> dict[str, int]:
 
 
 def test_lifecycle_commands_edit_the_file_and_move_traffic(ecmp8: Path) -> None:
-    """director drain/undrain/remove and rs drain/undrain/remove, as an operator types them (runs last: removes d8, rs4)."""
+    """director drain/undrain/remove/add and rs drain/undrain/remove, as an operator types them
+    (runs last: removes d8 and rs4, adds d9 to the running lab)."""
     all_hops = sorted(f"10.1.{i}.2" for i in range(1, 9))
     code, output = cli("director", "drain", str(ecmp8), "d5")
     assert code == 0, output
@@ -136,7 +140,11 @@ def test_lifecycle_commands_edit_the_file_and_move_traffic(ecmp8: Path) -> None:
     assert code == 0, output
     assert "d8:" not in ecmp8.read_text()
     assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 7)) == all_hops[:7]
+    code, output = cli("director", "add", str(ecmp8), "d9", "--router-id", "10.255.0.19")
+    assert code == 0 and "d9 added" in output, output
+    assert "{endpoints: [r1:d9, d9:up0], subnet: 10.1.7.4/30}" in ecmp8.read_text()  # the next free /30
+    assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 8)) == sorted([*all_hops[:7], "10.1.7.6"])
     code, output = cli("verify", str(ecmp8))
-    assert code == 0, output  # the 7 directors left still agree on every flow
+    assert code == 0, output  # the 8 directors agree on every flow
     code, output = cli("deploy", "--yes", str(ecmp8))
     assert code == 0 and output.strip().endswith("no changes"), output

@@ -68,3 +68,22 @@ def test_aligned_lines_the_edit_does_not_touch_stay_aligned(tmp_path: Path) -> N
     edited = path.read_text().splitlines()
     assert [i for i, (a, b) in enumerate(zip(original, edited)) if a != b] == [original.index("  d2:  {role: director, router_id: 10.255.0.12}")]
     assert "  d1:  {role: director, router_id: 10.255.0.11}" in edited  # the user's alignment kept
+
+
+def test_adding_a_director_wires_it_like_the_others(ecmp8: Path) -> None:
+    from lvscluster.model.edit import add_director
+
+    before = addresses(ecmp8)
+    cluster = Cluster.from_topology(load_topology(ecmp8))
+    edit_topology(ecmp8, remove_node("d8", before))
+    cluster = Cluster.from_topology(load_topology(ecmp8))
+    topology, _ = edit_topology(ecmp8, add_director(cluster, "d9", "10.255.0.19"))
+    after = addresses(ecmp8)
+    assert after[("d9", "up0")] == "10.1.7.6" and after[("r1", "d9")] == "10.1.7.5"  # next free /30 after d7's
+    assert after[("d9", "lan0")] == "10.2.0.9"  # the LAN address d8 left free; nobody renumbered
+    assert {k: v for k, v in before.items() if "d8" not in k} == {k: v for k, v in after.items() if "d9" not in k}
+    assert Cluster.from_topology(topology).sync_interface("d9") == "lan0"
+    with pytest.raises(Exception, match="already in the topology"):
+        add_director(Cluster.from_topology(topology), "d9", "10.255.0.29")
+    with pytest.raises(TopologyError, match="router_id 10.255.0.11 is also used by d1"):
+        edit_topology(ecmp8, add_director(Cluster.from_topology(topology), "d10", "10.255.0.11"))
