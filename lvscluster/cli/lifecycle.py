@@ -189,16 +189,21 @@ def director_remove(file: TopologyFile, name: NodeName, no_edit: NoEdit = False,
     def drain_and_wait() -> Cluster:
         drained = _drain_director(file, name, True, no_edit, min(timeout, 30))
         namespaces = _namespaces(drained)
-
-        def packets() -> int:
-            return (lifecycle.director_load(drained, namespaces, name) or {}).get("inpkts", 0)
-        if not lifecycle.wait_for(lifecycle.settled(packets), timeout, 2.0):
-            raise LvsClusterError(f"{name} still receives packets after {timeout:g} s: not removing it "
-                                  "(it stays drained; run `director remove` again, or raise --timeout)")
-        _say(f"{name}: no packets for 4 s; tearing it down")
+        _wait_until_idle(name, lambda: (lifecycle.director_load(drained, namespaces, name) or {}).get("inpkts", 0),
+                         timeout, "director remove")
         return drained
 
     _remove_node(file, name, no_edit, drain_and_wait)
+
+
+def _wait_until_idle(name: str, packets, timeout: float, command: str) -> None:
+    """Wait until the packet counter `packets()` stood still for 4 s; raise after `timeout`."""
+    from lvscluster.apply import lifecycle
+
+    if not lifecycle.wait_for(lifecycle.settled(packets), timeout, 2.0):
+        raise LvsClusterError(f"{name} still receives packets after {timeout:g} s: not removing it "
+                              f"(it stays drained; run `{command}` again, or raise --timeout)")
+    _say(f"{name}: no packets for 4 s; tearing it down")
 
 
 def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
@@ -264,13 +269,8 @@ def rs_remove(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeo
     def drain_and_wait() -> Cluster:
         drained = _drain_real_server(file, name, True, no_edit)
         namespaces = _namespaces(drained)
-
-        def packets() -> int:
-            return (lifecycle.real_server_traffic(drained, namespaces, name) or {}).get("inpkts", 0)
-        if not lifecycle.wait_for(lifecycle.settled(packets), timeout, 2.0):
-            raise LvsClusterError(f"{name} still receives packets after {timeout:g} s: not removing it "
-                                  "(it stays drained; run `rs remove` again, or raise --timeout)")
-        _say(f"{name}: no packets for 4 s; tearing it down")
+        _wait_until_idle(name, lambda: (lifecycle.real_server_traffic(drained, namespaces, name) or {}).get("inpkts", 0),
+                         timeout, "rs remove")
         return drained
 
     _remove_node(file, name, no_edit, drain_and_wait)
