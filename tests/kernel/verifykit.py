@@ -41,7 +41,7 @@ def check_verify_in_lab(topology_file: str, director: str) -> None:
     if len(report["directors"]) > 2:  # with two, the majority is a tie and the first one wins
         assert divergence["director"] == director
     assert divergence["reasons"] == ["same dests in a different order"]
-    assert 0 < divergence["slots_differing"] < 0.1
+    assert divergence["slots_differing"] > 0  # with few dests a changed order moves many slots
     code, output = cli("deploy", "--yes", topology_file)  # deploy repairs the order
     assert code == 0 and "to 1 nodes" in output, output
     code, report = verify_json(topology_file)
