@@ -109,7 +109,7 @@ def _spawn(request: dict, out: Path, err: Path) -> int:
 def serve(directory: Path) -> None:
     """Run requests from `directory` until a `shutdown` file appears."""
     threading.Thread(target=_preload, daemon=True).start()
-    (directory / READY).write_text(json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}) + "\n")
+    write_atomic(directory / READY, json.dumps({"pid": os.getpid(), "protocol": PROTOCOL}) + "\n")  # the host reads it at once
     workers: list[threading.Thread] = []
     while not (directory / SHUTDOWN).exists():
         for path in sorted(directory.glob("*.req")):
