@@ -61,8 +61,8 @@ def _lab_up_in_vm(name: str, file: Path) -> None:
     vm.start(progress=_progress)
     try:
         forward_to_vm(vm, file)
-    except typer.Exit as exc:
-        if exc.exit_code:
+    except BaseException as exc:  # a failed build, or the VM refused: never leave an empty VM behind
+        if not isinstance(exc, typer.Exit) or exc.exit_code:
             _progress("lab up failed inside the VM; stopping the VM")
             vm.stop()
         raise
