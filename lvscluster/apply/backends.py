@@ -67,6 +67,7 @@ class KernelBackend:
         self.frr_pathspace = frr_pathspace
         self.runner = runner
         self.description = f"netns {netns}" if netns else "this machine"
+        self._frr_running: str | None = None  # FRR's running config as observe last read it
 
     def originals(self) -> dict[str, str]:
         """Sysctl values as they were before deploy first changed them."""
@@ -96,7 +97,9 @@ class KernelBackend:
         state = observe_node(self.netns, desired)
         if desired.frr is None:
             return state
-        delta = frr.config_delta(self.frr_pathspace, desired.frr, self.runner)
+        running = frr.is_running(self.frr_pathspace) and not self.runner.dry_run
+        self._frr_running = frr.running_config(self.frr_pathspace, self.runner) if running else None
+        delta = frr.config_delta(self.frr_pathspace, desired.frr, self.runner, running=self._frr_running)
         if delta is None:
             observed_frr = None  # FRR not running: nothing configured
         elif not delta:
@@ -124,7 +127,8 @@ class KernelBackend:
             if action is None:
                 break
             if action.kind == "set_frr":
-                frr.reload(self.frr_pathspace, action.frr, self.runner)
+                frr.reload(self.frr_pathspace, action.frr, self.runner, running=self._frr_running)
+                self._frr_running = None
             else:
                 raise ApplyError(f"{self.description}: no backend for {action.kind} ({action.summary})")
 

@@ -86,8 +86,7 @@ def require_root(backends: dict[str, NodeBackend]) -> None:
 def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progress: Progress = _quiet,
                 runner: Runner = DEFAULT_RUNNER, only: list[str] | None = None) -> DeployPlan:
     """Observe every managed node (or the `only` ones) and compute its actions (changes nothing)."""
-    desired = {name: state for name, state in plan_cluster(cluster).items()
-               if managed(state) and (only is None or name in only)}
+    desired = {name: state for name, state in plan_cluster(cluster, only).items() if managed(state)}
     order = rollout_order(cluster, list(desired))
     backends = {name: backend_for(cluster, name, lab_namespaces, runner) for name in order}
     require_root(backends)

@@ -170,14 +170,16 @@ def config_shape(text: str) -> list[tuple[str, ...]]:
     return sorted(shape)
 
 
-def config_delta(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> list[str] | None:
+def config_delta(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER,
+                 running: str | None = None) -> list[str] | None:
     """The lines frr-reload would delete (`- line`) or add (`+ line`) to reach `text`; None if FRR is not running.
 
-    A running config of the same shape needs no frr-reload run (~6 s of Python under emulation).
+    A running config (`running`, else read now) of the same shape needs no frr-reload run (~6 s
+    of Python under emulation).
     """
     if not is_running(pathspace):
         return None
-    if not runner.dry_run and config_shape(running_config(pathspace, runner)) == config_shape(text):
+    if not runner.dry_run and config_shape(running or running_config(pathspace, runner)) == config_shape(text):
         return []
     done = _reload(pathspace, text, "--test", runner)
     if done.returncode != 0:
@@ -193,14 +195,18 @@ def config_delta(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNN
     return delta
 
 
-def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> None:
-    """Apply `text` as the whole config with frr-reload (only the difference; daemons keep running)."""
+def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, running: str | None = None) -> None:
+    """Apply `text` as the whole config with frr-reload (only the difference; daemons keep running).
+
+    `running` is the running config as last read, if the caller has it: it only chooses the
+    fast path (vtysh -f when lines are only added), and the result is checked either way.
+    """
     if not is_running(pathspace):
         where = f"pathspace {pathspace}" if pathspace else "this machine"
         raise ApplyError(f"FRR is not running on {where} (no zebra vty socket): start FRR first")
     if not runner.dry_run:
         wanted = config_shape(text)
-        if set(config_shape(running_config(pathspace, runner))) <= set(wanted):
+        if set(config_shape(running or running_config(pathspace, runner))) <= set(wanted):
             # only lines to add (a fresh FRR, a drain): vtysh adds them in ~1 s, frr-reload takes ~6 s
             load_config(pathspace, text, runner)
             if config_shape(running_config(pathspace, runner)) == wanted:

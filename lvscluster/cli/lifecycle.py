@@ -48,10 +48,11 @@ def _check_role(cluster: Cluster, name: str, role: str) -> None:
 
 
 def _edit(file: Path, change, no_edit: bool) -> Cluster:
-    if not no_edit:
-        _, changed = edit_topology(file, change)
-        _say(f"{file}: {'updated' if changed else 'already says so'}")
-    return load_cluster(file)
+    if no_edit:
+        return load_cluster(file)
+    topology, changed = edit_topology(file, change)
+    _say(f"{file}: {'updated' if changed else 'already says so'}")
+    return Cluster.from_topology(topology)
 
 
 def _namespaces(cluster: Cluster) -> dict[str, str] | None:

@@ -15,7 +15,6 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
@@ -36,18 +35,33 @@ def _yaml() -> YAML:
 def edit_topology(path: Path, change: Change) -> tuple[Topology, bool]:
     """Apply `change` to the file's YAML document; returns the new topology and whether the text changed."""
     text = path.read_text()
-    _, indent, offset = load_yaml_guess_indent(text)  # `  - name:` is indent 4, offset 2
-    indent, offset = indent or 2, offset or 0
     yaml = _yaml()
-    yaml.indent(mapping=max(2, indent - offset), sequence=indent, offset=offset)
-    baseline = _dump(yaml, yaml.load(text))
-    document = yaml.load(text)
+    mapping, offset = _guess_indent(text)
+    yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
+    document = yaml.load(text)  # one parse: ruamel is pure Python, ~2 s per topology in the lab VM
+    baseline = _dump(yaml, document)
     change(document)
     new_text = _keep_untouched_lines(text, baseline, _dump(yaml, document))
     topology, _ = parse_topology(new_text, path)  # raises TopologyError naming FILE:LINE; nothing written
     if new_text != text:
         write_atomic(path, new_text)
     return topology, new_text != text
+
+
+def _guess_indent(text: str) -> tuple[int, int]:
+    """(mapping indent, sequence dash offset) as the file uses them: `key:` followed by a line
+    indented by N gives the mapping indent, `key:` followed by `  - item` the dash offset."""
+    mapping, offset = None, None
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    for line, following in zip(lines, lines[1:]):
+        if not line.rstrip().endswith(":"):
+            continue
+        step = (len(following) - len(following.lstrip())) - (len(line) - len(line.lstrip()))
+        if following.lstrip().startswith("- "):
+            offset = step if offset is None else offset
+        elif step > 0:
+            mapping = step if mapping is None else mapping
+    return mapping or 2, offset or 0
 
 
 def _dump(yaml: YAML, document: Any) -> str:

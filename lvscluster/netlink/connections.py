@@ -54,13 +54,35 @@ def parse_connections(text: str) -> list[IpvsConnection]:
     return entries
 
 
-def connections(netns: str | None) -> list[IpvsConnection]:
-    """Every IPVS connection entry in the namespace; empty when IPVS is not loaded."""
+def _read_table(netns: str | None) -> str:
     def read() -> str:
         try:
             with open(PROC_FILE) as handle:
                 return handle.read()
-        except FileNotFoundError:
+        except FileNotFoundError:  # IPVS not loaded
             return ""
 
-    return parse_connections(in_netns(netns, read))
+    return in_netns(netns, read)
+
+
+def connections(netns: str | None) -> list[IpvsConnection]:
+    """Every IPVS connection entry in the namespace; empty when IPVS is not loaded."""
+    return parse_connections(_read_table(netns))
+
+
+def count_in_table(text: str, vip: str, port: int, state: str = "ESTABLISHED") -> dict[str, int]:
+    """{"local": n, "sync": n}: entries to an IPv4 VIP:port in one state, counted without parsing
+    every entry (a scaletest samples thousands of them in a slow VM)."""
+    token = f" {int(ipaddress.IPv4Address(vip)):08X} {port:04X} "
+    counts = {"local": 0, "sync": 0}
+    for line in text.splitlines():
+        if token in line:
+            fields = line.split()
+            if len(fields) >= 10 and fields[7] == state:
+                counts["sync" if fields[8].lower() == "sync" else "local"] += 1
+    return counts
+
+
+def count_connections(netns: str | None, vip: str, port: int, state: str = "ESTABLISHED") -> dict[str, int]:
+    """`count_in_table` on the namespace's connection table."""
+    return count_in_table(_read_table(netns), vip, port, state)

@@ -8,6 +8,8 @@ real server appended to the file is a plain insert with no reordering anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Service, Vip
 from lvscluster.plan.render import render_frr
@@ -132,11 +134,13 @@ def plan_router(cluster: Cluster, name: str) -> NodeState:
     return NodeState(name=name, role="router", sysctls=dict(ROUTER_SYSCTLS), frr=render_frr(cluster, name))
 
 
-def plan_cluster(cluster: Cluster) -> dict[str, NodeState]:
-    """Desired state of every node, keyed by node name, in file order."""
+def plan_cluster(cluster: Cluster, only: Collection[str] | None = None) -> dict[str, NodeState]:
+    """Desired state of every node (or the `only` ones), keyed by node name, in file order."""
     planners = {"director": plan_director, "real_server": plan_real_server, "router": plan_router}
     states = {}
     for name, node in cluster.topology.nodes.items():
+        if only is not None and name not in only:
+            continue
         planner = planners.get(node.role)
         states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
     return states

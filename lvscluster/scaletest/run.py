@@ -24,7 +24,7 @@ from lvscluster.files import write_atomic
 from lvscluster.lab import faults
 from lvscluster.model.cluster import Cluster
 from lvscluster.netlink import IpvsSocket, Links
-from lvscluster.netlink.connections import connections
+from lvscluster.netlink.connections import count_connections
 from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.report import ChurnEvent
 
@@ -86,35 +86,32 @@ def _service_key(vip: str, port: int) -> str:
     return f"tcp/{vip}:{port}"
 
 
-def _counters(namespaces: dict[str, str], directors: list[str], vip: str, test: ScaleTest) -> dict[str, dict]:
-    """Per director: connections scheduled on the HTTP service, and local established echo entries."""
-    out = {}
-    echo_vip = f"{vip}:{test.echo_port}"
-    for name in directors:
-        with IpvsSocket(namespaces[name]) as sock:
+class DirectorProbe:
+    """The directors' IPVS counters and connection tables, read cheaply: one open socket per
+    director, one service dump per sample, connection entries counted rather than parsed
+    (every read competes with the traffic for the CPU of a slow VM)."""
+
+    def __init__(self, namespaces: dict[str, str], directors: list[str], vip: str, test: ScaleTest):
+        self.namespaces, self.vip, self.test = namespaces, vip, test
+        self.sockets = {d: IpvsSocket(namespaces[d]) for d in directors}
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per director: connections scheduled on the HTTP service, packets in on the echo service."""
+        out = {}
+        http, echo = _service_key(self.vip, self.test.http_port), _service_key(self.vip, self.test.echo_port)
+        for name, sock in self.sockets.items():
             stats = sock.service_stats()
-        http = stats.get(_service_key(vip, test.http_port))
-        local = sum(1 for c in connections(namespaces[name])
-                    if c.vip == echo_vip and c.origin == "local" and c.state == "ESTABLISHED")
-        out[name] = {"conns": http.conns if http else 0, "echo_flows_scheduled": local}
-    return out
+            out[name] = {"conns": stats[http].conns if http in stats else 0,
+                         "echo_inpkts": stats[echo].inpkts if echo in stats else 0}
+        return out
 
-
-def _echo_packets(namespaces: dict[str, str], directors: list[str], vip: str, port: int) -> dict[str, int]:
-    """Packets in so far on each director's echo service (a counter: exact, unlike the kernel's rates)."""
-    packets = {}
-    for name in directors:
-        with IpvsSocket(namespaces[name]) as sock:
-            stats = sock.service_stats().get(_service_key(vip, port))
-        packets[name] = stats.inpkts if stats else 0
-    return packets
-
-
-def _sync_coverage(namespaces: dict[str, str], directors: list[str], vip: str, port: int) -> dict[str, int]:
-    """Established echo entries each director holds (local or learnt by sync)."""
-    target = f"{vip}:{port}"
-    return {name: sum(1 for c in connections(namespaces[name]) if c.vip == target and c.state == "ESTABLISHED")
-            for name in directors}
+    def echo_flows(self) -> dict[str, dict[str, int]]:
+        """Per director: established echo entries it scheduled (local) and learnt by sync."""
+        return {name: count_connections(self.namespaces[name], self.vip, self.test.echo_port) for name in self.sockets}
 
 
 class Orchestrator:
@@ -138,19 +135,33 @@ class Orchestrator:
         self.started = threading.Event()
         self.t0 = 0.0
         self.moments: dict[str, tuple[float, float]] = {}  # event label -> (monotonic start, seconds taken)
+        self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
+        self.flows_up_count = 0
 
     def _read_traffic(self, stream) -> None:
+        """Collect the engine's records; note when it started and when its flows were up."""
+        ramp, up, shown = 0.0, 0, -5.0
         for line in stream:
             self.lines.append(line)
-            if not self.started.is_set() and line.startswith("{"):
+            try:
                 record = json.loads(line)
-                if record.get("type") == "start":
-                    self.t0 = record.get("mono", time.monotonic())
-                    self.started.set()
-            elif '"type": "tick"' in line or '"type":"tick"' in line:
-                tick = json.loads(line)
-                self.progress(f"t={tick['t']:5.1f}s  flows alive {tick['alive']:4d}  new ok {tick['new_ok']:4d}/s"
-                              f"  broken {tick.get('broken', 0)}")
+            except ValueError:
+                continue
+            if record.get("type") == "up":
+                up += 1
+                continue
+            if record.get("type") not in ("start", "tick"):
+                continue
+            if record["type"] == "start":
+                self.t0, ramp = record.get("mono", time.monotonic()), record.get("ramp", 0.0)
+                self.started.set()
+                continue
+            if self.flows_up is None and (up >= self.test.flows or record["t"] >= ramp + 3):
+                self.flows_up, self.flows_up_count = record["t"], up
+            if record["t"] - shown >= 5 or record.get("broken"):
+                shown = record["t"]
+                self.progress(f"t={record['t']:5.1f}s  flows alive {record['alive']:4d}  "
+                              f"new ok {record['new_ok']:4d}/s  broken {record.get('broken', 0)}")
 
     def _deploy(self, node: str) -> int:
         plan = plan_deploy(self.current, self.namespaces, only=[node])
@@ -170,64 +181,44 @@ class Orchestrator:
             self._deploy(event.node)
 
     def run(self) -> tuple[dict, list]:
-        """Run traffic and churn; returns the report."""
+        """Run traffic and churn; returns the report and the traffic's ticks."""
         test, ns = self.test, self.namespaces
-        before = _counters(ns, self.directors, self.vip, test)
+        probe = DirectorProbe(ns, self.directors, self.vip, test)
         watch = EcmpWatch(ns[self.router], f"{self.vip}/32")
-        watch.start()
-        argv = ["ip", "netns", "exec", ns[self.client], sys.executable, "-m", "lvscluster.scaletest.traffic",
-                "--target", self.vip, "--echo-port", str(test.echo_port), "--http-port", str(test.http_port),
-                "--flows", str(test.flows), "--rate", f"{test.rate:g}", "--duration", f"{test.duration:g}",
-                "--interval", f"{test.interval:g}", "--echo-timeout", f"{test.echo_timeout:g}"]
-        self.progress(f"traffic from {self.client}: {test.flows} flows, {test.rate:g} new connections/s, "
-                      f"{test.duration:g} s; churn: {', '.join(e.label for e in test.churn) or 'none'}")
-        traffic = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        reader = threading.Thread(target=self._read_traffic, args=(traffic.stdout,), daemon=True)
-        reader.start()
-        samples: dict[str, list[list[float]]] = {d: [] for d in self.directors}
-        sync: list[dict] = []
+        traffic = None
         try:
+            before = probe.counters()
+            watch.start()
+            argv = ["ip", "netns", "exec", ns[self.client], sys.executable, "-m", "lvscluster.scaletest.traffic",
+                    "--target", self.vip, "--echo-port", str(test.echo_port), "--http-port", str(test.http_port),
+                    "--flows", str(test.flows), "--rate", f"{test.rate:g}", "--duration", f"{test.duration:g}",
+                    "--interval", f"{test.interval:g}", "--echo-timeout", f"{test.echo_timeout:g}"]
+            self.progress(f"traffic from {self.client}: {test.flows} flows, {test.rate:g} new connections/s, "
+                          f"{test.duration:g} s; churn: {', '.join(e.label for e in test.churn) or 'none'}")
+            traffic = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            reader = threading.Thread(target=self._read_traffic, args=(traffic.stdout,), daemon=True)
+            reader.start()
             if not self.started.wait(120):
-                raise LvsClusterError(f"the traffic engine did not start: {traffic.stderr.read()[-2000:] if traffic.poll() is not None else 'no start record in 120 s'}")
-            pending = list(test.churn)
-            next_sample = next_sync = 0.0
-            synced, last = False, None
-            while traffic.poll() is None:
-                now = time.monotonic() - self.t0
-                if pending and now >= pending[0].at:
-                    event = pending.pop(0)
-                    moment = time.monotonic()
-                    self.progress(f"t={now:5.1f}s  {event.label}")
-                    self.carry_out(event)
-                    self.moments[event.label] = (moment, time.monotonic() - moment)
-                    continue
-                if not synced and now >= next_sync:
-                    next_sync = now + 0.5
-                    synced = self._sample_sync(now, sync)
-                elif now >= next_sample:
-                    next_sample = now + 1.0
-                    packets = _echo_packets(ns, self.directors, self.vip, test.echo_port)
-                    if last is not None:
-                        for name, count in packets.items():
-                            # each flow sends one message and acks one echo per interval
-                            pps = (count - last[1][name]) / (now - last[0])
-                            samples[name].append([round(now, 2), round(pps * test.interval / 2, 1)])
-                    last = (now, packets)
-                time.sleep(0.05)
+                raise LvsClusterError("the traffic engine did not start: " + (
+                    traffic.stderr.read()[-2000:] if traffic.poll() is not None else "no start record in 120 s"))
+            samples, sync = self._drive(traffic, probe)
         finally:
-            if traffic.poll() is None:
-                traffic.terminate()
-            traffic.wait(timeout=30)
-            reader.join(timeout=10)
+            if traffic is not None:
+                if traffic.poll() is None:
+                    traffic.terminate()
+                traffic.wait(timeout=60)
             watch.stop()
+        reader.join(timeout=10)
+        after = probe.counters()
+        probe.close()
         if not self.lines:
             raise LvsClusterError(f"the traffic engine printed nothing: {traffic.stderr.read()[-2000:]}")
         for event in test.churn:
             if event.label in self.moments:
                 event.ecmp_changed_after = watch.first_change_after(self.moments[event.label][0])
-        after = _counters(ns, self.directors, self.vip, test)
-        counters = {d: {"conns": after[d]["conns"] - before[d]["conns"], "active": after[d]["echo_flows_scheduled"]}
-                    for d in self.directors}
+        first = sync[0]["held"] if sync else {}
+        counters = {d: {"conns": after[d]["conns"] - before[d]["conns"],
+                        "active": first.get(d, {}).get("local", 0)} for d in self.directors}
         run = reporting.parse_traffic(self.lines)
         report = reporting.build_report(run, test.churn, counters, sync_lag=_sync_lags(run, sync),
                                         real_servers={ref.node: ref.weight for ref in self.cluster.topology.vips[0].real_servers},
@@ -237,11 +228,36 @@ class Orchestrator:
         report["sync_samples"] = sync
         return report, run.ticks
 
-    def _sample_sync(self, now: float, sync: list[dict]) -> bool:
-        """Record how many echo flows each director holds; True once every one holds them all."""
-        held = _sync_coverage(self.namespaces, self.directors, self.vip, self.test.echo_port)
-        sync.append({"t": round(now, 2), "held": held})
-        return min(held.values()) >= self.test.flows or now > 30
+    def _drive(self, traffic: subprocess.Popen, probe: DirectorProbe) -> tuple[dict, list]:
+        """Until the traffic ends: churn events on time; counters every 2 s; after the flows are
+        up, the directors' connection tables once a second until each holds every flow (at most 8 times)."""
+        test = self.test
+        pending = list(test.churn)
+        samples: dict[str, list[list[float]]] = {d: [] for d in self.directors}
+        sync: list[dict] = []
+        next_sample, last = 0.0, None
+        while traffic.poll() is None:
+            now = time.monotonic() - self.t0
+            if pending and now >= pending[0].at:
+                event = pending.pop(0)
+                moment = time.monotonic()
+                self.progress(f"t={now:5.1f}s  {event.label}")
+                self.carry_out(event)
+                self.moments[event.label] = (moment, time.monotonic() - moment)
+            elif self.flows_up is not None and len(sync) < 8 and now >= self.flows_up + len(sync) + 1 and \
+                    not (sync and min(sum(h.values()) for h in sync[-1]["held"].values()) >= self.flows_up_count):
+                sync.append({"t": round(now, 2), "held": probe.echo_flows()})
+            elif now >= next_sample:
+                next_sample = now + 2.0
+                counters = probe.counters()
+                if last is not None:
+                    for name, counter in counters.items():
+                        # each flow sends one message and acks one echo per interval
+                        pps = (counter["echo_inpkts"] - last[1][name]["echo_inpkts"]) / (now - last[0])
+                        samples[name].append([round(now, 2), round(pps * test.interval / 2, 1)])
+                last = (now, counters)
+            time.sleep(0.1)
+        return samples, sync
 
 
 def _sync_lags(run: reporting.TrafficRun, sync: list[dict]) -> list[dict]:
@@ -251,7 +267,7 @@ def _sync_lags(run: reporting.TrafficRun, sync: list[dict]) -> list[dict]:
     last_up, total = max(r["t"] for r in run.flows_up), len(run.flows_up)
     lags = []
     for director in sync[-1]["held"]:
-        when = next((s["t"] for s in sync if s["held"].get(director, 0) >= total), None)
+        when = next((s["t"] for s in sync if sum(s["held"].get(director, {}).values()) >= total), None)
         if when is not None:
             lags.append({"director": director, "lag": round(max(0.0, when - last_up), 2)})
     return lags

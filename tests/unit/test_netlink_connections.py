@@ -16,3 +16,13 @@ def test_parse_connections() -> None:
         "tcp", "172.16.0.1:20000", "10.99.0.10:80", "10.2.0.4:80", "ESTABLISHED", "local", 899)
     assert (second.protocol, second.dest, second.origin) == ("udp", "10.2.0.6:53", "sync")
     assert third.client == "[2001:db8::1]:20001" and third.dest == "[2001:db8::5]:80"
+
+
+def test_count_in_table_counts_one_vip_port_and_state_by_origin() -> None:
+    from lvscluster.netlink.connections import count_in_table
+
+    extra = "TCP AC100002 4E22 0A63000A 0050 0A020005 0050 ESTABLISHED Sync       890\n"
+    assert count_in_table(SAMPLE + extra, "10.99.0.10", 80) == {"local": 1, "sync": 1}
+    assert count_in_table(SAMPLE + extra, "10.99.0.10", 53) == {"local": 0, "sync": 0}  # UDP state
+    assert count_in_table(SAMPLE + extra, "10.99.0.10", 53, state="UDP") == {"local": 0, "sync": 1}
+    assert count_in_table(SAMPLE, "10.99.0.11", 80) == {"local": 0, "sync": 0}
