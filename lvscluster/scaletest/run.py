@@ -10,8 +10,10 @@ directors' IPVS counters and connection tables, and builds the report (`scaletes
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -138,10 +140,32 @@ class Orchestrator:
         self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
         self.flows_up_count = 0
 
-    def _read_traffic(self, stream) -> None:
+    def _follow(self, path: Path, traffic: subprocess.Popen):
+        """The lines of the engine's output file as they come, until the engine has exited.
+
+        A file, not a pipe: a pipe the orchestrator drains late (its deploys hold the GIL for
+        seconds in a slow VM) would block the engine's writes and stall every flow with it.
+        """
+        pending = ""
+        with open(path) as handle:
+            while True:
+                chunk = handle.readline()
+                if chunk:
+                    pending += chunk
+                    if pending.endswith("\n"):
+                        yield pending
+                        pending = ""
+                elif traffic.poll() is not None:
+                    rest = pending + handle.read()
+                    yield from (line + "\n" for line in rest.splitlines() if line)
+                    return
+                else:
+                    time.sleep(0.1)
+
+    def _read_traffic(self, path: Path, traffic: subprocess.Popen) -> None:
         """Collect the engine's records; note when it started and when its flows were up."""
         ramp, up, shown = 0.0, 0, -5.0
-        for line in stream:
+        for line in self._follow(path, traffic):
             self.lines.append(line)
             try:
                 record = json.loads(line)
@@ -195,12 +219,14 @@ class Orchestrator:
                     "--interval", f"{test.interval:g}", "--echo-timeout", f"{test.echo_timeout:g}"]
             self.progress(f"traffic from {self.client}: {test.flows} flows, {test.rate:g} new connections/s, "
                           f"{test.duration:g} s; churn: {', '.join(e.label for e in test.churn) or 'none'}")
-            traffic = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            reader = threading.Thread(target=self._read_traffic, args=(traffic.stdout,), daemon=True)
+            records, errors = _temp_file(".jsonl"), _temp_file(".err")
+            with open(records, "w") as stdout, open(errors, "w") as stderr:
+                traffic = subprocess.Popen(argv, stdout=stdout, stderr=stderr)
+            reader = threading.Thread(target=self._read_traffic, args=(records, traffic), daemon=True)
             reader.start()
             if not self.started.wait(120):
                 raise LvsClusterError("the traffic engine did not start: " + (
-                    traffic.stderr.read()[-2000:] if traffic.poll() is not None else "no start record in 120 s"))
+                    errors.read_text()[-2000:] if traffic.poll() is not None else "no start record in 120 s"))
             samples, sync = self._drive(traffic, probe)
         finally:
             if traffic is not None:
@@ -208,11 +234,14 @@ class Orchestrator:
                     traffic.terminate()
                 traffic.wait(timeout=60)
             watch.stop()
-        reader.join(timeout=10)
+        reader.join(timeout=30)
         after = probe.counters()
         probe.close()
+        failure = errors.read_text()[-2000:]
+        records.unlink(missing_ok=True)
+        errors.unlink(missing_ok=True)
         if not self.lines:
-            raise LvsClusterError(f"the traffic engine printed nothing: {traffic.stderr.read()[-2000:]}")
+            raise LvsClusterError(f"the traffic engine printed nothing: {failure}")
         for event in test.churn:
             if event.label in self.moments:
                 event.ecmp_changed_after = watch.first_change_after(self.moments[event.label][0])
@@ -258,6 +287,12 @@ class Orchestrator:
                 last = (now, counters)
             time.sleep(0.1)
         return samples, sync
+
+
+def _temp_file(suffix: str) -> Path:
+    handle, name = tempfile.mkstemp(prefix="lvscluster-traffic-", suffix=suffix)
+    os.close(handle)
+    return Path(name)
 
 
 def _sync_lags(run: reporting.TrafficRun, sync: list[dict]) -> list[dict]:

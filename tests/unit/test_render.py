@@ -138,3 +138,16 @@ def test_config_shape_ignores_banners_order_and_exit_lines_but_not_blocks() -> N
     moved = "interface up1\n ip ospf bfd\n ip ospf hello-interval 1\nexit\nbfd\n profile p\nexit\n"
     assert config_shape(moved) != config_shape(running)  # same lines in another block differ
     assert config_shape(running + "router ospf\n") != config_shape(running)
+
+
+def test_settings_inside_shared_blocks_change_without_frr_reload() -> None:
+    from lvscluster.apply.frr import _settings_change, config_shape
+
+    drained = "interface lo\n ip ospf cost 1000\n ip ospf passive\nexit\nrouter ospf\n network 10.99.0.10/32 area 0\nexit\n"
+    normal = "interface lo\n ip ospf passive\nexit\nrouter ospf\n network 10.99.0.10/32 area 0\nexit\n"
+    assert _settings_change(config_shape(normal), config_shape(drained)) == []  # only additions: vtysh -f
+    assert _settings_change(config_shape(drained), config_shape(normal)) == [
+        "configure terminal", "interface lo", "no ip ospf cost 1000", "exit"]
+    assert _settings_change(config_shape(normal), config_shape("interface lo\n ip ospf passive\nexit\n")) is None
+    assert _settings_change(config_shape("interface lo\n no ip ospf passive\nexit\n"), config_shape("interface lo\nexit\n")) == [
+        "configure terminal", "interface lo", "ip ospf passive", "exit"]
