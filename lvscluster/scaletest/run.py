@@ -138,7 +138,7 @@ class Orchestrator:
         self.t0 = 0.0
         self.moments: dict[str, tuple[float, float]] = {}  # event label -> (monotonic start, seconds taken)
         self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
-        self.flows_up_count = 0
+        self.flows_up_count = 0  # flows that have had their first echo so far
 
     def _follow(self, path: Path, traffic: subprocess.Popen):
         """The lines of the engine's output file as they come, until the engine has exited.
@@ -173,6 +173,7 @@ class Orchestrator:
                 continue
             if record.get("type") == "up":
                 up += 1
+                self.flows_up_count = up
                 continue
             if record.get("type") not in ("start", "tick"):
                 continue
@@ -180,8 +181,8 @@ class Orchestrator:
                 self.t0, ramp = record.get("mono", time.monotonic()), record.get("ramp", 0.0)
                 self.started.set()
                 continue
-            if self.flows_up is None and (up >= self.test.flows or record["t"] >= ramp + 3):
-                self.flows_up, self.flows_up_count = record["t"], up
+            if self.flows_up is None and (up >= self.test.flows or record["t"] >= ramp + 10):
+                self.flows_up = record["t"]
             if record["t"] - shown >= 5 or record.get("broken"):
                 shown = record["t"]
                 self.progress(f"t={record['t']:5.1f}s  flows alive {record['alive']:4d}  "

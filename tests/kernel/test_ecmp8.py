@@ -71,11 +71,30 @@ def run_scaletest(topology: Path, report: Path, *args: str) -> tuple[int, str, d
     return code, output, json.loads((report / "report.json").read_text())
 
 
-def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) -> None:
-    """drain, undrain, kill and revive of directors while 200 flows and 4,000+ new connections run."""
+def test_flows_and_connections_spread_evenly(ecmp8: Path, tmp_path: Path) -> None:
+    """No churn: 200 flows and 4,000+ new connections over 8 directors and 4 equal real servers."""
     code, output, report = run_scaletest(
-        ecmp8, tmp_path / "churn", "--flows", "200", "--rate", "100", "--duration", "45",
-        "--churn", "drain d3@6s,undrain d3@14s,kill d4@22s,revive d4@32s")
+        ecmp8, tmp_path / "spread", "--flows", "200", "--interval", "0.5", "--rate", "60", "--duration", "75")
+    print(output)
+    assert code == 0, output
+    traffic = report["traffic"]
+    assert traffic["flows_established"] == 200 and traffic["flows_broken"] == 0
+    assert traffic["new_ok"] >= 4000 and traffic["new_failed"] == 0, traffic
+    assert report["directors"]["new_connections"]["max_over_mean"] <= 1.15, report["directors"]
+    assert report["real_servers"]["new_connections"]["max_over_mean"] <= 1.10, report["real_servers"]
+    assert report["sync_lag"]["samples"] == 8  # every director came to hold every flow's entry
+
+
+def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) -> None:
+    """drain, undrain, kill and revive of directors while 200 flows and 4,000+ new connections run.
+
+    Paced for software emulation: a message per flow every 0.5 s and 45 new connections a
+    second keep the VM's two emulated CPUs from starving the traffic itself, and the events are
+    20 s apart because one director's deploy takes several seconds there.
+    """
+    code, output, report = run_scaletest(
+        ecmp8, tmp_path / "churn", "--flows", "200", "--interval", "0.5", "--rate", "45", "--duration", "105",
+        "--churn", "drain d3@10s,undrain d3@30s,kill d4@50s,revive d4@70s")
     print(output)
     traffic = report["traffic"]
     assert traffic["flows_established"] == 200
@@ -84,10 +103,7 @@ def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) ->
     assert traffic["new_ok"] >= 4000 and traffic["new_failed"] == 0, traffic
     events = {e["label"]: e for e in report["events"]}
     assert all(e["ecmp_changed_after"] is not None for e in events.values()), events  # every event moved ECMP
-    assert events["kill d4@22s"]["ecmp_changed_after"] < 3  # BFD (3 x 300 ms), not the OSPF dead timer
-    assert report["directors"]["new_connections"]["max_over_mean"] <= 1.15, report["directors"]
-    assert report["real_servers"]["new_connections"]["max_over_mean"] <= 1.10, report["real_servers"]
-    assert report["sync_lag"]["samples"] >= 7  # every director held every flow's entry
+    assert events["kill d4@50s"]["ecmp_changed_after"] < 3  # BFD (3 x 300 ms), not the OSPF dead timer
 
 
 def test_control_run_breaks_flows(ecmp8: Path, tmp_path: Path) -> None:
