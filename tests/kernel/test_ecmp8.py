@@ -72,13 +72,16 @@ def run_scaletest(topology: Path, report: Path, *args: str) -> tuple[int, str, d
 
 
 def test_flows_and_connections_spread_evenly(ecmp8: Path, tmp_path: Path) -> None:
-    """No churn: 200 flows and 4,000+ new connections over 8 directors and 4 equal real servers."""
+    """No churn: 4,000+ new connections (and 100 flows) over 8 directors and 4 equal real servers.
+
+    45 new connections a second is what the VM's two emulated CPUs sustain next to the flows
+    (at 60 the traffic itself starves and connects time out)."""
     code, output, report = run_scaletest(
-        ecmp8, tmp_path / "spread", "--flows", "200", "--interval", "0.5", "--rate", "60", "--duration", "75")
+        ecmp8, tmp_path / "spread", "--flows", "100", "--interval", "0.5", "--rate", "45", "--duration", "95")
     print(output)
     assert code == 0, output
     traffic = report["traffic"]
-    assert traffic["flows_established"] == 200 and traffic["flows_broken"] == 0
+    assert traffic["flows_established"] == 100 and traffic["flows_broken"] == 0
     assert traffic["new_ok"] >= 4000 and traffic["new_failed"] == 0, traffic
     assert report["directors"]["new_connections"]["max_over_mean"] <= 1.15, report["directors"]
     assert report["real_servers"]["new_connections"]["max_over_mean"] <= 1.10, report["real_servers"]
