@@ -228,7 +228,10 @@ class Orchestrator:
             if not self.started.wait(120):
                 raise LvsClusterError("the traffic engine did not start: " + (
                     errors.read_text()[-2000:] if traffic.poll() is not None else "no start record in 120 s"))
-            samples, sync = self._drive(traffic, probe)
+            samples, sync, late = self._drive(traffic, probe)
+            for event in late:  # never leave a director drained or dead because the traffic ended first
+                self.progress(f"after the traffic: {event.label}")
+                self.carry_out(event)
         finally:
             if traffic is not None:
                 if traffic.poll() is None:
@@ -256,9 +259,10 @@ class Orchestrator:
         report["ecmp_changes"] = [{"t": round(t - self.t0, 3), "next_hops": list(h)} for t, h in watch.changes]
         report["event_durations"] = {label: round(took, 3) for label, (_, took) in self.moments.items()}
         report["sync_samples"] = sync
+        report["events_after_traffic"] = [e.label for e in late]
         return report, run.ticks
 
-    def _drive(self, traffic: subprocess.Popen, probe: DirectorProbe) -> tuple[dict, list]:
+    def _drive(self, traffic: subprocess.Popen, probe: DirectorProbe) -> tuple[dict, list, list]:
         """Until the traffic ends: churn events on time; counters every 2 s; after the flows are
         up, the directors' connection tables once a second until each holds every flow (at most 8 times)."""
         test = self.test
@@ -287,7 +291,7 @@ class Orchestrator:
                         samples[name].append([round(now, 2), round(pps * test.interval / 2, 1)])
                 last = (now, counters)
             time.sleep(0.1)
-        return samples, sync
+        return samples, sync, pending
 
 
 def _temp_file(suffix: str) -> Path:
