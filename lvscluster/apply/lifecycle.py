@@ -8,11 +8,15 @@ and connection counts) until traffic has really moved.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lvscluster.apply.backends import KernelBackend
 from lvscluster.apply.deploy import apply_plan, plan_deploy, plan_teardown
+from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 
 Progress = Callable[[str], None]
@@ -142,3 +146,35 @@ def sync_caught_up(cluster: Cluster, namespaces: dict[str, str] | None, director
     if mine is None or not others:
         return True  # nothing to compare with from here
     return mine >= share * others[len(others) // 2]
+
+
+WITHDRAWALS = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "withdrawals.json"
+REANNOUNCE_HOLD = 8.0  # seconds: FRR re-adds a VIP withdrawn moments ago only after 6-9 s anyway
+
+
+def note_withdrawal(cluster: Cluster, director: str, path: Path = WITHDRAWALS) -> None:
+    """Remember when a director withdrew its VIPs (so a quick re-add waits; see `hold_reannouncement`)."""
+    try:
+        seen = json.loads(path.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    seen[f"{cluster.name}/{director}"] = time.time()
+    write_atomic(path, json.dumps(seen, indent=1, sort_keys=True))
+
+
+def hold_reannouncement(cluster: Cluster, director: str, progress: Progress, hold: float = REANNOUNCE_HOLD,
+                        path: Path = WITHDRAWALS) -> float:
+    """Wait until `hold` seconds passed since the director last withdrew; returns the seconds waited.
+
+    Announcing again right after a withdrawal makes the router re-add the VIP only after
+    several seconds (an LSA it just flushed); waiting out the hold first is as fast and predictable.
+    """
+    try:
+        since = time.time() - json.loads(path.read_text()).get(f"{cluster.name}/{director}", 0)
+    except (OSError, ValueError):
+        return 0.0
+    wait = max(0.0, hold - since)
+    if wait:
+        progress(f"{director} withdrew {since:.1f} s ago: holding its announcement for {wait:.1f} s")
+        time.sleep(wait)
+    return wait

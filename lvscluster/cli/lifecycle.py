@@ -162,6 +162,7 @@ def director_add(
     else:
         _say(f"{name}: its connection table has not caught up after {timeout:g} s; flows it takes over rely "
              "on mh and sloppy_tcp alone")
+    lifecycle.hold_reannouncement(cluster, name, _say)  # a director removed moments ago
     lifecycle.deploy_nodes(cluster, namespaces, [name], _say)
     joined = lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, namespaces, name) is not False, timeout, 0.2)
     out.print(f"{name} added" + ("" if joined else f"; the router's ECMP set does not include it after {timeout:g} s"),
@@ -219,6 +220,8 @@ def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
     else:
         cluster = drain_and_wait()
         lifecycle.teardown_node(cluster, _namespaces(cluster), name, _say)
+        if cluster.role(name) == "director":
+            lifecycle.note_withdrawal(cluster, name)
         if no_edit:
             return  # the file is left to whoever runs us (the host side of a lab VM)
     cluster = load_cluster(file)

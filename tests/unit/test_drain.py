@@ -37,3 +37,19 @@ def test_draining_a_real_server_quiesces_it_on_every_director_in_place() -> None
         for old, new in zip(before[director].ipvs.services, after[director].ipvs.services):
             assert [d.address for d in old.dests] == [d.address for d in new.dests]  # mh table order kept
     assert diff_node(after["rs2"], before["rs2"]) == []  # the real server itself keeps its VIP
+
+
+def test_a_quick_reannouncement_waits_out_the_hold(tmp_path: Path) -> None:
+    import time
+
+    from lvscluster.apply.lifecycle import hold_reannouncement, note_withdrawal
+
+    cluster = Cluster.from_topology(load_topology(ROOT / "topology" / "ecmp8.lvs.yml"))
+    record, said = tmp_path / "withdrawals.json", []
+    assert hold_reannouncement(cluster, "d3", said.append, hold=0.5, path=record) == 0.0  # never withdrew
+    note_withdrawal(cluster, "d3", path=record)
+    started = time.monotonic()
+    waited = hold_reannouncement(cluster, "d3", said.append, hold=0.5, path=record)
+    assert 0.3 < waited <= 0.5 and time.monotonic() - started >= waited
+    assert said and "holding its announcement" in said[0]
+    assert hold_reannouncement(cluster, "d4", said.append, hold=0.5, path=record) == 0.0  # another director
