@@ -96,8 +96,8 @@ def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) ->
     20 s apart because one director's deploy takes several seconds there.
     """
     code, output, report = run_scaletest(
-        ecmp8, tmp_path / "churn", "--flows", "200", "--interval", "0.5", "--rate", "45", "--duration", "105",
-        "--churn", "drain d3@10s,undrain d3@30s,kill d4@50s,revive d4@70s")
+        ecmp8, tmp_path / "churn", "--flows", "200", "--interval", "0.5", "--rate", "30", "--duration", "105",
+        "--echo-timeout", "15", "--churn", "drain d3@10s,undrain d3@30s,kill d4@50s,revive d4@70s")
     print(output)
     traffic = report["traffic"]
     assert traffic["flows_established"] == 200
