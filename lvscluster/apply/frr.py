@@ -80,6 +80,17 @@ def wait_ready(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: floa
         time.sleep(0.1)
 
 
+def daemon_pids(pathspace: str, daemons: tuple[str, ...] = DAEMONS) -> list[int]:
+    """The process ids the daemons' pid files name (whether or not those processes still live)."""
+    pids = []
+    for daemon in daemons:
+        try:
+            pids.append(int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
 def running(pathspace: str, daemon: str) -> bool:
     """True when the daemon's pid file names a live process."""
     try:
@@ -92,13 +103,7 @@ def running(pathspace: str, daemon: str) -> bool:
 
 def stop(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 5) -> None:
     """Stop the pathspace's daemons (SIGTERM, then SIGKILL) and remove its directories; idempotent."""
-    pids = []
-    for daemon in daemons:
-        try:
-            pids.append(int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip()))
-        except (OSError, ValueError):
-            continue
-    terminate(pids, timeout)
+    terminate(daemon_pids(pathspace, daemons), timeout)
     for directory in (run_dir(pathspace), config_dir(pathspace)):
         _remove(directory)
 

@@ -21,10 +21,10 @@ def kill_node(namespace: str) -> list[str]:
         down = [name for name, info in links.links().items() if name != "lo" and info["up"]]
         for name in down:
             links.set_down(name)
-    for daemon in frr.DAEMONS:
+    for pid in frr.daemon_pids(frr.pathspace_for(namespace)):
         try:
-            os.kill(int((frr.run_dir(frr.pathspace_for(namespace)) / f"{daemon}.pid").read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
             continue
     return down
 

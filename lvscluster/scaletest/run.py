@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvscluster.apply.deploy import apply_plan, plan_deploy
+from lvscluster.apply.lifecycle import deploy_nodes
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab import faults
@@ -31,6 +31,10 @@ from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.report import ChurnEvent
 
 Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 @dataclass
@@ -188,22 +192,17 @@ class Orchestrator:
                 self.progress(f"t={record['t']:5.1f}s  flows alive {record['alive']:4d}  "
                               f"new ok {record['new_ok']:4d}/s  broken {record.get('broken', 0)}")
 
-    def _deploy(self, node: str) -> int:
-        plan = plan_deploy(self.current, self.namespaces, only=[node])
-        apply_plan(plan)
-        return plan.total
-
     def carry_out(self, event: ChurnEvent) -> None:
         """Do one churn event now."""
         namespace = self.namespaces[event.node]
         if event.action in ("drain", "undrain"):
             self.current = self.current.with_node(event.node, drain=event.action == "drain")
-            self._deploy(event.node)
+            deploy_nodes(self.current, self.namespaces, [event.node], _quiet)
         elif event.action == "kill":
             self.killed_links[event.node] = faults.kill_node(namespace)
         elif event.action == "revive":
             faults.revive_node(namespace, self.killed_links.pop(event.node, []))
-            self._deploy(event.node)
+            deploy_nodes(self.current, self.namespaces, [event.node], _quiet)
 
     def run(self) -> tuple[dict, list]:
         """Run traffic and churn; returns the report and the traffic's ticks."""
