@@ -181,6 +181,7 @@ class VMBatch:
         except (vm.VMLockTimeout, RuntimeError, OSError) as e:
             return {n: _failed(f"VM batch could not start: {e}") for n in self.nodeids}
         results, inner_secs = _read_results(results_path)
+        slowest = sorted(((r.get("seconds", 0.0), n) for n, r in results.items()), reverse=True)[:6]
         tail = _tail(workdir / "console.log")
         if res.timed_out or res.returncode in (124, 137):
             missing = (f"VM batch timed out after {timeout:.0f} s (killed); this test had not "
@@ -192,7 +193,8 @@ class VMBatch:
         overhead = f"{res.duration - inner_secs:.1f}" if inner_secs is not None else "?"
         self.summary = (f"VM batch: {len(self.nodeids)} kernel test(s) in {res.duration:.1f} s "
                         f"(VM boot/teardown overhead {overhead} s, waited {res.lock_wait:.1f} s "
-                        f"for the VM lock), wall {time.monotonic() - t0:.1f} s")
+                        f"for the VM lock), wall {time.monotonic() - t0:.1f} s; slowest: "
+                        + ", ".join(f"{n.split('::')[-1]} {secs:.0f} s" for secs, n in slowest))
         self._say(f"lvscluster: {self.summary}")
         if all(r["outcome"] not in ("failed", "error") for r in out.values()):
             for p in workdir.iterdir():
@@ -254,6 +256,7 @@ def _read_results(path: Path) -> tuple[dict[str, dict], float | None]:
             continue
         nodeid, when, outcome = rec["nodeid"], rec["when"], rec["outcome"]
         cur = out.setdefault(nodeid, {"outcome": "passed"})
+        cur["seconds"] = cur.get("seconds", 0.0) + rec.get("duration", 0.0)
         if when == "teardown":
             done.add(nodeid)
         if cur["outcome"] in ("failed", "skipped", "xfailed"):
