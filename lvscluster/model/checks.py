@@ -11,7 +11,7 @@ from collections import defaultdict
 from lvscluster.model.addressing import assign_addresses
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.problems import Problem
-from lvscluster.model.topology import Topology
+from lvscluster.model.topology import Health, Topology
 
 FLAG_SCHEDULER = {"mh-fallback": "mh", "mh-port": "mh", "sh-fallback": "sh", "sh-port": "sh"}
 
@@ -22,7 +22,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     interfaces, address_problems = assign_addresses(topology)
     problems += address_problems
     cluster = Cluster(topology, interfaces)
-    for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _ecmp, _sync):
+    for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync):
         problems += rule(cluster)
     return problems
 
@@ -198,6 +198,49 @@ def _real_servers(cluster: Cluster) -> list[Problem]:
                 problems.append(Problem((*loc, "node"), f"{ref.node} has no address: put it on a link or give address:"))
             if ref.address is not None and ref.address.version != vip.address.version:
                 problems.append(Problem((*loc, "address"), f"address {ref.address} is IPv{ref.address.version} but the VIP is IPv{vip.address.version}"))
+    return problems
+
+
+# Health fields that mean something only for some check types.
+HEALTH_FIELD_TYPES = {
+    "path": ("http", "https"), "host": ("http", "https"), "expect_status": ("http", "https"),
+    "digest": ("http", "https"), "verify_tls": ("https",), "send": ("udp",), "expect": ("udp",),
+    "query": ("dns",), "record": ("dns",), "command": ("exec",),
+}
+
+
+def _health(cluster: Cluster) -> list[Problem]:
+    problems = []
+    for vi, vip in enumerate(cluster.topology.vips):
+        placed = [(("vips", vi, "health"), vip.health, vip.services)]
+        placed += [(("vips", vi, "services", si, "health"), svc.health, [svc]) for si, svc in enumerate(vip.services)]
+        placed += [(("vips", vi, "real_servers", ri, "health"), ref.health, vip.services)
+                   for ri, ref in enumerate(vip.real_servers)]
+        for loc, health, services in placed:
+            if health is not None:
+                problems += _health_spec(loc, health, services)
+        if vip.quorum > 1 and vip.quorum > len(vip.real_servers):
+            problems.append(Problem(("vips", vi, "quorum"), (
+                f"quorum {vip.quorum} but the VIP has {len(vip.real_servers)} real servers: it would never be announced")))
+        if vip.sorry_server is not None and vip.sorry_server.address.version != vip.address.version:
+            problems.append(Problem(("vips", vi, "sorry_server", "address"), (
+                f"address {vip.sorry_server.address} is IPv{vip.sorry_server.address.version} but the VIP is IPv{vip.address.version}")))
+    return problems
+
+
+def _health_spec(loc: tuple, health: Health, services) -> list[Problem]:
+    problems = []
+    for name in sorted(health.model_fields_set & HEALTH_FIELD_TYPES.keys()):
+        if health.type not in HEALTH_FIELD_TYPES[name]:
+            problems.append(Problem((*loc, name), f"{name} applies only to {' and '.join(HEALTH_FIELD_TYPES[name])} checks, not {health.type}"))
+    if health.type == "dns" and not health.query:
+        problems.append(Problem(loc, "a dns check needs query: the name to resolve"))
+    if health.type == "exec" and not health.command:
+        problems.append(Problem(loc, "an exec check needs command: an argument list, e.g. [/usr/local/bin/check-app, --quick]"))
+    if health.type != "exec" and health.port is None and any(svc.protocol == "fwmark" for svc in services):
+        problems.append(Problem(loc, f"this {health.type} check needs port: a fwmark service has none"))
+    if health.timeout is not None and health.timeout > health.interval:
+        problems.append(Problem((*loc, "timeout"), f"timeout {health.timeout:g} s is longer than interval {health.interval:g} s"))
     return problems
 
 

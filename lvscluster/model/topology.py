@@ -119,6 +119,50 @@ class Defaults(Strict):
     sysctls: dict[str, SysctlValue] = {}
 
 
+DNS_RECORDS = ("A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT")
+
+
+class Health(Strict):
+    """How the directors' agents check a real server (keepalived's TCP_CHECK, HTTP_GET, SSL_GET,
+    UDP_CHECK, DNS_CHECK, MISC_CHECK). Set on a VIP, a service or one real server; the most
+    specific one applies. Each check runs from the director's own network namespace.
+    """
+
+    type: Literal["tcp", "http", "https", "udp", "dns", "exec"] = "tcp"
+    interval: PositiveSeconds = 2  # seconds between checks of one real server
+    timeout: PositiveSeconds | None = None  # default: the interval, at most 5 s
+    rise: Annotated[int, Field(ge=1, le=100)] = 2  # successes in a row before a down server is back
+    fall: Annotated[int, Field(ge=1, le=100)] = 2  # failures in a row before an up server is quiesced
+    port: Port | None = None  # default: the real server's port for the service
+    # http / https
+    path: Annotated[str, Field(pattern=r"^/")] = "/"
+    host: str | None = None  # Host header; default: the real server's address
+    expect_status: Annotated[list[Annotated[int, Field(ge=100, le=599)]], Field(min_length=1)] = [200]
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None  # MD5 of the body (`lvscluster genhash`)
+    verify_tls: bool = False  # https: check the certificate (keepalived's SSL_GET does not)
+    # udp
+    send: str | None = None  # payload to send
+    expect: str | None = None  # text the reply must contain; default: any reply
+    # dns
+    query: str | None = None  # the name to resolve
+    record: Literal[DNS_RECORDS] = "A"  # type: ignore[valid-type]
+    # exec: an argument list, never a shell string; LVS_RS_ADDRESS, LVS_RS_PORT, LVS_VIP,
+    # LVS_VIP_PORT are set in its environment; exit 0 means healthy
+    command: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @property
+    def effective_timeout(self) -> float:
+        """Seconds one check may take."""
+        return self.timeout if self.timeout is not None else min(self.interval, 5.0)
+
+
+class SorryServer(Strict):
+    """Where a VIP's new connections go while none of its real servers is healthy."""
+
+    address: IPAddress
+    port: Port | None = None
+
+
 class Service(Strict):
     """One virtual service on a VIP: protocol/port (or firewall mark), scheduler, forwarding."""
 
@@ -133,6 +177,7 @@ class Service(Strict):
     tunnel: Literal["ipip", "gue", "gre"] = "ipip"
     tunnel_port: Port | None = None
     allow_multiple_directors: bool = False  # NAT only: you pinned return routing per director
+    health: Health | None = None  # overrides the VIP's for this service
 
     @property
     def effective_flags(self) -> tuple[str, ...]:
@@ -151,17 +196,7 @@ class RealServerRef(Strict):
     weight: Annotated[int, Field(ge=0, le=65535)] = 1
     port: Port | None = None  # only NAT may remap ports
     address: IPAddress | None = None  # default: its address on a link shared with the directors
-
-
-class Health(Strict):
-    """How directors check a VIP's real servers (the agent arrives in a later release)."""
-
-    type: Literal["tcp", "http", "https", "udp", "dns", "exec"] = "tcp"
-    interval: PositiveSeconds = 1
-    timeout: PositiveSeconds | None = None
-    rise: Annotated[int, Field(ge=1)] = 2
-    fall: Annotated[int, Field(ge=1)] = 2
-    port: Port | None = None
+    health: Health | None = None  # overrides the service's and the VIP's for this server
 
 
 class Vip(Strict):
@@ -171,7 +206,10 @@ class Vip(Strict):
     address: IPAddress
     services: Annotated[list[Service], Field(min_length=1)]
     real_servers: list[RealServerRef] = []
-    health: Health | None = None
+    health: Health | None = None  # checks of every real server of every service (unless overridden)
+    quorum: Annotated[int, Field(ge=1)] = 1  # healthy real servers a service needs; below it in every
+    # service, the directors stop announcing the VIP
+    sorry_server: SorryServer | None = None  # serves while a service has no healthy real server
 
 
 def _split_endpoint(value: Any) -> Any:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from lvscluster.health.targets import DestKey, service_label
+from lvscluster.health.verdict import HealthVerdict
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Service, Vip
 from lvscluster.plan.render import render_frr
@@ -53,19 +55,32 @@ def vip_prefix(vip: Vip) -> str:
     return f"{vip.address}/{vip.address.max_prefixlen}"
 
 
-def ipvs_service(cluster: Cluster, vip: Vip, service: Service) -> IpvsService:
-    """The kernel service for one VIP service, dests in kernel (reversed topology) order."""
-    dests = []
-    for ref in vip.real_servers:
-        forward = service.forward
-        dests.append(IpvsDest(
-            address=cluster.real_server_address(ref),
-            port=0 if service.protocol == "fwmark" else (ref.port or service.port),
+def ipvs_service(cluster: Cluster, vip: Vip, service: Service, health: HealthVerdict | None = None) -> IpvsService:
+    """The kernel service for one VIP service, dests in kernel (reversed topology) order.
+
+    `health` (the agent's verdict) quiesces failed real servers (weight 0: the mh table keeps
+    their slots) and puts the VIP's sorry server at the head of the list when none is healthy."""
+    health = health or HealthVerdict()
+    label = service_label(service)
+    forward = service.forward
+
+    def dest(address: str, port: int | None, weight: int) -> IpvsDest:
+        return IpvsDest(
+            address=address,
+            port=0 if service.protocol == "fwmark" else port,
             forward=forward,
-            weight=0 if cluster.topology.nodes[ref.node].drain else ref.weight,
+            weight=weight,
             tun_type=TUNNEL_TYPE[service.tunnel] if forward == "tun" else None,
             tun_port=service.tunnel_port if forward == "tun" and service.tunnel == "gue" else None,
-        ))
+        )
+
+    dests = []
+    for ref in vip.real_servers:
+        quiesced = cluster.topology.nodes[ref.node].drain or DestKey(vip.name, label, ref.node) in health.quiesced
+        dests.append(dest(cluster.real_server_address(ref), ref.port or service.port, 0 if quiesced else ref.weight))
+    if (vip.name, label) in health.sorry and vip.sorry_server is not None:
+        sorry = vip.sorry_server
+        dests.append(dest(str(sorry.address), sorry.port or service.port, 1))  # last here: the kernel's head
     family = vip.address.version
     return IpvsService(
         protocol=service.protocol,
@@ -81,8 +96,11 @@ def ipvs_service(cluster: Cluster, vip: Vip, service: Service) -> IpvsService:
     )
 
 
-def plan_director(cluster: Cluster, name: str) -> NodeState:
-    """A director: VIPs on lo, all-active sysctls, IPVS services and sync daemons, FRR."""
+def plan_director(cluster: Cluster, name: str, health: HealthVerdict | None = None) -> NodeState:
+    """A director: VIPs on lo, all-active sysctls, IPVS services and sync daemons, FRR.
+
+    `health` is the director's agent verdict: quiesced dests, sorry servers, withdrawn VIPs
+    (still on lo, so in-flight packets are served, but no longer announced)."""
     vips = cluster.topology.vips
     sysctls = dict(DIRECTOR_SYSCTLS)
     if any(svc.forward == "nat" for vip in vips for svc in vip.services):
@@ -96,7 +114,7 @@ def plan_director(cluster: Cluster, name: str) -> NodeState:
             daemons.append(SyncDaemon(state=state, interface=interface, syncid=sync.syncid, group=str(sync.group),
                                       port=sync.port, ttl=sync.ttl, maxlen=sync.maxlen))
     timeouts = cluster.timeouts(name)
-    services = tuple(ipvs_service(cluster, vip, svc) for vip in vips for svc in vip.services)
+    services = tuple(ipvs_service(cluster, vip, svc, health) for vip in vips for svc in vip.services)
     return NodeState(
         name=name,
         role="director",
@@ -107,7 +125,7 @@ def plan_director(cluster: Cluster, name: str) -> NodeState:
             daemons=tuple(daemons),
             timeouts=IpvsTimeouts(**timeouts.model_dump()) if timeouts else IpvsTimeouts(),
         ),
-        frr=render_frr(cluster, name),
+        frr=render_frr(cluster, name, withdrawn=health.withdrawn if health else ()),
     )
 
 

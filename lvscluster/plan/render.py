@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from functools import cache
 
 import jinja2
@@ -35,7 +36,7 @@ def _render(template: str, **context) -> str:
     return "".join(f"{line.rstrip()}\n" for line in text.splitlines() if line.strip())
 
 
-def frr_context(cluster: Cluster, node: str) -> dict:
+def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> dict:
     """The values the FRR templates of one director or router use."""
     spec = cluster.topology.nodes[node]
     context = {"hostname": node, "router_id": str(spec.router_id), "ospf": cluster.ospf(node), "bfd_profile": BFD_PROFILE}
@@ -46,17 +47,18 @@ def frr_context(cluster: Cluster, node: str) -> dict:
     ]
     if spec.role == "director":
         nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
-        context.update(uplinks=links, drain_cost=DRAIN_COST if spec.drain else None, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips],
+        context.update(uplinks=links, drain_cost=DRAIN_COST if spec.drain else None, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips if v.name not in withdrawn],
                        forwarding=nat)
     else:
         context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True)
     return context
 
 
-def render_frr(cluster: Cluster, node: str) -> str:
-    """The whole frr.conf of a director or router."""
+def render_frr(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> str:
+    """The whole frr.conf of a director or router; a director leaves the `withdrawn` VIPs
+    (names) unannounced."""
     role = cluster.role(node)
-    return _render(f"frr/{role}.conf.j2", **frr_context(cluster, node))
+    return _render(f"frr/{role}.conf.j2", **frr_context(cluster, node, withdrawn))
 
 
 def render_daemons(cluster: Cluster, node: str) -> str:

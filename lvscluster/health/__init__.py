@@ -1,0 +1,1 @@
+"""Health checks of real servers, the per-director agent and its metrics."""

@@ -1,0 +1,102 @@
+"""From check results to a director's health verdict (pure): rise/fall counting and quorum.
+
+Every director's agent runs the same checks against the same real servers with the same
+`rise`/`fall`, so they reach the same verdict on their own; no director waits for another.
+They can disagree only while a change is being counted: a real server that fails is quiesced
+by each director within `fall` checks of its failure, and the checks of two directors are at
+most one `interval` apart, so two directors disagree for at most `interval + fall x interval`
+(and `interval + rise x interval` on recovery). docs/health.md says more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lvscluster.health.targets import DestKey, HealthTarget, service_label
+from lvscluster.model.cluster import Cluster
+
+
+@dataclass
+class RiseFall:
+    """keepalived's counting: `fall` failures in a row take an up server down, `rise` successes
+    in a row bring a down one back. A server starts up (as deploy left it)."""
+
+    rise: int
+    fall: int
+    up: bool = True
+    streak: int = 0  # consecutive results that disagree with `up`
+    last_detail: str = ""
+
+    def record(self, ok: bool, detail: str = "") -> bool:
+        """Count one result; True when this result flipped the state."""
+        self.last_detail = detail
+        if ok == self.up:
+            self.streak = 0
+            return False
+        self.streak += 1
+        if self.streak >= (self.rise if ok else self.fall):
+            self.up, self.streak = ok, 0
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    """What health changes in a director's desired state."""
+
+    quiesced: frozenset[DestKey] = frozenset()  # weight 0: no new connections, mh table kept
+    withdrawn: frozenset[str] = frozenset()  # VIP names the director stops announcing
+    sorry: frozenset[tuple[str, str]] = frozenset()  # (VIP, service) sent to the VIP's sorry server
+
+    def to_json(self) -> dict:
+        """Plain data for the agent's state file and `status`."""
+        return {"quiesced": [str(k) for k in sorted(self.quiesced)], "withdrawn": sorted(self.withdrawn),
+                "sorry": [f"{v} {s}" for v, s in sorted(self.sorry)]}
+
+
+@dataclass
+class HealthBook:
+    """Rise/fall state of every checked dest of one director."""
+
+    targets: list[HealthTarget]
+    states: dict[DestKey, RiseFall] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for target in self.targets:
+            self.states.setdefault(target.key, RiseFall(target.spec.rise, target.spec.fall))
+
+    def record(self, key: DestKey, ok: bool, detail: str = "") -> bool:
+        """Count one check result for `key`; True when the dest changed state."""
+        return self.states[key].record(ok, detail)
+
+    def down(self) -> frozenset[DestKey]:
+        """The dests that are down now."""
+        return frozenset(k for k, s in self.states.items() if not s.up)
+
+    def verdict(self, cluster: Cluster) -> HealthVerdict:
+        """Quiesce what is down; withdraw a VIP none of whose services meets its quorum (unless a
+        sorry server takes over: then the services without a healthy real server go there)."""
+        return decide(cluster, self.down())
+
+
+def decide(cluster: Cluster, down: Iterable[DestKey]) -> HealthVerdict:
+    """The verdict for a set of down dests (pure; the same on every director for the same set)."""
+    down = frozenset(down)
+    withdrawn, sorry = set(), set()
+    for vip in cluster.topology.vips:
+        healthy_per_service = {}
+        for service in vip.services:
+            label = service_label(service)
+            healthy = [ref for ref in vip.real_servers
+                       if ref.weight > 0 and not cluster.topology.nodes[ref.node].drain
+                       and DestKey(vip.name, label, ref.node) not in down]
+            healthy_per_service[label] = len(healthy)
+            if not healthy and vip.sorry_server is not None:
+                sorry.add((vip.name, label))
+        if not any(vip.name == k.vip for k in down):
+            continue  # nothing of this VIP is down: drained or zero weights are deploy's business
+        if vip.sorry_server is None and all(n < vip.quorum for n in healthy_per_service.values()):
+            withdrawn.add(vip.name)
+    return HealthVerdict(quiesced=down, withdrawn=frozenset(withdrawn),
+                         sorry=frozenset(s for s in sorry if any(k.vip == s[0] and k.service == s[1] for k in down)))
