@@ -11,6 +11,8 @@ so the remote side is the same `KernelBackend`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -57,6 +59,19 @@ def journal_path(netns: str | None) -> Path:
     if netns:
         return JOURNAL_DIR / f"{netns}.json"
     return JOURNAL_DIR / f"netns-{os.stat('/proc/self/ns/net').st_ino}.json"
+
+
+@contextlib.contextmanager
+def apply_lock(netns: str | None):
+    """Held while changing one node's kernel state: deploy and that node's agent take turns."""
+    path = journal_path(netns).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class KernelBackend:
@@ -110,11 +125,17 @@ class KernelBackend:
 
     def apply(self, actions: list[Action]) -> None:
         """Netlink actions in batches, FRR configs through frr-reload, in the given order."""
-        from lvscluster.netlink import NETLINK_KINDS
+        if self.runner.dry_run:
+            return self.apply_under_lock(actions)
+        with apply_lock(self.netns):
+            self.apply_under_lock(actions)
 
-        self._journal(actions)
+    def apply_under_lock(self, actions: list[Action]) -> None:
+        """`apply` for a caller that already holds `apply_lock(netns)` (the agent)."""
+        from lvscluster.netlink import NETLINK_KINDS
         from lvscluster.netlink import apply as netlink_apply
 
+        self._journal(actions)
         batch: list[Action] = []
         for action in [*actions, None]:
             if action is not None and action.kind in NETLINK_KINDS:

@@ -9,21 +9,28 @@ and the error names the node and the action.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lvscluster.apply import frr
 from lvscluster.apply.backends import KernelBackend, NodeBackend, SshBackend
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
+from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
+from lvscluster.model.topology import Topology
 from lvscluster.plan.actions import Action
-from lvscluster.plan.desired import plan_cluster
+from lvscluster.health.record import read_verdict
+from lvscluster.health.verdict import HealthVerdict
+from lvscluster.plan.desired import plan_cluster, plan_director
 from lvscluster.plan.diff import diff_node
 from lvscluster.state import NodeState
 
 Progress = Callable[[str], None]
+DEPLOYED_DIR = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "deployed"
 ROLLOUT_ROLES = ("real_server", "router", "director")
 
 
@@ -51,6 +58,21 @@ def backend_for(cluster: Cluster, node: str, lab_namespaces: dict[str, str] | No
                           "`access:` (local, netns:NAME, ssh://user@host); run `lvscluster lab up` or set access")
 
 
+def agent_verdict(cluster: Cluster, node: str, backend: NodeBackend) -> HealthVerdict | None:
+    """The health verdict of a director's running agent (None: no agent, or not a director)."""
+    if cluster.role(node) != "director" or not isinstance(backend, KernelBackend):
+        return None  # an ssh node's agent is not consulted yet
+    verdict = read_verdict(node, backend.netns)
+    return verdict if verdict and (verdict.quiesced or verdict.withdrawn or verdict.sorry) else None
+
+
+def _verdict_summary(verdict: HealthVerdict) -> str:
+    parts = [f"{len(verdict.quiesced)} quiesced"] if verdict.quiesced else []
+    parts += [f"{', '.join(sorted(verdict.withdrawn))} withdrawn"] if verdict.withdrawn else []
+    parts += [f"{len(verdict.sorry)} on the sorry server"] if verdict.sorry else []
+    return "; ".join(parts)
+
+
 def managed(state: NodeState) -> bool:
     """True when the node has anything for deploy to manage (clients usually do not)."""
     return bool(state.addresses or state.sysctls or state.tunnels or state.ipvs or state.frr)
@@ -70,6 +92,7 @@ class DeployPlan:
     desired: dict[str, NodeState]
     observed: dict[str, NodeState]
     actions: dict[str, list[Action]] = field(default_factory=dict)
+    teardown: bool = False  # a destroy plan: what deploy applied is forgotten, not recorded
 
     @property
     def total(self) -> int:
@@ -90,6 +113,11 @@ def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progres
     order = rollout_order(cluster, list(desired))
     backends = {name: backend_for(cluster, name, lab_namespaces, runner) for name in order}
     require_root(backends)
+    for name in order:  # a director's running agent has quiesced or withdrawn: plan with its verdict
+        verdict = agent_verdict(cluster, name, backends[name])
+        if verdict is not None:
+            progress(f"{name}: with its agent's health verdict ({_verdict_summary(verdict)})")
+            desired[name] = plan_director(cluster, name, verdict)
     observed, actions = {}, {}
     for name in order:
         progress(f"observing {name} ({backends[name].description})")
@@ -105,6 +133,9 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
     """Apply node by node in rollout order; returns the nodes changed. Stops at the first failure."""
     done: list[str] = []
     pending = [n for n, acts in plan.actions.items() if acts]
+    for name in plan.actions:  # directors already right hold this topology now
+        if name not in pending:
+            _record_deployed(plan, name)
     for index, name in enumerate(pending):
         actions = plan.actions[name]
         progress(f"applying {len(actions)} changes to {name} ({plan.backends[name].description})")
@@ -117,7 +148,35 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
                 f"  done: {', '.join(done) or 'none'}; not touched: {', '.join(untouched) or 'none'}\n"
                 f"  run deploy again once the cause is fixed: it continues from the current state") from None
         done.append(name)
+        _record_deployed(plan, name)
     return done
+
+
+def deployed_path(node: str, netns: str | None) -> Path:
+    """Where deploy keeps the topology it last applied to a director on this machine."""
+    return DEPLOYED_DIR / f"{netns or 'local'}.{node}.json"
+
+
+def read_deployed(node: str, netns: str | None) -> Cluster | None:
+    """The cluster as deploy last applied it to this director (what its agent keeps), or None."""
+    try:
+        document = json.loads(deployed_path(node, netns).read_text())
+    except (OSError, ValueError):
+        return None
+    return Cluster.from_topology(Topology.model_validate(document))
+
+
+def _record_deployed(plan: DeployPlan, name: str) -> None:
+    """Keep the topology a director now holds (its agent converges to it, not to the file, so an
+    edited file changes nothing until `deploy`); a destroyed director's record is removed."""
+    backend = plan.backends[name]
+    if plan.cluster.role(name) != "director" or not isinstance(backend, KernelBackend) or backend.runner.dry_run:
+        return
+    path = deployed_path(name, backend.netns)
+    if plan.teardown:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, json.dumps(plan.cluster.topology.model_dump(mode="json"), sort_keys=True))
 
 
 def plan_teardown(plan: DeployPlan) -> DeployPlan:
@@ -133,4 +192,4 @@ def plan_teardown(plan: DeployPlan) -> DeployPlan:
             empty = desired.model_copy(update={"frr": destroy_frr(desired, observed, originals)})
             emptied = backend.observe(empty).frr == empty.frr
         actions[name] = plan_destroy(desired, observed, originals, frr_emptied=emptied)
-    return DeployPlan(plan.cluster, plan.backends, plan.desired, plan.observed, actions)
+    return DeployPlan(plan.cluster, plan.backends, plan.desired, plan.observed, actions, teardown=True)

@@ -21,7 +21,8 @@ def order_fingerprint(dest_keys: list[str]) -> str:
     return hashlib.sha256("\n".join(dest_keys).encode()).hexdigest()[:12]
 
 
-def _ospf_neighbors(pathspace: str | None) -> list[dict]:
+def ospf_neighbors(pathspace: str | None) -> list[dict]:
+    """FRR's OSPF neighbours (router id, state, interface); none when FRR is not running."""
     if not frr.is_running(pathspace):
         return []
     try:
@@ -55,7 +56,11 @@ def _director(backend: KernelBackend, desired, observed) -> dict:
                            "inactive": getattr(dest_stats.get(d.key), "inact_conns", 0) or 0,
                            "conns": getattr(dest_stats.get(d.key), "conns", 0) or 0} for d in svc.dests],
             })
-    neighbors = _ospf_neighbors(backend.frr_pathspace)
+    health = _health(desired.name, backend.netns)
+    for svc in services:
+        for dest in svc["dests"]:
+            dest["health"] = health.get((svc["service"], dest["dest"].rpartition(":")[0]), "-")
+    neighbors = ospf_neighbors(backend.frr_pathspace)
     vips_up = {a.address for a in observed.addresses}
     full = any(n["state"] == "Full" for n in neighbors)
     return {
@@ -63,9 +68,19 @@ def _director(backend: KernelBackend, desired, observed) -> dict:
         "sync": [{"state": d.state, "interface": d.interface, "syncid": d.syncid}
                  for d in (observed.ipvs.daemons if observed.ipvs else ())],
         "ospf_neighbors": neighbors,
+        "agent": bool(health),
         "vips": {a.address: {"on_lo": a.address in vips_up, "announced": a.address in vips_up and full
                              and observed.frr == desired.frr} for a in desired.addresses},
     }
+
+
+def _health(node: str, netns: str | None) -> dict[tuple[str, str], str]:
+    """What the director's running agent says of each checked dest: `up`, or `down: <why>`."""
+    from lvscluster.health.record import read_record
+
+    record = read_record(node, netns) or {}
+    return {(t["service"], t["address"]): "up" if t["up"] else f"down: {t['detail']}"
+            for t in record.get("targets", {}).values()}
 
 
 def _router(backend: KernelBackend, cluster) -> dict:
@@ -73,7 +88,7 @@ def _router(backend: KernelBackend, cluster) -> dict:
 
     with Links(backend.netns) as links:
         return {"ecmp": {f"{v.address}/32": links.nexthops(f"{v.address}/32") for v in cluster.topology.vips},
-                "ospf_neighbors": _ospf_neighbors(backend.frr_pathspace)}
+                "ospf_neighbors": ospf_neighbors(backend.frr_pathspace)}
 
 
 def cluster_status(plan: DeployPlan) -> dict:

@@ -98,6 +98,8 @@ from lvscluster.cli.scaletest import register as register_scaletest  # noqa: E40
 register_scaletest(app)
 from lvscluster.cli.lifecycle import register_lifecycle  # noqa: E402
 register_lifecycle(app)
+from lvscluster.cli.agent import register as register_agent  # noqa: E402
+register_agent(app)
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(node_app, name="node")

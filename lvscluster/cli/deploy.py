@@ -192,15 +192,17 @@ def _print_status(report: dict) -> None:
         nodes.add_row(name, node["role"], pending, ospf, detail)
     out.print(nodes)
     ipvs = Table(title="IPVS", title_justify="left")
-    for column in ("director", "service", "dest", "weight", "active", "inactive", "conns", "sync"):
+    for column in ("director", "service", "dest", "weight", "health", "active", "inactive", "conns", "sync"):
         ipvs.add_column(column)
     for name, node in report["nodes"].items():
         sync = ", ".join(f"{d['state']}@{d['interface']}" for d in node.get("sync", ())) or "-"
         for svc in node.get("services", ()):
             order = "" if svc["order_matches_other_directors"] else " [red](order differs)[/red]"
             for dest in svc["dests"]:
+                health = dest.get("health", "-")
+                health = f"[red]{escape(health)}[/red]" if health.startswith("down") else health
                 ipvs.add_row(name, f"{svc['service']} {svc['scheduler']}{order}", dest["dest"], str(dest["weight"]),
-                             str(dest["active"]), str(dest["inactive"]), str(dest["conns"]), sync)
+                             health, str(dest["active"]), str(dest["inactive"]), str(dest["conns"]), sync)
     out.print(ipvs)
     for name, node in report["nodes"].items():
         for line in node["pending"]:

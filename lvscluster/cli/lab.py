@@ -38,6 +38,9 @@ def lab_up(
         "--vm/--no-vm", help="Build the lab inside a VM with Debian's kernel (--vm), or on this kernel (--no-vm). "
         "Default: a VM only when this kernel has no IPVS. --no-vm on such a kernel still gives cabling, "
         "FRR and test servers, but directors cannot be deployed.", show_default=False)] = None,
+    agents: Annotated[bool, typer.Option(
+        "--agents/--no-agents", help="Start `lvscluster agent` on each director when the topology has `health:` "
+        "checks (logs in /run/lvscluster/labs/NAME/agent-NODE.log).")] = True,
 ) -> None:
     """Create the lab's namespaces, cables, routes, FRR daemons and test servers.
 
@@ -48,7 +51,7 @@ def lab_up(
     if not inside_vm and (vm if vm is not None else vmhost.needs_vm()):
         _lab_up_in_vm(cluster.name, file)
     layout = plan_lab(cluster)
-    provider.up(layout, file, progress=_progress)
+    provider.up(layout, file, progress=_progress, agents=agents)
     out.print(f"lab {cluster.name} is up: {len(layout.namespaces)} namespaces, {len(layout.veths)} cables; "
               "next: `lvscluster deploy` with the same topology file", markup=False)
 

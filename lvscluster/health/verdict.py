@@ -54,6 +54,13 @@ class HealthVerdict:
         return {"quiesced": [str(k) for k in sorted(self.quiesced)], "withdrawn": sorted(self.withdrawn),
                 "sorry": [f"{v} {s}" for v, s in sorted(self.sorry)]}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "HealthVerdict":
+        """The inverse of `to_json`."""
+        return cls(quiesced=frozenset(DestKey(*text.split(" ")) for text in data.get("quiesced", ())),
+                   withdrawn=frozenset(data.get("withdrawn", ())),
+                   sorry=frozenset(tuple(text.split(" ")) for text in data.get("sorry", ())))
+
 
 @dataclass
 class HealthBook:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from lvscluster.health.targets import health_targets
 from lvscluster.model.cluster import Cluster
 
 SWITCH = "_switch"  # node names cannot start with "_", so this never collides
@@ -59,6 +60,7 @@ class LabLayout:
     frr_nodes: list[str] = field(default_factory=list)
     bfd_nodes: list[str] = field(default_factory=list)
     test_servers: list[TestServer] = field(default_factory=list)
+    agent_nodes: list[str] = field(default_factory=list)  # directors whose `lvscluster agent` the lab runs
 
     @property
     def switch(self) -> str:
@@ -123,6 +125,8 @@ def plan_lab(cluster: Cluster) -> LabLayout:
                     elif svc.protocol == "udp" and port:
                         udp.add(port)
         lab.test_servers.append(TestServer(name, lab.netns(name), tuple(sorted(tcp)), tuple(sorted(udp))))
+    if health_targets(cluster):
+        lab.agent_nodes = list(cluster.directors)
     return lab
 
 

@@ -76,22 +76,27 @@ def _create_veth(veth: Veth) -> None:
         ipr.link("set", index=index, state="up")
 
 
-def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER) -> None:
-    """Build the lab; on any failure remove everything built so far and raise naming the step."""
+def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER,
+       agents: bool = True) -> None:
+    """Build the lab; on any failure remove everything built so far and raise naming the step.
+
+    `agents`: start `lvscluster agent` on each director when the topology has health checks
+    (they wait for `deploy`, then keep the directors healthy)."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("lab up needs root (network namespaces): run it with sudo")
     if lab_namespaces(layout.name):
         raise ApplyError(f"lab {layout.name!r} is already up ({len(lab_namespaces(layout.name))} namespaces); "
                          f"run `lvscluster lab down {topology_path}` first")
     try:
-        _build(layout, topology_path, progress, runner)
+        _build(layout, topology_path, progress, runner, agents)
     except ApplyError:
         progress("lab up failed; removing what was built")
         down(layout.name)
         raise
 
 
-def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER) -> list[str]:
+def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER,
+         agents: bool | None = None) -> list[str]:
     """Add to a running lab what the topology gained (new nodes and their cables); returns the new nodes.
 
     Existing namespaces, cables and processes are left alone: traffic through the lab carries on.
@@ -99,16 +104,18 @@ def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, ru
     """
     if not lab_namespaces(layout.name):
         raise ApplyError(f"lab {layout.name!r} is not up: run `lvscluster lab up {topology_path}`")
-    return _build(layout, topology_path, progress, runner)
+    if agents is None:  # as the lab was built
+        agents = bool((read_record(layout.name) or {}).get("agents", True))
+    return _build(layout, topology_path, progress, runner, agents)
 
 
-def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: Runner) -> list[str]:
+def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: Runner, agents: bool) -> list[str]:
     """Create whatever of the layout does not exist yet; returns the nodes whose namespace was new."""
     step = "start"
     try:
         directory = state_dir(layout.name)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_record(layout, topology_path)
+        _write_record(layout, topology_path, agents)
         step = "namespaces"
         existing = set(netns.listnetns())
         new_nodes = [node for node, name in layout.namespaces.items() if name not in existing]
@@ -159,6 +166,12 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
         for server in servers:
             step = f"test server on {server.node}"
             _wait_listening(server.netns, server.tcp_ports, timeout=60)
+        agent_nodes = [n for n in layout.agent_nodes if n in new_nodes] if agents else []
+        if agent_nodes:
+            progress(f"starting the health-check agent on {len(agent_nodes)} directors (it acts once deployed)")
+        for node in agent_nodes:
+            step = f"agent on {node}"
+            _start_agent(layout, node, topology_path)
     except Exception as exc:
         if isinstance(exc, NetlinkError):
             raise ApplyError(f"lab up failed at {step}: {exc.args[-1] if exc.args else exc}") from None
@@ -189,8 +202,8 @@ def _has_link(namespace: str, name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
-def _write_record(layout: LabLayout, topology_path: Path) -> None:
-    record = {"name": layout.name, "topology": str(Path(topology_path).resolve()), "provider": "netns",
+def _write_record(layout: LabLayout, topology_path: Path, agents: bool) -> None:
+    record = {"name": layout.name, "topology": str(Path(topology_path).resolve()), "provider": "netns", "agents": agents,
               "namespaces": layout.namespaces, "veths": [asdict(v) for v in layout.veths],
               "bridges": layout.bridges, "frr_nodes": layout.frr_nodes,
               "test_servers": [asdict(s) for s in layout.test_servers]}
@@ -211,6 +224,15 @@ def _start_test_server(layout: LabLayout, server) -> None:
     argv += [x for port in server.udp_ports for x in ("--udp", str(port))]
     log = open(state_dir(layout.name) / f"testserver-{server.node}.log", "ab")
     subprocess.Popen(["ip", "netns", "exec", server.netns, *argv], stdout=log, stderr=log,
+                     stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
+    log.close()
+
+
+def _start_agent(layout: LabLayout, node: str, topology_path: Path) -> None:
+    """`lvscluster agent` for one director, in its namespace, logging to the lab's state directory."""
+    argv = [sys.executable, "-m", "lvscluster.cli", "agent", str(Path(topology_path).resolve()), "--node", node]
+    log = open(state_dir(layout.name) / f"agent-{node}.log", "ab")
+    subprocess.Popen(["ip", "netns", "exec", layout.netns(node), *argv], stdout=log, stderr=log,
                      stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
     log.close()
 
@@ -250,8 +272,10 @@ def down(lab: str, progress: Progress = _quiet) -> int:
             pass
     for leftover in frr.RUN.glob(f"{frr.pathspace_for(lab + '.')}*") if frr.RUN.exists() else ():
         frr.stop(leftover.name)
-    for space in spaces:  # deploy's sysctl journal of these nodes dies with them
+    for space in spaces:  # deploy's sysctl journal and the agents' records of these nodes die with them
         (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
+        for record in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
+            record.unlink(missing_ok=True)
     directory = state_dir(lab)
     if directory.exists():
         for child in directory.iterdir():

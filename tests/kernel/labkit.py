@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from lvscluster.cli import app
 from lvscluster.errors import LvsClusterError
 from lvscluster.netlink import IpvsSocket
+from lvscluster.netlink.netns import socket_in_netns
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -80,3 +82,52 @@ u.settimeout(10)
 u.sendto(b"ping", (vip, udp_port))
 print(json.dumps({"http": answers, "udp": u.recv(100).decode()}))
 """
+
+
+def open_flows(lab: str, node: str, vip: str, port: int, count: int) -> list[tuple[socket.socket, str]]:
+    """`count` long-lived echo connections from a lab node (the test servers echo any non-HTTP
+    line as `<node> <line>`), each with the real server that answered its first line."""
+    flows = []
+    for _ in range(count):
+        sock = socket_in_netns(f"{lab}.{node}", socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(15)
+        sock.connect((vip, port))
+        sock.sendall(b"hello\n")
+        flows.append((sock, sock.recv(200).decode().split(" ")[0]))
+    return flows
+
+
+def broken_flows(flows: list[tuple[socket.socket, str]]) -> list[tuple[str, str]]:
+    """Echo one line on every flow: (real server, what went wrong) for each flow that failed."""
+    broken = []
+    for sock, server in flows:
+        try:
+            sock.sendall(b"ping\n")
+            reply = sock.recv(200).decode()
+            if reply != f"{server} ping\n":
+                broken.append((server, f"echo {reply!r}"))
+        except OSError as exc:
+            broken.append((server, type(exc).__name__))
+    return broken
+
+
+def http_answers(lab: str, node: str, vip: str, count: int, port: int = 80) -> dict[str, int]:
+    """`count` HTTP requests from a lab node, each a new connection: answers per real server
+    (a failed request counts under its error's name)."""
+    answers: dict[str, int] = {}
+    for _ in range(count):
+        sock = socket_in_netns(f"{lab}.{node}", socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect((vip, port))
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            name = data.split(b"\r\n\r\n", 1)[1].decode().strip()
+        except OSError as exc:
+            name = type(exc).__name__
+        finally:
+            sock.close()
+        answers[name] = answers.get(name, 0) + 1
+    return answers

@@ -8,27 +8,40 @@ under the VM's software emulation.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from labkit import CLIENT, cli, in_node, service_conns, wait_for_ecmp
+from labkit import CLIENT, broken_flows, cli, http_answers, in_node, open_flows, service_conns, wait_for_ecmp
 
 from lvscluster.apply import frr
+from lvscluster.health.record import read_record
 from lvscluster.lab import netns as lab_provider
 from lvscluster.netlink import IpvsSocket
 
 ROOT = Path(__file__).parent.parent.parent
 VIP = "10.99.0.10"
+DIRECTORS = ("d1", "d2")
+RS2 = "10.2.0.5"
 
 
-@pytest.fixture
-def demo(tmp_path: Path):
-    topology = tmp_path / "demo.lvs.yml"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo lab, up and deployed once for the module (its agents running: demo has health checks)."""
+    topology = tmp_path_factory.mktemp("demo") / "demo.lvs.yml"
     shutil.copy(ROOT / "topology" / "demo.lvs.yml", topology)
     lab_provider.down("demo")
+    code, output = cli("lab", "up", str(topology))
+    assert code == 0, output
+    code, output = cli("deploy", "--yes", str(topology))
+    assert code == 0, output
+    assert re.search(r"applied \d+ changes to 6 nodes", output)
     yield topology
     lab_provider.down("demo")
 
@@ -38,23 +51,124 @@ def dest_weights(director: str) -> dict[str, int]:
         return {d.address: d.weight for s in sock.services() if s.port == 80 for d in s.dests}
 
 
-def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
-    code, output = cli("lab", "up", str(demo))
-    assert code == 0, output
-    code, output = cli("deploy", "--yes", str(demo))
-    assert code == 0, output
-    assert re.search(r"applied \d+ changes to 6 nodes", output)
+def weights(director: str, address: str) -> dict[int, int]:
+    """The weight of one real server in each service of a demo director, by port."""
+    with IpvsSocket(f"demo.{director}") as sock:
+        return {s.port: d.weight for s in sock.services() for d in s.dests if d.address == address}
 
+
+def wait_until(check, timeout: float, period: float = 0.2):
+    """Poll `check` until it returns something true; returns it, or None at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(period)
+    return None
+
+
+def agents_report_all_up() -> bool:
+    records = [read_record(d, f"demo.{d}") for d in DIRECTORS]
+    return all(r and r["targets"] and all(t["up"] and t["checks"] > 0 for t in r["targets"].values()) for r in records)
+
+
+def start_test_server(node: str) -> None:
+    subprocess.Popen(["ip", "netns", "exec", f"demo.{node}", sys.executable, "-m", "lvscluster.lab.testserver",
+                      "--node", node, "--tcp", "80", "--udp", "53"], stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_test_server(node: str) -> float:
+    for pid in lab_provider.processes_in(f"demo.{node}"):
+        os.kill(pid, signal.SIGKILL)
+    return time.time()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text page, found by name and labels (in any order)."""
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        metric_name, _, rest = sample.partition("{")
+        found = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if pair) if rest else {}
+        if metric_name == name and {k: v.strip('"') for k, v in found.items()} == labels:
+            return float(value)
+    raise AssertionError(f"no {name} {labels} in the metrics")
+
+
+def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo: Path) -> None:
+    """The agents (started by `lab up`, demo checks HTTP and UDP every 1 s, fall 2, rise 2):
+    a killed real server is quiesced on both directors, new connections avoid it, flows to the
+    others carry on; it comes back when restarted; with none left the VIP leaves ECMP."""
+    assert wait_until(agents_report_all_up, 240), [read_record(d, f"demo.{d}") for d in DIRECTORS]
+    flows = open_flows("demo", "c1", VIP, 80, 24)
+    assert {server for _, server in flows} == {"rs1", "rs2", "rs3"}
+
+    killed = kill_test_server("rs2")
+    assert wait_until(lambda: all(weights(d, RS2) == {80: 0, 53: 0} for d in DIRECTORS), 60), \
+        {d: weights(d, RS2) for d in DIRECTORS}
+    quiesced_after = time.time() - killed
+    records = {d: read_record(d, f"demo.{d}") for d in DIRECTORS}
+    decided = {d: max(t["changed_at"] for k, t in r["targets"].items() if k.endswith(" rs2")) - killed
+               for d, r in records.items()}
+    print(f"rs2 killed: agents decided after {decided} s, both kernels quiesced after {quiesced_after:.1f} s")
+    # fall (2) failed checks 1 s apart, plus up to one interval of phase and one check's timeout
+    assert all(0 < seconds <= 2 * 1 + 1 + 1 + 0.5 for seconds in decided.values()), decided
+    assert abs(decided["d1"] - decided["d2"]) <= 1 + 2 * 1  # interval + fall x interval
+    assert all(weights(d, "10.2.0.4") == {80: 1, 53: 1} for d in DIRECTORS)  # the others untouched
+
+    answers = http_answers("demo", "c1", VIP, 60)
+    assert answers.keys() <= {"rs1", "rs3"} and sum(answers.values()) == 60, answers  # none to rs2, none refused
+    broken = broken_flows(flows)
+    assert broken and {server for server, _ in broken} == {"rs2"}, broken  # only the dead server's own flows
+
+    start_test_server("rs2")
+    restarted = time.time()
+    assert wait_until(lambda: all(weights(d, RS2) == {80: 1, 53: 1} for d in DIRECTORS), 120)
+    print(f"rs2 restarted: weight back on both directors after {time.time() - restarted:.1f} s")
+    log = (lab_provider.state_dir("demo") / "agent-d1.log").read_text()
+    assert "web tcp/80 rs2 is down" in log and "web tcp/80 rs2 is up" in log and "(2 successes in a row)" in log, log
+    assert broken_flows([f for f in flows if f[1] != "rs2"]) == []
+
+    # the metrics endpoint (loopback in d1's namespace) reports the kernel's own counters
+    page = in_node("demo", "d1", "curl", "-s", "--max-time", "20", "http://127.0.0.1:9586/metrics").stdout
+    with IpvsSocket("demo.d1") as sock:
+        kernel = sock.service_stats()[f"tcp/{VIP}:80"]
+    http = f"tcp/{VIP}:80"
+    assert metric(page, "lvscluster_service_connections_total", service=http) == kernel.conns > 0
+    assert metric(page, "lvscluster_service_packets_in_total", service=http) == kernel.inpkts
+    assert metric(page, "lvscluster_dest_weight", service=http, dest=f"{RS2}:80") == 1
+    assert metric(page, "lvscluster_health_up", vip="web", service="tcp/80", real_server="rs2") == 1
+    assert metric(page, "lvscluster_health_check_failures_total", vip="web", service="tcp/80", real_server="rs2") >= 2
+    assert metric(page, "lvscluster_vip_announced", vip="web") == 1
+    assert metric(page, "lvscluster_ospf_neighbors_full") >= 1
+    assert metric(page, "lvscluster_sync_daemon_running", state="master", interface="lan0", syncid="10") == 1
+
+    for node in ("rs1", "rs2", "rs3"):
+        kill_test_server(node)
+    assert wait_for_ecmp("demo", "r1", VIP, 0, timeout=60) == []  # no healthy real server: both withdrew
+    log = (lab_provider.state_dir("demo") / "agent-d2.log").read_text()
+    assert "quorum of healthy real servers: withdraw" in log, log
+    for node in ("rs1", "rs2", "rs3"):
+        start_test_server(node)
+    assert sorted(wait_for_ecmp("demo", "r1", VIP, 2, timeout=120)) == ["10.1.1.2", "10.1.2.2"]
+    assert wait_until(agents_report_all_up, 60)
+    for sock, _ in flows:
+        sock.close()
+
+
+def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
+    """Runs last here: ends with destroy and lab down."""
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
+    before = sum(service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0).values())
     traffic = in_node("demo", "c1", sys.executable, "-c", CLIENT, VIP, "300")
     assert traffic.returncode == 0, traffic.stderr
     answers = json.loads(traffic.stdout)
     assert sum(answers["http"].values()) == 300
     assert set(answers["http"]) == {"rs1", "rs2", "rs3"}  # every real server served some
     assert re.fullmatch(r"rs[123] ping", answers["udp"])
-    conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=300)
+    conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=before + 300)
     assert all(c > 0 for c in conns.values()), conns  # every director served some (ECMP)
-    assert sum(conns.values()) >= 300
+    assert sum(conns.values()) >= before + 300
 
     # a second deploy changes nothing
     code, output = cli("deploy", "--yes", str(demo))

@@ -1,0 +1,113 @@
+"""`lvscluster agent`: run one director's health checks, quiesce/withdraw, repair drift, serve metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lvscluster.cli.common import TopologyFile, err, lab_vm, load_cluster
+from lvscluster.errors import EnvironmentProblem, LvsClusterError
+
+DEFAULT_METRICS = "127.0.0.1:9586"
+
+
+def _listen_address(text: str) -> tuple[str, int] | None:
+    if text == "off":
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{text!r} should be ADDRESS:PORT (e.g. {DEFAULT_METRICS}) or off", param_hint="--metrics")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _enter_netns(name: str) -> None:
+    """Move this process into the director's namespace, so checks leave from the director."""
+    from pyroute2 import netns
+
+    try:
+        here, there = os.stat("/proc/self/ns/net"), os.stat(f"/run/netns/{name}")
+    except OSError:
+        raise LvsClusterError(f"network namespace {name} does not exist (is the lab up?)") from None
+    if (here.st_ino, here.st_dev) != (there.st_ino, there.st_dev):
+        netns.setns(name)
+
+
+def agent(
+    file: TopologyFile,
+    node: Annotated[str, typer.Option("--node", help="The director this agent runs for.", show_default=False)],
+    metrics: Annotated[str, typer.Option(help="Where the Prometheus endpoint listens (ADDRESS:PORT), or `off`. "
+                                         "Loopback by default: expose it elsewhere only on purpose.")] = DEFAULT_METRICS,
+    repair_interval: Annotated[float, typer.Option(help="Seconds between two full checks of the director against "
+                                                   "the topology (drift repair).", min=1)] = 10.0,
+) -> None:
+    """Run one director's health checks and keep the director right, until stopped (SIGTERM/SIGINT).
+
+    - Checks every real server as the topology's `health:` says (tcp, http, https, udp, dns,
+      exec), from the director's own network namespace.
+    - A real server that fails `fall` checks in a row is quiesced (weight 0: established
+      connections continue, the mh table keeps its slots); `rise` successes bring it back.
+      Every director's agent reaches the same decision from the same checks.
+    - When no service of a VIP has `quorum` healthy real servers, the director stops announcing
+      the VIP (the upstream router drops it from ECMP); a `sorry_server` takes over instead if set.
+    - Every `--repair-interval` it compares the director with the topology and puts back what
+      was changed by hand (a dest deleted with ipvsadm). It acts only on a deployed director.
+    - Serves Prometheus metrics (IPVS counters, health, weights, sync, OSPF, VIP announced).
+
+    In a lab, `lab up` starts one agent per director. On a real director run it from systemd
+    (`contrib/lvscluster-agent.service`). Every change is logged with its reason.
+    """
+    from lvscluster.apply.backends import KernelBackend
+    from lvscluster.apply.deploy import backend_for
+    from lvscluster.cli.deploy import lab_namespaces
+    from lvscluster.health.agent import Agent
+    from lvscluster.health.record import record_path
+
+    listen = _listen_address(metrics)
+    cluster = load_cluster(file)
+    if node not in cluster.directors:
+        raise typer.BadParameter(f"{node!r} is not a director of {file} (directors: {', '.join(cluster.directors)})",
+                                 param_hint="--node")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("agent needs root (netlink, FRR, network namespaces): run it with sudo")
+    if not os.environ.get("LVSCLUSTER_IN_VM") and lab_vm(cluster.name) is not None:
+        raise LvsClusterError(f"lab {cluster.name} runs in a VM: its agents run there (`lab up` starts them)")
+    backend = backend_for(cluster, node, lab_namespaces(cluster))
+    if not isinstance(backend, KernelBackend):
+        raise LvsClusterError(f"{node} is reached over {backend.description}: run the agent on that machine")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if backend.netns:
+        _enter_netns(backend.netns)
+    runner = Agent(Path(file), node, backend, repair_interval=repair_interval)
+    runner.load()
+    if listen:
+        from lvscluster.health.metrics import serve
+
+        serve(runner, *listen)
+        logging.getLogger("lvscluster.agent").info("%s: metrics on http://%s:%d/metrics", node, *listen)
+    try:
+        asyncio.run(_run_until_signal(runner))
+    finally:
+        record_path(node, backend.netns).unlink(missing_ok=True)
+    err.print(f"agent {node}: stopped", markup=False)
+
+
+async def _run_until_signal(runner) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runner.run(stop)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `agent` and `genhash` to the app."""
+    from lvscluster.cli.health import genhash
+
+    app.command()(agent)
+    app.command()(genhash)

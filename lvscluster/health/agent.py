@@ -1,0 +1,212 @@
+"""`lvscluster agent`: the long-running process on each director.
+
+It checks the director's real servers (asyncio, from the director's own namespace), turns the
+results into a `HealthVerdict` (rise/fall, quorum, sorry server), and keeps the director at
+`plan_director(cluster, node, verdict)` through the same observe -> diff -> apply pipeline as
+`deploy`: a failed real server is quiesced, a VIP with no healthy service is withdrawn, and a
+change made by hand (a dest deleted with ipvsadm) is put back within `repair_interval`.
+
+It keeps the topology `deploy` last applied to the director (an edited file changes nothing
+before `deploy`), acts only on a director that deploy has set up (its VIPs are on lo; after
+`destroy` it waits), and logs every change with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lvscluster.apply.backends import KernelBackend, apply_lock
+from lvscluster.apply.deploy import deployed_path, read_deployed
+from lvscluster.apply.status import ospf_neighbors
+from lvscluster.errors import LvsClusterError
+from lvscluster.health.checks import CheckResult, CheckTarget, run_check
+from lvscluster.health.record import record_path, write_record
+from lvscluster.health.targets import DestKey, HealthTarget, health_targets
+from lvscluster.health.verdict import HealthBook, HealthVerdict
+from lvscluster.model.cluster import Cluster
+from lvscluster.model.loader import load_topology
+from lvscluster.plan.desired import plan_director
+from lvscluster.plan.diff import diff_node
+
+log = logging.getLogger("lvscluster.agent")
+
+
+@dataclass
+class TargetStatus:
+    """The latest result of one checked dest, for the record, metrics and `status`."""
+
+    result: CheckResult | None = None
+    checked_at: float = 0.0
+    checks: int = 0
+    failures: int = 0
+    changed_at: float = 0.0  # wall-clock time of the last up/down change (0: never changed)
+
+
+@dataclass
+class Agent:
+    """One director's agent: checks, verdict, and keeping the director converged."""
+
+    topology_path: Path
+    node: str
+    backend: KernelBackend
+    repair_interval: float = 10.0
+    cluster: Cluster | None = None
+    book: HealthBook | None = None
+    status: dict[DestKey, TargetStatus] = field(default_factory=dict)
+    verdict: HealthVerdict = field(default_factory=HealthVerdict)
+    applied_verdict: HealthVerdict | None = None
+    announced: dict[str, bool] = field(default_factory=dict)
+    ospf_full: int = 0  # OSPF neighbours in state Full at the last convergence
+    changes: int = 0
+    _source: tuple[str, float] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: dict[DestKey, asyncio.Task] = field(default_factory=dict)
+
+    # -- topology ---------------------------------------------------------------------------
+    def load(self) -> bool:
+        """(Re)read the topology when it changed; True when it did. Unchanged checks keep their counts.
+
+        The topology is the one `deploy` last applied to this director when there is one (an
+        edited file changes nothing before `deploy`), else FILE (checks only: nothing deployed)."""
+        deployed = deployed_path(self.node, self.backend.netns)
+        source = deployed if deployed.exists() else self.topology_path
+        stamp = (str(source), source.stat().st_mtime)
+        if self.cluster is not None and stamp == self._source:
+            return False
+        cluster = read_deployed(self.node, self.backend.netns) if source == deployed else None
+        cluster = cluster or Cluster.from_topology(load_topology(self.topology_path))
+        if self.node not in cluster.topology.nodes or cluster.role(self.node) != "director":
+            raise LvsClusterError(f"{source}: {self.node} is not a director of this topology")
+        targets = health_targets(cluster)
+        old = self.book
+        book = HealthBook(targets)
+        if old is not None:
+            same = {t.key: t for t in old.targets}
+            for target in targets:  # an unchanged check keeps its state across a reload
+                if target.key in same and same[target.key] == target:
+                    book.states[target.key] = old.states[target.key]
+        self.cluster, self.book, self._source = cluster, book, stamp
+        self.status = {t.key: self.status.get(t.key, TargetStatus()) for t in targets}
+        log.info("%s: following %s: %d checks", self.node,
+                 "the topology deploy applied" if source == deployed else source, len(targets))
+        return True
+
+    # -- checks -----------------------------------------------------------------------------
+    def _restart_checks(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks = {t.key: asyncio.create_task(self._watch(t), name=str(t.key)) for t in self.book.targets}
+
+    async def _watch(self, target: HealthTarget) -> None:
+        """Check one dest every `interval`; a phase from its name spreads the checks out."""
+        spec = target.spec
+        probe = CheckTarget(target.address, target.port, target.vip_address, target.vip_port)
+        await asyncio.sleep((zlib.crc32(str(target.key).encode()) % 1000) / 1000 * spec.interval)
+        while True:
+            started = time.monotonic()
+            result = await run_check(spec, probe)
+            self._count(target, result)
+            await asyncio.sleep(max(0.0, spec.interval - (time.monotonic() - started)))
+
+    def _count(self, target: HealthTarget, result: CheckResult) -> None:
+        status = self.status[target.key]
+        status.result, status.checked_at = result, time.time()
+        status.checks += 1
+        status.failures += not result.ok
+        state = self.book.states[target.key]
+        if self.book.record(target.key, result.ok, result.detail):
+            status.changed_at = time.time()
+            spec = target.spec
+            if state.up:
+                log.info("%s: %s is up: %s (%d successes in a row)", self.node, target.key, result.detail, spec.rise)
+            else:
+                log.warning("%s: %s is down: %s (%d failures in a row)", self.node, target.key, result.detail, spec.fall)
+            self._wake.set()
+
+    # -- convergence ------------------------------------------------------------------------
+    def converge(self) -> int:
+        """Observe the director, apply what differs from its desired state with the current
+        verdict, log each change with its reason; returns the number of changes."""
+        self.verdict = self.book.verdict(self.cluster)
+        desired = plan_director(self.cluster, self.node, self.verdict)
+        with apply_lock(self.backend.netns):
+            observed = self.backend.observe(desired)
+            vips_on_lo = {a.address for a in observed.addresses}
+            if not all(a.address in vips_on_lo for a in desired.addresses):
+                return 0  # not deployed (or destroyed): deploy sets a director up, the agent keeps it
+            actions = diff_node(desired, observed)
+            if actions:
+                for action in actions:
+                    log.info("%s: %s: %s", self.node, action.summary, self._reason(action))
+                self.backend.apply_under_lock(actions)
+        self.applied_verdict = self.verdict
+        self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))
+        self.announced = {vip.name: vip.name not in self.verdict.withdrawn and self.ospf_full > 0
+                          for vip in self.cluster.topology.vips}
+        self.changes += len(actions)
+        return len(actions)
+
+    def _reason(self, action) -> str:
+        if action.kind == "set_dest" and action.dest is not None:
+            for key in self.verdict.quiesced:
+                target = next(t for t in self.book.targets if t.key == key)
+                if target.address == action.dest.address and action.dest.weight == 0:
+                    return f"{key} failed its health check ({self.book.states[key].last_detail})"
+            if action.dest.weight > 0:
+                return "healthy again (or its weight was changed by hand)"
+        if action.kind == "set_frr":
+            if self.verdict.withdrawn:
+                return f"no service of {', '.join(sorted(self.verdict.withdrawn))} has its quorum of healthy real servers: withdraw"
+            return "announce again (or FRR was changed by hand)"
+        return f"drift: {action.reason}"
+
+    def write_record(self) -> None:
+        """The record `deploy` and `status` read (atomically replaced)."""
+        targets = {}
+        for target in self.book.targets:
+            status, state = self.status[target.key], self.book.states[target.key]
+            result = status.result
+            protocol, _, port = target.key.service.partition("/")
+            targets[str(target.key)] = {
+                "service": target.key.service if protocol == "fwmark" else f"{protocol}/{target.vip_address}:{port}",
+                "type": target.spec.type, "address": target.address, "port": target.port,
+                "up": state.up, "detail": result.detail if result else "not checked yet",
+                "checked_at": round(status.checked_at, 3), "changed_at": round(status.changed_at, 3),
+                "checks": status.checks, "failures": status.failures,
+            }
+        write_record(record_path(self.node, self.backend.netns), {
+            "node": self.node, "pid": os.getpid(), "topology": str(self.topology_path),
+            "verdict": self.verdict.to_json(), "targets": targets, "updated": round(time.time(), 3),
+        })
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Check and converge until `stop` is set (or forever)."""
+        stop = stop or asyncio.Event()
+        self.load()
+        self._restart_checks()
+        log.info("%s: agent started: %d checks, repair every %g s", self.node, len(self.book.targets), self.repair_interval)
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                try:
+                    if self.load():
+                        self._restart_checks()
+                    await loop.run_in_executor(None, self.converge)
+                except Exception as exc:  # a long-running agent logs and retries; it never dies of one error
+                    log.error("%s: %s (retrying in %g s)", self.node, str(exc) or repr(exc), self.repair_interval)
+                self.write_record()
+                self._wake.clear()
+                waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
+                await asyncio.wait(waits, timeout=self.repair_interval, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    task.cancel()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
