@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
 
 REPORT_VERSION = 1
-DEFAULT_ATTRIBUTION_WINDOW = 10.0  # seconds after an event in which a break is blamed on it
+DEFAULT_ATTRIBUTION_WINDOW = 10.0  # seconds after an event's ECMP change in which a break is blamed on it
 
 
 def _from_record(cls, record: Mapping[str, Any]):
@@ -163,14 +163,19 @@ def imbalance(counts: Mapping[str, float], weights: Mapping[str, float] | None =
 
 
 def attribute(t: float, events: Sequence[ChurnEvent], window: float) -> int | None:
-    """Index of the latest event at or before `t` and at most `window` seconds before it, else None."""
+    """Index of the latest event at or before `t` whose effect is at most `window` seconds before
+    it, else None. The effect is the router's ECMP change when one was seen (a drain's deploy can
+    take many seconds before flows move), else the event itself."""
     chosen = None
     for index, event in enumerate(events):
         if event.at <= t:
             chosen = index
         else:
             break
-    if chosen is None or t - events[chosen].at > window:
+    if chosen is None:
+        return None
+    event = events[chosen]
+    if t - (event.at + (event.ecmp_changed_after or 0.0)) > window:
         return None
     return chosen
 

@@ -94,6 +94,14 @@ def test_a_break_is_blamed_on_the_latest_event_before_it_within_the_window():
     assert attribute(3.0, [], 10.0) is None
 
 
+def test_the_window_starts_when_the_event_moved_ecmp():
+    """A drain whose deploy took 12 s breaks flows after the router moved them, not at the command."""
+    drain = ChurnEvent(5.0, "drain", "d3", ecmp_changed_after=12.1)
+    assert attribute(18.0, [drain], 10.0) == 0
+    assert attribute(27.0, [drain], 10.0) == 0
+    assert attribute(27.2, [drain], 10.0) is None
+
+
 def test_report_attributes_breaks_and_failed_connections_to_events():
     report = _report()
     by_flow = {row["flow"]: row for row in report["broken_flows"]}
