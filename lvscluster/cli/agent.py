@@ -60,7 +60,7 @@ def agent(
     - Serves Prometheus metrics (IPVS counters, health, weights, sync, OSPF, VIP announced).
 
     In a lab, `lab up` starts one agent per director. On a real director run it from systemd
-    (`contrib/lvscluster-agent.service`). Every change is logged with its reason.
+    (`contrib/lvscluster-agent@.service`). Every change is logged with its reason.
     """
     from lvscluster.apply.backends import KernelBackend
     from lvscluster.apply.deploy import backend_for

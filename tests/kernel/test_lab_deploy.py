@@ -129,6 +129,18 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     assert "web tcp/80 rs2 is down" in log and "web tcp/80 rs2 is up" in log and "(2 successes in a row)" in log, log
     assert broken_flows([f for f in flows if f[1] != "rs2"]) == []
 
+    # drift: a dest deleted by hand comes back within the agent's repair interval (10 s)
+    deleted = in_node("demo", "d1", "ipvsadm", "-d", "-t", f"{VIP}:80", "-r", "10.2.0.6:80")
+    assert deleted.returncode == 0, deleted.stderr
+    removed = time.monotonic()
+    assert wait_until(lambda: "10.2.0.6" in dest_weights("d1"), 40), dest_weights("d1")
+    print(f"dest deleted by hand on d1: back after {time.monotonic() - removed:.1f} s")
+    with IpvsSocket("demo.d1") as sock:
+        (http_service,) = [s for s in sock.services() if s.port == 80]
+    assert [d.address for d in http_service.dests] == ["10.2.0.6", "10.2.0.5", "10.2.0.4"]  # the mh order too
+    log = (lab_provider.state_dir("demo") / "agent-d1.log").read_text()
+    assert "add dest 10.2.0.6:80 weight 2 to tcp/10.99.0.10:80: drift:" in log, log
+
     # the metrics endpoint (loopback in d1's namespace) reports the kernel's own counters
     page = in_node("demo", "d1", "curl", "-s", "--max-time", "20", "http://127.0.0.1:9586/metrics").stdout
     with IpvsSocket("demo.d1") as sock:
