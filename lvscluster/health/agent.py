@@ -194,6 +194,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                self._wake.clear()  # before converging: a change counted meanwhile wakes the next round
                 try:
                     if self.load():
                         self._restart_checks()
@@ -201,7 +202,6 @@ class Agent:
                 except Exception as exc:  # a long-running agent logs and retries; it never dies of one error
                     log.error("%s: %s (retrying in %g s)", self.node, str(exc) or repr(exc), self.repair_interval)
                 self.write_record()
-                self._wake.clear()
                 waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
                 await asyncio.wait(waits, timeout=self.repair_interval, return_when=asyncio.FIRST_COMPLETED)
                 for task in waits:
