@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from lvscluster.plan.diff import diff_node
 from lvscluster.state import NodeState
 
 Progress = Callable[[str], None]
+OBSERVE_WORKERS = 8  # nodes observed at once
 DEPLOYED_DIR = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "deployed"
 ROLLOUT_ROLES = ("real_server", "router", "director")
 
@@ -118,11 +120,16 @@ def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progres
         if verdict is not None:
             progress(f"{name}: with its agent's health verdict ({_verdict_summary(verdict)})")
             desired[name] = plan_director(cluster, name, verdict)
+    if order:
+        progress(f"observing {len(order)} nodes: {', '.join(order)}")
+    # Nodes are independent: observe them side by side (each is netlink dumps plus a vtysh or ssh
+    # round trip); the plan keeps the rollout order.
+    with ThreadPoolExecutor(max_workers=min(OBSERVE_WORKERS, len(order) or 1)) as pool:
+        futures = {name: pool.submit(backends[name].observe, desired[name]) for name in order}
     observed, actions = {}, {}
     for name in order:
-        progress(f"observing {name} ({backends[name].description})")
         try:
-            observed[name] = backends[name].observe(desired[name])
+            observed[name] = futures[name].result()
         except LvsClusterError as exc:
             raise ApplyError(f"cannot observe {name} ({backends[name].description}): {exc}") from None
         actions[name] = diff_node(desired[name], observed[name])
