@@ -22,6 +22,7 @@ FRR_BIN = Path("/usr/lib/frr")
 ETC = Path("/etc/frr")
 RUN = Path("/var/run/frr")
 DAEMONS = ("zebra", "bfdd", "ospfd")  # start order: zebra first, then the protocols
+ALL_DAEMONS = ("zebra", "bfdd", "ospfd", "bgpd")  # what stop and daemon_pids look for
 
 
 def pathspace_for(name: str) -> str:
@@ -80,7 +81,7 @@ def wait_ready(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: floa
         time.sleep(0.1)
 
 
-def daemon_pids(pathspace: str, daemons: tuple[str, ...] = DAEMONS) -> list[int]:
+def daemon_pids(pathspace: str, daemons: tuple[str, ...] = ALL_DAEMONS) -> list[int]:
     """The process ids the daemons' pid files name (whether or not those processes still live)."""
     pids = []
     for daemon in daemons:
@@ -101,7 +102,7 @@ def running(pathspace: str, daemon: str) -> bool:
         return False
 
 
-def stop(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 5) -> None:
+def stop(pathspace: str, daemons: tuple[str, ...] = ALL_DAEMONS, timeout: float = 5) -> None:
     """Stop the pathspace's daemons (SIGTERM, then SIGKILL) and remove its directories; idempotent."""
     terminate(daemon_pids(pathspace, daemons), timeout)
     for directory in (run_dir(pathspace), config_dir(pathspace)):

@@ -29,11 +29,12 @@ def kill_node(namespace: str) -> list[str]:
     return down
 
 
-def revive_node(namespace: str, links_down: list[str]) -> None:
-    """Bring up the links `kill_node` took down and start FRR (clearing what the killed daemons left)."""
+def revive_node(namespace: str, links_down: list[str], daemons: tuple[str, ...] = frr.DAEMONS) -> None:
+    """Bring up the links `kill_node` took down and start FRR's `daemons` (clearing what the killed
+    daemons left)."""
     with Links(namespace) as links:
         for name in links_down:
             links.set_up(name)
     pathspace = frr.pathspace_for(namespace)
     frr.stop(pathspace)  # stale pid files and vty sockets would make start() return early
-    frr.start(pathspace, namespace)
+    frr.start(pathspace, namespace, daemons=daemons)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from lvscluster.health.targets import health_targets
 from lvscluster.model.cluster import Cluster
+from lvscluster.plan.render import frr_daemons
 
 SWITCH = "_switch"  # node names cannot start with "_", so this never collides
 
@@ -58,7 +59,7 @@ class LabLayout:
     veths: list[Veth] = field(default_factory=list)
     default_routes: dict[str, str] = field(default_factory=dict)  # node -> gateway address
     frr_nodes: list[str] = field(default_factory=list)
-    bfd_nodes: list[str] = field(default_factory=list)
+    frr_daemons: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node -> zebra, bfdd, ospfd, bgpd
     test_servers: list[TestServer] = field(default_factory=list)
     agent_nodes: list[str] = field(default_factory=list)  # directors whose `lvscluster agent` the lab runs
 
@@ -110,8 +111,7 @@ def plan_lab(cluster: Cluster) -> LabLayout:
                 lab.default_routes[name] = gateway
         if node.role in ("router", "director"):
             lab.frr_nodes.append(name)
-            if cluster.ospf(name).bfd:
-                lab.bfd_nodes.append(name)
+            lab.frr_daemons[name] = frr_daemons(cluster, name)
     for name in cluster.real_servers:
         tcp, udp = set(), set()
         for vip in cluster.topology.vips:

@@ -146,11 +146,12 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
                 with IPRoute(netns=layout.netns(node)) as ipr:
                     ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
         frr_nodes = [n for n in layout.frr_nodes if n in new_nodes]
-        progress(f"starting FRR (zebra, ospfd, bfdd) on {len(frr_nodes)} nodes")
+        names = sorted({d for n in frr_nodes for d in layout.frr_daemons[n]}, key=frr.ALL_DAEMONS.index)
+        progress(f"starting FRR ({', '.join(names)}) on {len(frr_nodes)} nodes")
         started = []
         for node in frr_nodes:  # start every node's daemons, then wait for all of them
             step = f"FRR on {node}"
-            daemons = ("zebra", "bfdd", "ospfd") if node in layout.bfd_nodes else ("zebra", "ospfd")
+            daemons = layout.frr_daemons[node]
             frr.start(frr.pathspace_for(layout.netns(node)), layout.netns(node), daemons=daemons, runner=runner,
                       wait=False)
             started.append((node, daemons))
@@ -205,7 +206,7 @@ def _has_link(namespace: str, name: str) -> bool:
 def _write_record(layout: LabLayout, topology_path: Path, agents: bool) -> None:
     record = {"name": layout.name, "topology": str(Path(topology_path).resolve()), "provider": "netns", "agents": agents,
               "namespaces": layout.namespaces, "veths": [asdict(v) for v in layout.veths],
-              "bridges": layout.bridges, "frr_nodes": layout.frr_nodes,
+              "bridges": layout.bridges, "frr_nodes": layout.frr_nodes, "frr_daemons": layout.frr_daemons,
               "test_servers": [asdict(s) for s in layout.test_servers]}
     write_atomic(state_dir(layout.name) / "lab.json", json.dumps(record, indent=2) + "\n")
 

@@ -249,7 +249,12 @@ def _ecmp(cluster: Cluster) -> list[Problem]:
     if count <= limit:
         return []
     last = cluster.directors[limit]
-    why = "OSPF ECMP in this topology" if cluster.routers else "OSPF ECMP without a router max_paths"
+    ospf = any(cluster.announce(d) == "ospf" for d in cluster.directors)
+    paths = [cluster.topology.nodes[r].max_paths or 8 for r in cluster.routers]
+    if ospf and limit == 8 and (not paths or min(paths) > 8):
+        return [Problem(("nodes", last), f"{count} directors but OSPF announces to at most 8; use announce: bgp "
+                                         "(up to the router's max_paths) or remove directors")]
+    why = "ECMP in this topology" if cluster.routers else "ECMP without a router max_paths"
     return [Problem(("nodes", last), f"{count} directors but {why} uses at most {limit} equal-cost paths; raise the router's max_paths or remove directors")]
 
 

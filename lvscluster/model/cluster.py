@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from lvscluster.model.addressing import NodeInterface, assign_addresses
-from lvscluster.model.topology import OspfSettings, RealServerRef, Timeouts, Topology
+from lvscluster.model.topology import BgpSettings, OspfSettings, RealServerRef, Timeouts, Topology
 
 OSPF_ECMP_DEFAULT = 8
 
@@ -97,6 +97,28 @@ class Cluster:
         """The node's OSPF settings (its own, else the defaults)."""
         return self.topology.nodes[node].ospf or self.topology.defaults.ospf
 
+    def announce(self, node: str) -> str:
+        """How a director announces the VIPs (`ospf` or `bgp`); a router speaks what its directors do."""
+        spec = self.topology.nodes[node]
+        return spec.announce or self.topology.defaults.announce
+
+    def router_protocols(self, router: str) -> set[str]:
+        """The announce protocols of the directors on a router's downlinks."""
+        return {self.announce(u.director.node) for u in self.uplinks(router)}
+
+    def bgp(self, node: str) -> BgpSettings:
+        """The node's BGP settings: the defaults, with the fields the node sets itself."""
+        own = self.topology.nodes[node].bgp
+        base = self.topology.defaults.bgp
+        return base.model_copy(update={f: getattr(own, f) for f in own.model_fields_set}) if own else base
+
+    def asn(self, node: str) -> int:
+        """The node's AS number: its own, else the directors' or the routers' shared one."""
+        bgp = self.bgp(node)
+        if bgp.asn is not None:
+            return bgp.asn
+        return bgp.director_asn if self.role(node) == "director" else bgp.router_asn
+
     def timeouts(self, node: str) -> Timeouts | None:
         """The node's IPVS timeouts (its own, else the defaults, else None)."""
         return self.topology.nodes[node].timeouts or self.topology.defaults.timeouts
@@ -107,9 +129,13 @@ class Cluster:
 
     @cached_property
     def ecmp_limit(self) -> int:
-        """How many directors ECMP can use: the smallest router `max_paths`, else 8."""
-        paths = [self.topology.nodes[r].max_paths for r in self.routers if self.topology.nodes[r].max_paths]
-        return min(paths) if paths else OSPF_ECMP_DEFAULT
+        """How many directors ECMP can use: the smallest router `max_paths` (default 8); with any
+        director on OSPF, at most 8 (BGP lifts that limit to `max_paths`)."""
+        paths = [self.topology.nodes[r].max_paths or OSPF_ECMP_DEFAULT for r in self.routers]
+        limit = min(paths) if paths else OSPF_ECMP_DEFAULT
+        if any(self.announce(d) == "ospf" for d in self.directors):
+            limit = min(limit, OSPF_ECMP_DEFAULT)
+        return limit
 
     def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
         """The real server's interface directors reach it on: one on a link shared with every director."""

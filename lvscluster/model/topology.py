@@ -80,6 +80,24 @@ class OspfSettings(Strict):
     bfd_multiplier: Annotated[int, Field(ge=2, le=255)] = 3
 
 
+ASN = Annotated[int, Field(ge=1, le=4294967294)]
+
+
+class BgpSettings(Strict):
+    """BGP between directors and routers (`announce: bgp`): each director peers with the routers
+    on its uplinks and announces every VIP /32; routers install up to `max_paths` of them."""
+
+    director_asn: ASN = 65001  # the AS the directors share (a director's own `asn` overrides it)
+    router_asn: ASN = 65000  # the routers' AS (a router's own `asn` overrides it)
+    asn: ASN | None = None  # on a node: this node's own AS number
+    keepalive: Annotated[int, Field(ge=1, le=65535)] = 1
+    hold: Annotated[int, Field(ge=3, le=65535)] = 3
+    bfd: bool = True
+    bfd_interval_ms: Annotated[int, Field(ge=10, le=60000)] = 300
+    bfd_multiplier: Annotated[int, Field(ge=2, le=255)] = 3
+    announcer: Literal["frr", "exabgp"] = "frr"  # on directors: FRR's bgpd, or ExaBGP driven by the agent
+
+
 class SyncSettings(Strict):
     """IPVS connection sync between directors: each runs a master and a backup daemon."""
 
@@ -112,8 +130,9 @@ SysctlValue = Annotated[str, BeforeValidator(_sysctl_text)]
 class Defaults(Strict):
     """Settings every node inherits unless it says otherwise."""
 
-    announce: Literal["ospf"] = "ospf"
+    announce: Literal["ospf", "bgp"] = "ospf"
     ospf: OspfSettings = OspfSettings()
+    bgp: BgpSettings = BgpSettings()
     sync: SyncSettings | None = None
     timeouts: Timeouts | None = None
     sysctls: dict[str, SysctlValue] = {}
@@ -256,8 +275,9 @@ class Node(Strict):
     access: Annotated[str, AfterValidator(_check_access)] | None = None
     gateway: IPAddress | None = None
     drain: bool = False
-    announce: Literal["ospf"] | None = None
+    announce: Literal["ospf", "bgp"] | None = None  # directors: how this one announces the VIPs
     ospf: OspfSettings | None = None
+    bgp: BgpSettings | None = None  # fields set here override the defaults' for this node
     sysctls: dict[str, SysctlValue] = {}
     timeouts: Timeouts | None = None
 

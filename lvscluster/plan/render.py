@@ -16,6 +16,8 @@ BFD_PROFILE = "lvscluster"
 # (undrained) directors in its ECMP set, and falls back to the drained ones if none is left.
 # (`max-metric router-lsa` would not do it: stub links keep their cost.)
 DRAIN_COST = 1000
+# ... and over BGP with its AS prepended this many times (a longer path, the same fallback).
+DRAIN_PREPEND = 3
 
 
 @cache
@@ -39,19 +41,39 @@ def _render(template: str, **context) -> str:
 def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> dict:
     """The values the FRR templates of one director or router use."""
     spec = cluster.topology.nodes[node]
-    context = {"hostname": node, "router_id": str(spec.router_id), "ospf": cluster.ospf(node), "bfd_profile": BFD_PROFILE}
-    links = [
-        {"interface": (u.director if spec.role == "director" else u.router).name,
-         "subnet": str((u.director if spec.role == "director" else u.router).address.network)}
-        for u in cluster.uplinks(node)
-    ]
-    if spec.role == "director":
+    context = {"hostname": node, "router_id": str(spec.router_id), "ospf": cluster.ospf(node), "bfd_profile": BFD_PROFILE,
+               "asn": cluster.asn(node), "bgp": cluster.bgp(node)}
+    director = spec.role == "director"
+    links, peers = [], []
+    for u in cluster.uplinks(node):
+        mine, theirs = (u.director, u.router) if director else (u.router, u.director)
+        announce = cluster.announce(u.director.node)
+        links.append({"interface": mine.name, "subnet": str(mine.address.network), "announce": announce})
+        if announce == "bgp":
+            peers.append({"address": str(theirs.address.ip), "asn": cluster.asn(theirs.node)})
+    context["peers"] = peers
+    if director:
         nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
-        context.update(uplinks=links, drain_cost=DRAIN_COST if spec.drain else None, vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips if v.name not in withdrawn],
-                       forwarding=nat)
+        announce = cluster.announce(node)
+        asn = cluster.asn(node)
+        context.update(uplinks=links, announce=announce, forwarding=nat,
+                       drain_cost=DRAIN_COST if spec.drain and announce == "ospf" else None,
+                       drain_prepend=" ".join([str(asn)] * DRAIN_PREPEND) if spec.drain and announce == "bgp" else None,
+                       vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips if v.name not in withdrawn])
     else:
-        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True)
+        protocols = cluster.router_protocols(node)
+        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True, protocols=protocols,
+                       bfd=cluster.ospf(node) if "ospf" in protocols or not protocols else cluster.bgp(node))
     return context
+
+
+def frr_daemons(cluster: Cluster, node: str) -> tuple[str, ...]:
+    """The FRR daemons a director or router runs: zebra, and ospfd/bgpd/bfdd as its config needs."""
+    protocols = cluster.router_protocols(node) if cluster.role(node) == "router" else {cluster.announce(node)}
+    protocols = protocols or {"ospf"}
+    bfd = ("ospf" in protocols and cluster.ospf(node).bfd) or ("bgp" in protocols and cluster.bgp(node).bfd)
+    return ("zebra", *(["bfdd"] if bfd else []), *(["ospfd"] if "ospf" in protocols else []),
+            *(["bgpd"] if "bgp" in protocols else []))
 
 
 def render_frr(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> str:
@@ -63,7 +85,7 @@ def render_frr(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> 
 
 def render_daemons(cluster: Cluster, node: str) -> str:
     """The FRR `daemons` file of a director or router."""
-    return _render("frr/daemons.j2", hostname=node, bfd=cluster.ospf(node).bfd)
+    return _render("frr/daemons.j2", hostname=node, daemons=frr_daemons(cluster, node))
 
 
 def state_json(state: NodeState) -> str:

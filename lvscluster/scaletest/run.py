@@ -27,6 +27,7 @@ from lvscluster.lab import faults
 from lvscluster.model.cluster import Cluster
 from lvscluster.netlink import IpvsSocket, Links
 from lvscluster.netlink.connections import count_connections
+from lvscluster.plan.render import frr_daemons
 from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.report import ChurnEvent
 
@@ -201,7 +202,7 @@ class Orchestrator:
         elif event.action == "kill":
             self.killed_links[event.node] = faults.kill_node(namespace)
         elif event.action == "revive":
-            faults.revive_node(namespace, self.killed_links.pop(event.node, []))
+            faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(self.current, event.node))
             deploy_nodes(self.current, self.namespaces, [event.node], _quiet)
 
     def run(self) -> tuple[dict, list]:

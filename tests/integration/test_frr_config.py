@@ -22,6 +22,7 @@ from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.plan.destroy import emptied_frr
+from lvscluster.plan.render import frr_daemons
 
 ROOT = Path(__file__).parent.parent.parent
 TOPOLOGIES = sorted((ROOT / "topology").glob("*.lvs.yml"))
@@ -81,7 +82,7 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
         ip("-n", ns, "link", "add", iface.name, "type", "veth", "peer", "name", f"peer{i}")
         ip("-n", ns, "addr", "add", str(iface.address), "dev", iface.name)
         ip("-n", ns, "link", "set", iface.name, "up")
-    frr.start(ns, ns)
+    frr.start(ns, ns, daemons=frr_daemons(cluster, node))
     frr.load_config(ns, state.frr)  # raises on any line FRR rejects
     frr.reload(ns, state.frr)  # zebra's forwarding follows the config (deploy also sets the sysctl first)
     assert frr.config_delta(ns, state.frr) == []  # frr-reload sees nothing left to change: deploy is idempotent
@@ -89,12 +90,19 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
     # the running config has the rendered one's shape, so observing needs no frr-reload run
     assert frr.config_shape(running) == frr.config_shape(state.frr)
     spec = cluster.topology.nodes[node]
-    assert f"ospf router-id {spec.router_id}" in running
-    for uplink in cluster.uplinks(node):
-        assert f"network {uplink.director.address.network} area 0.0.0.0" in running
+    bgp = (cluster.announce(node) if spec.role == "director" else min(cluster.router_protocols(node))) == "bgp"
+    if bgp:
+        assert f"router bgp {cluster.asn(node)}" in running and f"bgp router-id {spec.router_id}" in running
+        for uplink in cluster.uplinks(node):
+            peer = uplink.router if spec.role == "director" else uplink.director
+            assert f"neighbor {peer.address.ip} remote-as {cluster.asn(peer.node)}" in running
+    else:
+        assert f"ospf router-id {spec.router_id}" in running
+        for uplink in cluster.uplinks(node):
+            assert f"network {uplink.director.address.network} area 0.0.0.0" in running
     if spec.role == "director":
         for vip in cluster.topology.vips:
-            assert f"network {vip.address}/32 area 0.0.0.0" in running
+            assert (f"network {vip.address}/32" + ("" if bgp else " area 0.0.0.0")) in running
     else:
         assert f"maximum-paths {spec.max_paths or 8}" in running
 
@@ -124,8 +132,11 @@ def test_reload_changes_only_the_difference(namespaces: Namespaces) -> None:
     assert "router ospf" not in running and "interface up0" not in running and "no ip forwarding" in running
 
 
-def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces) -> None:
-    cluster = Cluster.from_topology(load_topology(ROOT / "topology" / "demo.lvs.yml"))
+@pytest.mark.parametrize("topology", ["demo", "bgp8"])
+def test_router_spreads_the_vip_over_every_director(topology: str, namespaces: Namespaces) -> None:
+    """OSPF (demo, 2 directors) and BGP (bgp8, 8 directors): one ECMP next hop per director;
+    draining moves the router off a director, and never black-holes the VIP."""
+    cluster = Cluster.from_topology(load_topology(ROOT / "topology" / f"{topology}.lvs.yml"))
     states = plan_cluster(cluster)
     tag = f"{PREFIX}-{os.getpid() % 10000}"
     ns = {node: namespaces.add(f"{tag}-e{node}") for node in cluster.routers + cluster.directors}
@@ -142,7 +153,9 @@ def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces)
         for address in states[director].addresses:
             ip("-n", ns[director], "addr", "add", address.address, "dev", address.interface)
     for node, space in ns.items():
-        frr.start(space, space)
+        frr.start(space, space, daemons=frr_daemons(cluster, node), wait=False)
+    for node, space in ns.items():
+        frr.wait_ready(space, frr_daemons(cluster, node))
         frr.load_config(space, states[node].frr)
     router = ns[cluster.routers[0]]
     vip = f"{cluster.topology.vips[0].address}/32"
@@ -160,9 +173,10 @@ def test_router_spreads_the_vip_over_every_demo_director(namespaces: Namespaces)
         for director in cluster.directors:
             frr.reload(ns[director], drained_states[director].frr)
 
+    others = sorted(a for d, a in address.items() if d != "d1")
     deploy_drained("d1")
-    assert wait_for_hops(router, vip, [address["d2"]]) == [address["d2"]]
-    deploy_drained("d1", "d2")  # never black-hole: with every director drained, all serve again
+    assert wait_for_hops(router, vip, others) == others
+    deploy_drained(*cluster.directors)  # never black-hole: with every director drained, all serve again
     assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
     deploy_drained()
     assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
