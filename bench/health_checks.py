@@ -54,7 +54,7 @@ def listener(conn, cpu: int) -> None:
 
     threading.Thread(target=accept_forever, daemon=True).start()
     conn.send("ready")
-    while (request := conn.recv()) != "stop":
+    while conn.recv() != "stop":
         conn.send(accepted)
 
 

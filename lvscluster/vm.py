@@ -241,13 +241,15 @@ def run_in_vm(
     on_wait: Callable[[str], None] | None = None,
     lock_path: str = LOCK_PATH,
     lock_timeout: float = 1800,
+    cancel: threading.Event | None = None,
 ) -> VMResult:
     """Boot a VM, run shell *command* (after :func:`guest_prelude`) and return how it ended.
 
     Holds the VM lock from before boot until qemu exits (the lock fd is inherited by vng and
     qemu, so it stays held even if this process dies). The guest's output goes to *log_path*
     and, line by line, to *on_line*. After *timeout* seconds the whole process group,
-    qemu included, is killed and ``timed_out`` is set. Raises :class:`VMLockTimeout` when the
+    qemu included, is killed and ``timed_out`` is set; setting *cancel* kills it the same way
+    (``returncode`` None, ``timed_out`` False). Raises :class:`VMLockTimeout` when the
     lock stays busy for *lock_timeout* seconds and RuntimeError when no VM can be booted.
     """
     vng = find_vng()
@@ -272,10 +274,15 @@ def run_in_vm(
             reader.start()
             timed_out = False
             try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc)
+                while proc.poll() is None:
+                    try:
+                        proc.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        if time.monotonic() - start > timeout:
+                            timed_out = True
+                            break
+                        if cancel is not None and cancel.is_set():
+                            break
             finally:
                 if proc.poll() is None:
                     _kill_group(proc)
@@ -284,8 +291,9 @@ def run_in_vm(
     finally:
         if log:
             log.close()
+    cancelled = cancel is not None and cancel.is_set() and not timed_out
     return VMResult(
-        returncode=None if timed_out else proc.returncode, timed_out=timed_out,
+        returncode=None if timed_out or cancelled else proc.returncode, timed_out=timed_out,
         duration=duration, lock_wait=lock.waited, log_path=Path(log_path) if log_path else None,
     )
 

@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,11 +65,18 @@ def pytest_collection_finish(session):
         return
     batch = VMBatch(config, kernel_items, mode)
     config.stash[_BATCH_KEY] = batch
-    session.items[:] = [
-        KernelVMItem.from_parent(i.parent, name=i.name, original=i, batch=batch)
-        if i.get_closest_marker("kernel") else i
-        for i in session.items
-    ]
+    # The VM boots now and runs its batch while this machine runs the other tests; the proxies
+    # come last and wait for it (most of a kernel test's time is the VM's, not this machine's).
+    session.items[:] = [i for i in session.items if not i.get_closest_marker("kernel")] + [
+        KernelVMItem.from_parent(i.parent, name=i.name, original=i, batch=batch) for i in kernel_items]
+    batch.start()
+
+
+def pytest_sessionfinish(session):
+    """Stop a VM batch the session no longer waits for (e.g. -x stopped at a host test)."""
+    batch = session.config.stash.get(_BATCH_KEY, None)
+    if batch is not None:
+        batch.cancel_and_wait()
 
 
 _BATCH_KEY = pytest.StashKey["VMBatch"]()
@@ -124,14 +132,53 @@ class VMBatch:
         self.mode = mode
         self.results: dict[str, dict] | None = None
         self.summary: str | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._messages: list[str] = []  # said in the background thread, printed by the main one
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Run the batch in a background thread (results are collected by `result_for`)."""
+        def run() -> None:
+            try:
+                self.results = self._run()
+            except BaseException as exc:  # the proxies report it
+                self.results = {n: _failed(f"VM batch failed: {exc!r}") for n in self.nodeids}
+        self._thread = threading.Thread(target=run, name="lvscluster-vm-batch", daemon=True)
+        self._thread.start()
 
     def result_for(self, nodeid: str) -> dict:
-        if self.results is None:
-            self.results = self._run()
+        if self._thread is None:
+            self.start()
+        self._flush()
+        while self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+            self._flush()
+        self._flush()
         return self.results[nodeid]
+
+    def cancel_and_wait(self) -> None:
+        """Kill the VM if the batch is still running, and wait for its thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._cancel.set()
+            self._thread.join(timeout=60)
+        self._flush()
 
     # -- output ---------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            with self._lock:
+                self._messages.append(msg)
+            return
+        self._write(msg)
+
+    def _flush(self) -> None:
+        with self._lock:
+            messages, self._messages = self._messages, []
+        for msg in messages:
+            self._write(msg)
+
+    def _write(self, msg: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         if tr is None:
@@ -176,7 +223,7 @@ class VMBatch:
                 rwdirs=[workdir], cwd=self.config.rootpath, log_path=workdir / "console.log",
                 on_line=(lambda line: self._say(f"  [vm] {line}")) if stream else None,
                 on_wait=lambda msg: self._say(f"lvscluster: {msg}"),
-                lock_path=os.environ.get("LVSCLUSTER_VM_LOCK", vm.LOCK_PATH),
+                lock_path=os.environ.get("LVSCLUSTER_VM_LOCK", vm.LOCK_PATH), cancel=self._cancel,
             )
         except (vm.VMLockTimeout, RuntimeError, OSError) as e:
             return {n: _failed(f"VM batch could not start: {e}") for n in self.nodeids}

@@ -131,3 +131,14 @@ def http_answers(lab: str, node: str, vip: str, count: int, port: int = 80) -> d
             sock.close()
         answers[name] = answers.get(name, 0) + 1
     return answers
+
+
+def udp_answer(lab: str, node: str, vip: str, port: int, payload: str) -> str:
+    """One UDP request from a lab node; the answer's text."""
+    sock = socket_in_netns(f"{lab}.{node}", socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(10)
+        sock.sendto(payload.encode(), (vip, port))
+        return sock.recv(200).decode()
+    finally:
+        sock.close()

@@ -10,11 +10,10 @@ import json
 import math
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from labkit import CLIENT, cli, in_node, service_conns, wait_for_ecmp
+from labkit import cli, http_answers, service_conns, wait_for_ecmp
 from verifykit import check_verify_in_lab
 
 from lvscluster.lab import netns as lab_provider
@@ -46,11 +45,9 @@ def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
     hops = wait_for_ecmp("ecmp8", "r1", VIP, 8)
     assert sorted(hops) == sorted(f"10.1.{i}.2" for i in range(1, 9))
 
-    traffic = in_node("ecmp8", "c1", sys.executable, "-c", CLIENT, VIP, "300")
-    assert traffic.returncode == 0, traffic.stderr
-    answers = json.loads(traffic.stdout)
-    assert sum(answers["http"].values()) == 300
-    assert set(answers["http"]) == {"rs1", "rs2", "rs3", "rs4"}
+    answers = http_answers("ecmp8", "c1", VIP, 300)
+    assert sum(answers.values()) == 300
+    assert set(answers) == {"rs1", "rs2", "rs3", "rs4"}, answers  # no request failed
     conns = service_conns("ecmp8", DIRECTORS, f"tcp/{VIP}:80", at_least=300)
     assert sum(conns.values()) >= 300
     mean = sum(conns.values()) / len(conns)
@@ -124,51 +121,5 @@ def test_control_run_breaks_flows(ecmp8: Path, tmp_path: Path) -> None:
     broke = {e["label"]: e["broken_flows"] for e in report["events"]}
     assert sum(broke.values()) > 0, broke  # flows moved to directors that reset them
     # and the topology was deployed again afterwards
-    code, output = cli("deploy", "--yes", str(ecmp8))
-    assert code == 0 and output.strip().endswith("no changes"), output
-
-
-def director_weights(director: str) -> dict[str, int]:
-    from lvscluster.netlink import IpvsSocket
-
-    with IpvsSocket(f"ecmp8.{director}") as sock:
-        return {d.address: d.weight for s in sock.services() if s.port == 80 for d in s.dests}
-
-
-def test_lifecycle_commands_edit_the_file_and_move_traffic(ecmp8: Path) -> None:
-    """director drain/undrain/remove/add and rs drain/undrain/remove, as an operator types them
-    (runs last: removes d8 and rs4, adds d9 to the running lab)."""
-    all_hops = sorted(f"10.1.{i}.2" for i in range(1, 9))
-    code, output = cli("director", "drain", str(ecmp8), "d5")
-    assert code == 0, output
-    assert "drain: true" in ecmp8.read_text() and "has left d5" in output, output
-    assert "10.1.5.2" not in wait_for_ecmp("ecmp8", "r1", VIP, 7)
-    code, output = cli("director", "undrain", str(ecmp8), "d5")
-    assert code == 0 and "drain: true" not in ecmp8.read_text(), output
-    assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 8)) == all_hops
-
-    code, output = cli("rs", "drain", str(ecmp8), "rs2")
-    assert code == 0, output
-    assert all(director_weights(d)["10.2.0.11"] == 0 for d in DIRECTORS)
-    traffic = in_node("ecmp8", "c1", sys.executable, "-c", CLIENT, VIP, "100")
-    answers = json.loads(traffic.stdout)["http"]
-    assert sum(answers.values()) == 100 and "rs2" not in answers  # mh-fallback: nothing refused
-    code, output = cli("rs", "undrain", str(ecmp8), "rs2")
-    assert code == 0 and all(director_weights(d)["10.2.0.11"] == 1 for d in DIRECTORS), output
-
-    code, output = cli("rs", "remove", str(ecmp8), "rs4", "--timeout", "60")
-    assert code == 0, output
-    assert "rs4" not in ecmp8.read_text()
-    assert all("10.2.0.13" not in director_weights(d) for d in DIRECTORS)
-    code, output = cli("director", "remove", str(ecmp8), "d8", "--timeout", "60")
-    assert code == 0, output
-    assert "d8:" not in ecmp8.read_text()
-    assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 7)) == all_hops[:7]
-    code, output = cli("director", "add", str(ecmp8), "d9", "--router-id", "10.255.0.19")
-    assert code == 0 and "d9 added" in output, output
-    assert "{endpoints: [r1:d9, d9:up0], subnet: 10.1.7.4/30}" in ecmp8.read_text()  # the next free /30
-    assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 8)) == sorted([*all_hops[:7], "10.1.7.6"])
-    code, output = cli("verify", str(ecmp8))
-    assert code == 0, output  # the 8 directors agree on every flow
     code, output = cli("deploy", "--yes", str(ecmp8))
     assert code == 0 and output.strip().endswith("no changes"), output

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import CLIENT, broken_flows, cli, http_answers, in_node, open_flows, service_conns, wait_for_ecmp
+from labkit import broken_flows, cli, http_answers, in_node, open_flows, service_conns, udp_answer, wait_for_ecmp
 
 from lvscluster.apply import frr
 from lvscluster.health.record import read_record
@@ -169,15 +169,12 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
 
 
 def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
-    """Runs last here: ends with destroy and lab down."""
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
     before = sum(service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0).values())
-    traffic = in_node("demo", "c1", sys.executable, "-c", CLIENT, VIP, "300")
-    assert traffic.returncode == 0, traffic.stderr
-    answers = json.loads(traffic.stdout)
-    assert sum(answers["http"].values()) == 300
-    assert set(answers["http"]) == {"rs1", "rs2", "rs3"}  # every real server served some
-    assert re.fullmatch(r"rs[123] ping", answers["udp"])
+    answers = http_answers("demo", "c1", VIP, 300)
+    assert sum(answers.values()) == 300
+    assert set(answers) == {"rs1", "rs2", "rs3"}, answers  # every real server served some, no request failed
+    assert re.fullmatch(r"rs[123] ping", udp_answer("demo", "c1", VIP, 53, "ping"))
     conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=before + 300)
     assert all(c > 0 for c in conns.values()), conns  # every director served some (ECMP)
     assert sum(conns.values()) >= before + 300
@@ -226,13 +223,56 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     entries = [c for cs in report["connections"].values() for c in cs]
     assert entries and all(c["vip"] in (f"{VIP}:80", f"{VIP}:53") for c in entries)
 
-    # destroy removes what deploy added, puts sysctls back, and a second destroy finds nothing
+
+
+def test_lifecycle_commands_edit_the_file_and_move_traffic(demo: Path) -> None:
+    """director drain/undrain/remove/add and rs drain/undrain/remove, as an operator types them
+    (after the deploy test: removes d2 and rs1, adds d3 to the running lab)."""
+    code, output = cli("director", "drain", str(demo), "d2")
+    assert code == 0, output
+    assert "drain: true" in demo.read_text() and "has left d2" in output, output
+    assert wait_for_ecmp("demo", "r1", VIP, 1) == ["10.1.1.2"]
+    code, output = cli("director", "undrain", str(demo), "d2")
+    assert code == 0 and "drain: true" not in demo.read_text(), output
+    assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
+
+    code, output = cli("rs", "drain", str(demo), "rs2")
+    assert code == 0, output
+    assert all(dest_weights(d)[RS2] == 0 for d in DIRECTORS)
+    answers = http_answers("demo", "c1", VIP, 60)
+    assert sum(answers.values()) == 60 and answers.keys() <= {"rs1", "rs3"}, answers  # mh-fallback: nothing refused
+    code, output = cli("rs", "undrain", str(demo), "rs2")
+    assert code == 0 and all(dest_weights(d)[RS2] == 1 for d in DIRECTORS), output
+
+    code, output = cli("rs", "remove", str(demo), "rs1", "--timeout", "60")
+    assert code == 0, output
+    assert "rs1" not in demo.read_text()
+    assert all("10.2.0.4" not in dest_weights(d) for d in DIRECTORS)
+    code, output = cli("director", "remove", str(demo), "d2", "--timeout", "60")
+    assert code == 0, output
+    assert "d2:" not in demo.read_text()
+    assert wait_for_ecmp("demo", "r1", VIP, 1) == ["10.1.1.2"]
+    code, output = cli("director", "add", str(demo), "d3", "--router-id", "10.255.0.13")
+    assert code == 0 and "d3 added" in output, output
+    added = next(line for line in demo.read_text().splitlines() if "r1:d3" in line)
+    subnet = re.search(r"subnet: (\S+)/30", added).group(1)
+    hop = subnet.rsplit(".", 1)[0] + "." + str(int(subnet.rsplit(".", 1)[1]) + 2)  # the director's end
+    assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == sorted(["10.1.1.2", hop])
+    code, output = cli("verify", str(demo))
+    assert code == 0, output  # d1 and d3 agree on every flow
+    code, output = cli("deploy", "--yes", str(demo))
+    assert code == 0 and output.strip().endswith("no changes"), output
+
+
+def test_destroy_then_lab_down_leave_nothing(demo: Path) -> None:
+    """destroy removes what deploy added and puts sysctls back; a second destroy finds nothing;
+    lab down removes every namespace and FRR file (runs last)."""
     code, output = cli("destroy", "--yes", str(demo))
     assert code == 0 and "removed:" in output, output
     with IpvsSocket("demo.d1") as sock:
         assert sock.services() == () and sock.daemons() == ()
     assert in_node("demo", "d1", "cat", "/proc/sys/net/ipv4/vs/sloppy_tcp").stdout.strip() == "0"
-    assert VIP not in in_node("demo", "rs1", "ip", "-j", "addr", "show", "lo").stdout
+    assert VIP not in in_node("demo", "rs2", "ip", "-j", "addr", "show", "lo").stdout
     assert wait_for_ecmp("demo", "r1", VIP, 0) == []
     code, output = cli("destroy", "--yes", str(demo))
     assert code == 0 and output.strip().endswith("no changes"), output
