@@ -62,7 +62,7 @@ def _roles(cluster: Cluster) -> list[Problem]:
         if node.max_paths is not None and node.role != "router":
             problems.append(Problem(("nodes", name, "max_paths"), "max_paths applies only to routers"))
         if node.role != "director":
-            for field in ("sysctls", "timeouts", "announce"):
+            for field in ("sysctls", "timeouts", "announce", "ipvs_defense"):
                 if getattr(node, field):
                     problems.append(Problem(("nodes", name, field), f"{field} applies only to directors"))
         if node.drain and node.role not in ("director", "real_server"):

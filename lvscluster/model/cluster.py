@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from lvscluster.model.addressing import NodeInterface, assign_addresses
-from lvscluster.model.topology import BgpSettings, OspfSettings, RealServerRef, Timeouts, Topology
+from lvscluster.model.topology import BgpSettings, IpvsDefense, OspfSettings, RealServerRef, Timeouts, Topology
 
 OSPF_ECMP_DEFAULT = 8
 
@@ -118,6 +118,10 @@ class Cluster:
         if bgp.asn is not None:
             return bgp.asn
         return bgp.director_asn if self.role(node) == "director" else bgp.router_asn
+
+    def ipvs_defense(self, node: str) -> IpvsDefense:
+        """The director's IPVS DoS defences (its own, else the defaults)."""
+        return self.topology.nodes[node].ipvs_defense or self.topology.defaults.ipvs_defense
 
     def timeouts(self, node: str) -> Timeouts | None:
         """The node's IPVS timeouts (its own, else the defaults, else None)."""

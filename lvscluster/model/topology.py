@@ -109,6 +109,23 @@ class SyncSettings(Strict):
     maxlen: Annotated[int, Field(ge=0, le=65535)] = 0
 
 
+DefenseMode = Literal[0, 1, 3]
+
+
+class IpvsDefense(Strict):
+    """IPVS's defences against a flood of connections (`/proc/sys/net/ipv4/vs/`): 0 off, 1 on
+    automatically while free memory is below `amemthresh`, 3 always on."""
+
+    amemthresh: Annotated[int, Field(ge=0)] = 1024  # free memory (pages) below which automatic defences engage
+    drop_entry: DefenseMode = 1  # drop connection entries at random to make room
+    drop_packet: DefenseMode = 1  # drop a share of new connections' first packets
+    secure_tcp: DefenseMode = 1  # stricter TCP state transitions and shorter timeouts
+
+    def sysctls(self) -> dict[str, str]:
+        """The sysctls these settings are."""
+        return {f"net.ipv4.vs.{name}": str(getattr(self, name)) for name in type(self).model_fields}
+
+
 class Timeouts(Strict):
     """IPVS connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`); 0 keeps the kernel's."""
 
@@ -135,6 +152,7 @@ class Defaults(Strict):
     bgp: BgpSettings = BgpSettings()
     sync: SyncSettings | None = None
     timeouts: Timeouts | None = None
+    ipvs_defense: IpvsDefense = IpvsDefense()
     sysctls: dict[str, SysctlValue] = {}
 
 
@@ -280,6 +298,7 @@ class Node(Strict):
     bgp: BgpSettings | None = None  # fields set here override the defaults' for this node
     sysctls: dict[str, SysctlValue] = {}
     timeouts: Timeouts | None = None
+    ipvs_defense: IpvsDefense | None = None  # directors: overrides the defaults' for this one
 
 
 class Topology(Strict):

@@ -56,6 +56,14 @@ def observe(netns: str | None, *, interfaces=MANAGED_INTERFACES, sysctls=(), tun
     return Observed(addresses=addresses, sysctls=values, tunnels=up, ipvs=state)
 
 
+# IPVS's DoS defences read 2 while their automatic mode (1) is engaged: that is still mode 1.
+AUTOMATIC_DEFENSES = {"net.ipv4.vs.drop_entry", "net.ipv4.vs.drop_packet", "net.ipv4.vs.secure_tcp"}
+
+
+def _defense_mode(name: str, value: str) -> str:
+    return "1" if name in AUTOMATIC_DEFENSES and value == "2" else value
+
+
 def observe_node(netns: str | None, desired: NodeState) -> NodeState:
     """The node's current state, limited to what `desired` manages, as a NodeState to diff."""
     interfaces = set(MANAGED_INTERFACES) | {a.interface for a in desired.addresses}
@@ -70,7 +78,7 @@ def observe_node(netns: str | None, desired: NodeState) -> NodeState:
         name=desired.name,
         role=desired.role,
         addresses=seen.addresses,
-        sysctls={k: v for k, v in seen.sysctls.items() if v is not None},
+        sysctls={k: _defense_mode(k, v) for k, v in seen.sysctls.items() if v is not None},
         tunnels=seen.tunnels,
         ipvs=seen.ipvs,
         frr=None,

@@ -105,6 +105,7 @@ def plan_director(cluster: Cluster, name: str, health: HealthVerdict | None = No
     sysctls = dict(DIRECTOR_SYSCTLS)
     if any(svc.forward == "nat" for vip in vips for svc in vip.services):
         sysctls["net.ipv4.ip_forward"] = "1"
+    sysctls.update(cluster.ipvs_defense(name).sysctls())
     sysctls.update(cluster.sysctl_overrides(name))
     daemons = []
     sync = cluster.topology.defaults.sync
