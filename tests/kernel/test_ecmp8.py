@@ -82,14 +82,15 @@ def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) ->
     """drain, undrain, kill and revive of directors while 100 flows and ~1,300 new connections run.
 
     Paced for software emulation: a message per flow every 0.5 s and 15 new connections a
-    second, events 20 s apart (one director's deploy takes 10-20 s there), and an echo may take
+    second, events 20 s apart (one director's deploy takes 10-20 s there; the revive's ECMP change
+    comes ~20 s after it, so the traffic runs 100 s), and an echo may take
     15 s: while a deploy starves the VM's two emulated CPUs, the traffic engine and the test
     servers stall together for seconds (a CI run saw 60 flows "time out" in one such stall; a
     reset or a wrong echo, what a lost flow looks like, is still caught at once). The load
     targets (thousands of flows and connections a second) live in `bench/`, on real CPUs.
     """
     code, output, report = run_scaletest(
-        ecmp8, tmp_path / "churn", "--flows", "100", "--interval", "0.5", "--rate", "15", "--duration", "88",
+        ecmp8, tmp_path / "churn", "--flows", "100", "--interval", "0.5", "--rate", "15", "--duration", "100",
         "--echo-timeout", "15", "--churn", "drain d3@10s,undrain d3@30s,kill d4@50s,revive d4@70s")
     print(output)
     traffic = report["traffic"]
