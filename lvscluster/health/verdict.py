@@ -82,8 +82,8 @@ class HealthBook:
         return frozenset(k for k, s in self.states.items() if not s.up)
 
     def verdict(self, cluster: Cluster) -> HealthVerdict:
-        """Quiesce what is down; withdraw a VIP none of whose services meets its quorum (unless a
-        sorry server takes over: then the services without a healthy real server go there)."""
+        """Quiesce what is down; withdraw a VIP none of whose services meets its quorum (its weights
+        stay: see `decide`), unless a sorry server takes over the services without a healthy one."""
         return decide(cluster, self.down())
 
 
@@ -105,5 +105,10 @@ def decide(cluster: Cluster, down: Iterable[DestKey]) -> HealthVerdict:
             continue  # nothing of this VIP is down: drained or zero weights are deploy's business
         if vip.sorry_server is None and all(n < vip.quorum for n in healthy_per_service.values()):
             withdrawn.add(vip.name)
-    return HealthVerdict(quiesced=down, withdrawn=frozenset(withdrawn),
+    # A withdrawn VIP keeps its weights: packets the router still sends while it converges find
+    # a real server (or its own failure) rather than a service with every weight at 0, which the
+    # director would answer with a reset. That also covers checks that failed from this director
+    # only (its LAN path is what broke).
+    quiesced = frozenset(k for k in down if k.vip not in withdrawn)
+    return HealthVerdict(quiesced=quiesced, withdrawn=frozenset(withdrawn),
                          sorry=frozenset(s for s in sorry if any(k.vip == s[0] and k.service == s[1] for k in down)))

@@ -65,8 +65,10 @@ def test_no_healthy_real_server_withdraws_the_vip_but_keeps_it_on_lo() -> None:
     down = [DestKey("web", svc, rs) for svc in ("tcp/80", "udp/53") for rs in ("rs1", "rs2", "rs3")]
     verdict = decide(cluster, down)
     assert verdict.withdrawn == {"web"} and verdict.sorry == frozenset()
+    assert verdict.quiesced == frozenset()  # no service with every weight at 0 while the router converges
     state = plan_director(cluster, "d1", verdict)
     assert "network 10.99.0.10/32" not in state.frr and "network 10.99.0.10/32" in plan_director(cluster, "d1").frr
+    assert state.ipvs == plan_director(cluster, "d1").ipvs
     assert [a.address for a in state.addresses] == ["10.99.0.10/32"]  # packets in flight are still served
     # one service with a healthy real server keeps the VIP announced
     assert decide(cluster, down[:5]).withdrawn == frozenset()
