@@ -21,6 +21,7 @@ KERNEL_DIR = Path(__file__).parent / "kernel"
 # Markers the inner (VM) run evaluates; the host must not evaluate them a second time.
 INNER_ONLY_MARKS = {"skip", "skipif", "xfail"}
 IN_VM_ENV = "LVSCLUSTER_IN_VM"
+MEASURED = "measured: "  # a kernel test's stdout lines with this prefix reach the host's summary
 RESULTS_ENV = "LVSCLUSTER_VM_RESULTS"
 
 
@@ -270,6 +271,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if batch is not None and batch.summary:
         terminalreporter.write_sep("-", "lvscluster kernel tests")
         terminalreporter.write_line(batch.summary)
+        for nodeid, result in (batch.results or {}).items():  # what the tests measured, pass or fail
+            for line in result.get("measured", ()):
+                terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {line}")
 
 
 def _failed(text: str) -> dict:
@@ -304,6 +308,7 @@ def _read_results(path: Path) -> tuple[dict[str, dict], float | None]:
         nodeid, when, outcome = rec["nodeid"], rec["when"], rec["outcome"]
         cur = out.setdefault(nodeid, {"outcome": "passed"})
         cur["seconds"] = cur.get("seconds", 0.0) + rec.get("duration", 0.0)
+        cur.setdefault("measured", []).extend(rec.get("measured", ()))
         if when == "teardown":
             done.add(nodeid)
         if cur["outcome"] in ("failed", "skipped", "xfailed"):
@@ -338,6 +343,9 @@ class _ResultRecorder:
     def pytest_runtest_logreport(self, report):
         rec = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
                "duration": report.duration, "wasxfail": getattr(report, "wasxfail", None)}
+        measured = [line for line in report.capstdout.splitlines() if line.startswith(MEASURED)]
+        if measured:
+            rec["measured"] = measured
         if report.skipped and isinstance(report.longrepr, tuple):
             rec["reason"] = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:

@@ -104,6 +104,9 @@ def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) ->
     rs_spread = report["real_servers"]["new_connections"]["max_over_mean"]
     assert rs_spread <= spread_bound(traffic["new_ok"], 4), report["real_servers"]
     events = {e["label"]: e for e in report["events"]}
+    print(f"measured: churn: {traffic['flows_broken']} of 100 flows broken, {traffic['new_ok']} new connections ok, "
+          f"{traffic['new_failed']} failed; ECMP changed after " +
+          ", ".join(f"{label}: {e['ecmp_changed_after']} s" for label, e in events.items()))
     assert all(e["ecmp_changed_after"] is not None for e in events.values()), events  # every event moved ECMP
     assert events["kill d4@50s"]["ecmp_changed_after"] < 3  # BFD (3 x 300 ms), not the OSPF dead timer
     assert report["sync_lag"]["samples"] == 8  # every director came to hold every flow's entry
@@ -117,6 +120,7 @@ def test_control_run_breaks_flows(ecmp8: Path, tmp_path: Path) -> None:
         ecmp8, tmp_path / "control", "--control", "--flows", "60", "--interval", "0.5", "--rate", "5",
         "--duration", "40", "--churn", "drain d3@5s")
     print(output)
+    print(f"measured: control run: {report['traffic']['flows_broken']} of 60 flows broken")
     assert code == 1, output
     assert report["control"] and report["traffic"]["flows_broken"] > 0
     broke = {e["label"]: e["broken_flows"] for e in report["events"]}

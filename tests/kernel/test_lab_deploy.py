@@ -112,7 +112,8 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     records = {d: read_record(d, f"demo.{d}") for d in DIRECTORS}
     decided = {d: max(t["changed_at"] for k, t in r["targets"].items() if k.endswith(" rs2")) - killed
                for d, r in records.items()}
-    print(f"rs2 killed: agents decided after {decided} s, both kernels quiesced after {quiesced_after:.1f} s")
+    print(f"measured: rs2 killed: agents decided after {decided['d1']:.1f} s (d1) and {decided['d2']:.1f} s (d2), "
+          f"both kernels quiesced after {quiesced_after:.1f} s")
     # fall failed checks an interval apart, plus up to one interval of phase and one check's timeout
     assert all(0 < seconds <= FALL * INTERVAL + INTERVAL + INTERVAL + 0.5 for seconds in decided.values()), decided
     assert abs(decided["d1"] - decided["d2"]) <= INTERVAL + FALL * INTERVAL
@@ -126,7 +127,8 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     start_test_server("rs2")
     restarted = time.time()
     assert wait_until(lambda: all(weights(d, RS2) == {80: 1, 53: 1} for d in DIRECTORS), 120)
-    print(f"rs2 restarted: weight back on both directors after {time.time() - restarted:.1f} s")
+    print(f"measured: rs2 restarted: weight back on both directors after {time.time() - restarted:.1f} s "
+          "(its Python test server starts in ~25 s under emulation)")
     log = (lab_provider.state_dir("demo") / "agent-d1.log").read_text()
     assert "web tcp/80 rs2 is down" in log and "web tcp/80 rs2 is up" in log and "(2 successes in a row)" in log, log
     assert broken_flows([f for f in flows if f[1] != "rs2"]) == []
@@ -136,7 +138,7 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     assert deleted.returncode == 0, deleted.stderr
     removed = time.monotonic()
     assert wait_until(lambda: "10.2.0.6" in dest_weights("d1"), 40), dest_weights("d1")
-    print(f"dest deleted by hand on d1: back after {time.monotonic() - removed:.1f} s")
+    print(f"measured: dest deleted by hand on d1: back after {time.monotonic() - removed:.1f} s")
     with IpvsSocket("demo.d1") as sock:
         (http_service,) = [s for s in sock.services() if s.port == 80]
     assert [d.address for d in http_service.dests] == ["10.2.0.6", "10.2.0.5", "10.2.0.4"]  # the mh order too
@@ -159,7 +161,9 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
 
     for node in ("rs1", "rs2", "rs3"):
         kill_test_server(node)
+    killed_all = time.monotonic()
     assert wait_for_ecmp("demo", "r1", VIP, 0, timeout=60) == []  # no healthy real server: both withdrew
+    print(f"measured: every real server killed: the VIP left the router's ECMP after {time.monotonic() - killed_all:.1f} s")
     log = (lab_provider.state_dir("demo") / "agent-d2.log").read_text()
     assert "quorum of healthy real servers: withdraw" in log, log
     for node in ("rs1", "rs2", "rs3"):
