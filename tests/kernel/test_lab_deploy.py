@@ -182,9 +182,11 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     assert sum(answers.values()) == 300
     assert set(answers) == {"rs1", "rs2", "rs3"}, answers  # every real server served some, no request failed
     assert re.fullmatch(r"rs[123] ping", udp_answer("demo", "c1", VIP, 53, "ping"))
-    conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=before + 300)
+    # the kernel folds its counters every 2 s; a client port reused while IPVS still holds the
+    # old connection's entry (TIME_WAIT) takes that entry over without counting a new connection
+    conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=before + 300, timeout=30)
     assert all(c > 0 for c in conns.values()), conns  # every director served some (ECMP)
-    assert sum(conns.values()) >= before + 300
+    assert sum(conns.values()) - before >= 290, (before, conns)
 
     # a second deploy changes nothing
     code, output = cli("deploy", "--yes", str(demo))
@@ -219,13 +221,16 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     code, output = cli("status", "--json", "--connections", str(demo))
     assert code == 0, output
     report = json.loads(output[output.index("{"):])
+    kernel = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)  # no traffic since: status = kernel
+    assert {d: next(s["conns"] for s in report["nodes"][d]["services"] if s["service"] == f"tcp/{VIP}:80")
+            for d in ("d1", "d2")} == kernel
     assert report["in_sync"] and report["mh_tables_consistent"]
     assert report["nodes"]["r1"]["ecmp"][f"{VIP}/32"] == ["10.1.1.2", "10.1.2.2"]
     for director in ("d1", "d2"):
         node = report["nodes"][director]
         http = next(s for s in node["services"] if s["service"] == f"tcp/{VIP}:80")
         assert [d["dest"] for d in http["dests"]] == ["10.2.0.6:80", "10.2.0.5:80", "10.2.0.4:80"]
-        assert http["conns"] == conns[director] and node["vips"][f"{VIP}/32"]["announced"]
+        assert http["conns"] >= conns[director] and node["vips"][f"{VIP}/32"]["announced"]
         assert sorted(d["state"] for d in node["sync"]) == ["backup", "master"]
     entries = [c for cs in report["connections"].values() for c in cs]
     assert entries and all(c["vip"] in (f"{VIP}:80", f"{VIP}:53") for c in entries)
