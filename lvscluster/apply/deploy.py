@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvscluster.apply import frr
-from lvscluster.apply.backends import KernelBackend, NodeBackend, SshBackend
+from lvscluster.apply.backends import KernelBackend, NodeBackend, SshBackend, apply_lock
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
@@ -147,7 +147,7 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
         actions = plan.actions[name]
         progress(f"applying {len(actions)} changes to {name} ({plan.backends[name].description})")
         try:
-            plan.backends[name].apply(actions)
+            _apply_and_record(plan, name, actions)
         except LvsClusterError as exc:
             untouched = pending[index + 1:]
             raise ApplyError(
@@ -155,8 +155,19 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
                 f"  done: {', '.join(done) or 'none'}; not touched: {', '.join(untouched) or 'none'}\n"
                 f"  run deploy again once the cause is fixed: it continues from the current state") from None
         done.append(name)
-        _record_deployed(plan, name)
     return done
+
+
+def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> None:
+    """Apply one node's actions; a director on this machine records the topology it now holds
+    in the same hold of its apply lock, so its agent never sees the new state with the old topology."""
+    backend = plan.backends[name]
+    if not isinstance(backend, KernelBackend) or backend.runner.dry_run:
+        backend.apply(actions)
+        return
+    with apply_lock(backend.netns):
+        backend.apply_under_lock(actions)
+        _record_deployed(plan, name)
 
 
 def deployed_path(node: str, netns: str | None) -> Path:

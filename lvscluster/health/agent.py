@@ -64,6 +64,7 @@ class Agent:
     announced: dict[str, bool] = field(default_factory=dict)
     ospf_full: int = 0  # OSPF neighbours in state Full at the last convergence
     changes: int = 0
+    reload_now: bool = False  # set by converge when the topology changed under it
     _source: tuple[str, float] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: dict[DestKey, asyncio.Task] = field(default_factory=dict)
@@ -98,6 +99,15 @@ class Agent:
         return True
 
     # -- checks -----------------------------------------------------------------------------
+    def _source_changed(self) -> bool:
+        """True when the topology the agent follows is not the one it loaded."""
+        deployed = deployed_path(self.node, self.backend.netns)
+        source = deployed if deployed.exists() else self.topology_path
+        try:
+            return (str(source), source.stat().st_mtime) != self._source
+        except OSError:
+            return True
+
     def _restart_checks(self) -> None:
         for task in self._tasks.values():
             task.cancel()
@@ -136,6 +146,9 @@ class Agent:
         self.verdict = self.book.verdict(self.cluster)
         desired = plan_director(self.cluster, self.node, self.verdict)
         with apply_lock(self.backend.netns):
+            if self._source_changed():
+                self.reload_now = True  # deploy changed the topology meanwhile: reload, then converge
+                return 0
             observed = self.backend.observe(desired)
             vips_on_lo = {a.address for a in observed.addresses}
             if not all(a.address in vips_on_lo for a in desired.addresses):
@@ -202,6 +215,9 @@ class Agent:
                 except Exception as exc:  # a long-running agent logs and retries; it never dies of one error
                     log.error("%s: %s (retrying in %g s)", self.node, str(exc) or repr(exc), self.repair_interval)
                 self.write_record()
+                if self.reload_now:
+                    self.reload_now = False
+                    continue
                 waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
                 await asyncio.wait(waits, timeout=self.repair_interval, return_when=asyncio.FIRST_COMPLETED)
                 for task in waits:
