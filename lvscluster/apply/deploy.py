@@ -159,14 +159,17 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
 
 
 def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> None:
-    """Apply one node's actions; a director on this machine records the topology it now holds
-    in the same hold of its apply lock, so its agent never sees the new state with the old topology."""
+    """Apply one node's actions. On this machine, under the node's apply lock, the node is observed
+    again first (its agent may have changed it since the plan), and a director records the topology
+    it now holds in the same hold, so its agent never sees the new state with the old topology."""
     backend = plan.backends[name]
     if not isinstance(backend, KernelBackend) or backend.runner.dry_run:
         backend.apply(actions)
         return
     with apply_lock(backend.netns):
-        backend.apply_under_lock(actions)
+        # the node's agent may have changed it since it was observed: apply what still differs
+        fresh = diff_node(plan.desired[name], backend.observe(plan.desired[name]))
+        backend.apply_under_lock(fresh)
         _record_deployed(plan, name)
 
 
