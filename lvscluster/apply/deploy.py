@@ -167,9 +167,9 @@ def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> Non
         backend.apply(actions)
         return
     with apply_lock(backend.netns):
-        # the node's agent may have changed it since it was observed: apply what still differs
-        fresh = diff_node(plan.desired[name], backend.observe(plan.desired[name]))
-        backend.apply_under_lock(fresh)
+        if not plan.teardown:  # the node's agent may have changed it since the plan: apply what still differs
+            actions = diff_node(plan.desired[name], backend.observe(plan.desired[name]))
+        backend.apply_under_lock(actions)
         _record_deployed(plan, name)
 
 
