@@ -60,7 +60,6 @@ class Agent:
     book: HealthBook | None = None
     status: dict[DestKey, TargetStatus] = field(default_factory=dict)
     verdict: HealthVerdict = field(default_factory=HealthVerdict)
-    applied_verdict: HealthVerdict | None = None
     announced: dict[str, bool] = field(default_factory=dict)
     ospf_full: int = 0  # OSPF neighbours in state Full at the last convergence
     changes: int = 0
@@ -75,12 +74,12 @@ class Agent:
 
         The topology is the one `deploy` last applied to this director when there is one (an
         edited file changes nothing before `deploy`), else FILE (checks only: nothing deployed)."""
-        deployed = deployed_path(self.node, self.backend.netns)
-        source = deployed if deployed.exists() else self.topology_path
+        source = self._source_path()
+        deployed = source != self.topology_path
         stamp = (str(source), source.stat().st_mtime)
         if self.cluster is not None and stamp == self._source:
             return False
-        cluster = read_deployed(self.node, self.backend.netns) if source == deployed else None
+        cluster = read_deployed(self.node, self.backend.netns) if deployed else None
         cluster = cluster or Cluster.from_topology(load_topology(self.topology_path))
         if self.node not in cluster.topology.nodes or cluster.role(self.node) != "director":
             raise LvsClusterError(f"{source}: {self.node} is not a director of this topology")
@@ -95,14 +94,18 @@ class Agent:
         self.cluster, self.book, self._source = cluster, book, stamp
         self.status = {t.key: self.status.get(t.key, TargetStatus()) for t in targets}
         log.info("%s: following %s: %d checks", self.node,
-                 "the topology deploy applied" if source == deployed else source, len(targets))
+                 "the topology deploy applied" if deployed else source, len(targets))
         return True
 
     # -- checks -----------------------------------------------------------------------------
+    def _source_path(self) -> Path:
+        """The topology to follow: the one deploy last applied to this director, else FILE."""
+        deployed = deployed_path(self.node, self.backend.netns)
+        return deployed if deployed.exists() else self.topology_path
+
     def _source_changed(self) -> bool:
         """True when the topology the agent follows is not the one it loaded."""
-        deployed = deployed_path(self.node, self.backend.netns)
-        source = deployed if deployed.exists() else self.topology_path
+        source = self._source_path()
         try:
             return (str(source), source.stat().st_mtime) != self._source
         except OSError:
@@ -158,7 +161,6 @@ class Agent:
                 for action in actions:
                     log.info("%s: %s: %s", self.node, action.summary, self._reason(action))
                 self.backend.apply_under_lock(actions)
-        self.applied_verdict = self.verdict
         self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))
         self.announced = {vip.name: vip.name not in self.verdict.withdrawn and self.ospf_full > 0
                           for vip in self.cluster.topology.vips}
