@@ -37,9 +37,19 @@ def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
                      for a in observed.addresses if a not in want_addresses]
     frr = []
     if desired.frr is not None and desired.frr != observed.frr:
-        why = "FRR not configured yet" if observed.frr is None else "FRR configuration differs"
+        why = "FRR not configured yet" if observed.frr is None else _frr_difference(observed.frr)
         frr.append(Action(node=node, kind="set_frr", frr=desired.frr, reason=why))
     return early + ipvs_early + add_addresses + frr + del_addresses + ipvs_late
+
+
+def _frr_difference(observed: str) -> str:
+    """The reason for a set_frr: the frr-reload delta the backend put in the observed config, if any."""
+    lines = observed.splitlines()[1:] if observed.startswith("! differs") else []
+    delta = [" ".join(line.split()) for line in lines if line.strip()[:1] in "+-"]
+    if not delta:
+        return "FRR configuration differs"
+    more = f" and {len(delta) - 3} more" if len(delta) > 3 else ""
+    return "FRR configuration differs: " + "; ".join(delta[:3]) + more
 
 
 def sysctl_equal(want: str, have: str | None) -> bool:

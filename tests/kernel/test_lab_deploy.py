@@ -69,6 +69,16 @@ def wait_until(check, timeout: float, period: float = 0.2):
     return None
 
 
+def agent_logs(*directors: str, lines: int = 15) -> str:
+    """The last lines of the lab agents' logs, for a failure message."""
+    out = []
+    for director in directors:
+        path = lab_provider.state_dir("demo") / f"agent-{director}.log"
+        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+        out += [f"--- agent-{director}.log", *text]
+    return "\n".join(out)
+
+
 def agents_report_all_up() -> bool:
     records = [read_record(d, f"demo.{d}") for d in DIRECTORS]
     return all(r and r["targets"] and all(t["up"] and t["checks"] > 0 for t in r["targets"].values()) for r in records)
@@ -272,11 +282,11 @@ def test_lifecycle_commands_edit_the_file_and_move_traffic(demo: Path) -> None:
     hop = subnet.rsplit(".", 1)[0] + "." + str(int(subnet.rsplit(".", 1)[1]) + 2)  # the director's end
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == sorted(["10.1.1.2", hop])
     # d3's agent (started with it) checks too; once both see the same healthy servers they agree
-    assert wait_until(lambda: dest_weights("d3") == dest_weights("d1"), 60), (dest_weights("d1"), dest_weights("d3"))
+    assert wait_until(lambda: dest_weights("d3") == dest_weights("d1"), 60), (dest_weights("d1"), dest_weights("d3"), agent_logs("d1", "d3"))
     code, output = cli("verify", str(demo))
-    assert code == 0, output  # d1 and d3 agree on every flow
+    assert code == 0, output + agent_logs("d1", "d3")  # d1 and d3 agree on every flow
     code, output = cli("deploy", "--yes", str(demo))
-    assert code == 0 and output.strip().endswith("no changes"), output
+    assert code == 0 and output.strip().endswith("no changes"), output + agent_logs("d1", "d3")
 
 
 def test_destroy_then_lab_down_leave_nothing(demo: Path) -> None:

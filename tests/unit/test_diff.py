@@ -79,6 +79,11 @@ CASES = {
         ["set timeouts tcp 30 tcp_fin 0 udp 0: timeouts tcp 900 -> 30"]),
     "FRR drift": (FULL, FULL.model_copy(update={"frr": "router ospf\n maximum-paths 2\n"}),
                   ["apply FRR configuration: FRR configuration differs"]),
+    "FRR drift names the frr-reload delta": (
+        FULL, FULL.model_copy(update={"frr": "! differs from the desired configuration:\n- router ospf\n-  network 10.99.0.10/32 area 0\n"
+                                              "+ router ospf\n+  network 10.99.0.11/32 area 0\n"}),
+        ["apply FRR configuration: FRR configuration differs: - router ospf; - network 10.99.0.10/32 area 0; "
+         "+ router ospf and 1 more"]),
 }
 
 
