@@ -209,8 +209,10 @@ def _wait_until_idle(name: str, packets, timeout: float, command: str) -> None:
 
 
 def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
-    """Drain and wait (`drain_and_wait`), tear the node down, delete it from the file, deploy the rest."""
+    """Drain and wait (`drain_and_wait`), tear the node down (and out of the lab, if it is in one),
+    delete it from the file, deploy the rest."""
     from lvscluster.apply import lifecycle
+    from lvscluster.lab import netns as lab_provider
 
     vm = lab_vm(load_cluster(file).name)
     if vm is not None:  # the choreography runs in the VM; the file is edited here
@@ -222,6 +224,7 @@ def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
         lifecycle.teardown_node(cluster, _namespaces(cluster), name, _say)
         if cluster.role(name) == "director":
             lifecycle.note_withdrawal(cluster, name)
+        lab_provider.shrink(cluster.name, name, _say)  # a lab node leaves the lab too (its addresses are free)
         if no_edit:
             return  # the file is left to whoever runs us (the host side of a lab VM)
     cluster = load_cluster(file)

@@ -109,6 +109,36 @@ def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, ru
     return _build(layout, topology_path, progress, runner, agents)
 
 
+def shrink(lab: str, node: str, progress: Progress = _quiet) -> bool:
+    """Take one node out of a running lab (its namespace, processes, FRR, cables, records), as
+    decommissioning the machine would; the rest carries on. False when the lab has no such node.
+
+    `director remove` and `rs remove` call it after tearing the node down, so a node added later
+    can take the freed addresses without meeting the old one on the LAN.
+    """
+    record = read_record(lab)
+    space = (record or {}).get("namespaces", {}).get(node)
+    if record is None or space is None:
+        return False
+    progress(f"{node}: removing its lab namespace {space}")
+    frr.stop(frr.pathspace_for(space))
+    terminate(processes_in(space))
+    try:
+        netns.remove(space)  # its veth ends go with it; so do their peers in the router and the switch
+    except OSError:
+        pass
+    (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
+    for leftover in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
+        leftover.unlink(missing_ok=True)
+    record["namespaces"].pop(node)
+    record["veths"] = [v for v in record.get("veths", []) if space not in (v["netns"], v["peer_netns"])]
+    record["frr_nodes"] = [n for n in record.get("frr_nodes", []) if n != node]
+    record.get("frr_daemons", {}).pop(node, None)
+    record["test_servers"] = [t for t in record.get("test_servers", []) if t["node"] != node]
+    write_atomic(state_dir(lab) / "lab.json", json.dumps(record, indent=2) + "\n")
+    return True
+
+
 def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: Runner, agents: bool) -> list[str]:
     """Create whatever of the layout does not exist yet; returns the nodes whose namespace was new."""
     step = "start"

@@ -128,3 +128,14 @@ def test_a_running_lab_grows_by_a_new_director_without_touching_the_rest(topolog
     assert uplink[0]["operstate"] == "UP" and uplink[0]["addr_info"][0]["local"] == "10.1.1.5"
     assert frr.is_running(frr.pathspace_for(f"{name}.d2"))
     assert provider.grow(plan_lab(Cluster.from_topology(load_topology(path))), path) == []  # nothing more to add
+
+    # and shrinks by it again (`director remove`): namespace, cable, FRR and record go; the rest runs on
+    assert provider.shrink(name, "d2")
+    assert f"{name}.d2" not in provider.lab_namespaces(name) and not frr.is_running(frr.pathspace_for(f"{name}.d2"))
+    assert "d2" not in {i["ifname"] for i in json.loads(in_node(name, "r1", "ip", "-j", "link", "show").stdout)}
+    record = provider.read_record(name)
+    assert "d2" not in record["namespaces"] and "d2" not in record["frr_nodes"]
+    assert not [v for v in record["veths"] if f"{name}.d2" in (v["netns"], v["peer_netns"])]
+    assert provider.processes_in(f"{name}.rs1") == servers_before
+    assert in_node(name, "d1", "curl", "-s", "-m", "5", "http://10.2.0.3/").stdout == "rs1\n"
+    assert provider.shrink(name, "d2") is False  # already gone
