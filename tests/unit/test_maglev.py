@@ -10,6 +10,7 @@ SipHash-2-4 vectors (the kernel's hsiphash is the same function with 1 and 3 rou
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import Counter
 
 import pytest
@@ -147,8 +148,25 @@ def test_removing_one_of_eight_moves_its_slots_and_few_others(ints, removed) -> 
     after = maglev.mh_table(svc.model_copy(update={"dests": svc.dests[:removed] + svc.dests[removed + 1:]}))
     own = sum(1 for k in before if k == gone) / M
     moved = sum(a != b for a, b in zip(before, after)) / M
-    assert own <= moved < own + 0.04
+    # Maglev moves little besides the removed server's own slots: 1 % of the table on average over
+    # 2,000 random sets, but a rare set moves up to 7.4 % (hypothesis found 6.1 % with 10.0.0.1-6);
+    # the bound is that tail with a margin, the mean is asserted below
+    assert own <= moved < own + 0.10
     assert 0.11 < own < 0.14
+
+
+def test_removing_one_of_eight_moves_about_one_percent_besides_its_own_slots_on_average() -> None:
+    rng = random.Random(2026)
+    extra = []
+    for _ in range(100):
+        addrs = [str(ipaddress.IPv4Address((10 << 24) + i)) for i in rng.sample(range(1, 2**24 - 2), 8)]
+        svc = service([1] * 8, addresses=addrs)
+        removed = rng.randrange(8)
+        before = maglev.mh_table(svc)
+        after = maglev.mh_table(svc.model_copy(update={"dests": svc.dests[:removed] + svc.dests[removed + 1:]}))
+        own = sum(1 for k in before if k == svc.dests[removed].key)
+        extra.append((sum(a != b for a, b in zip(before, after)) - own) / M)
+    assert sum(extra) / len(extra) < 0.02
 
 
 def test_the_order_matters_and_is_the_dump_order() -> None:
