@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so a reader (or a crash) never sees a partial file."""
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `path` so a reader (or a crash) never sees a partial file; `mode` 0o600
+    for a file holding a secret (it has that mode from its first byte on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a crash's leftover keeps its old mode otherwise
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)  # whatever the umask
     os.replace(tmp, path)
 
 
-def write_tree(root: Path, files: dict[str, str]) -> list[Path]:
+def write_tree(root: Path, files: dict[str, str], mode: int = 0o644) -> list[Path]:
     """Write `{relative path: text}` under `root`, each file atomically; returns the paths written."""
     written = []
     for relative, text in files.items():
         path = root / relative
-        write_atomic(path, text)
+        write_atomic(path, text, mode)
         written.append(path)
     return written

@@ -18,6 +18,7 @@ from lvscluster.model.loader import load_topology
 from lvscluster.model.topology import Topology
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.files import write_tree
+from lvscluster.model.secrets import holds_secret
 from lvscluster.plan.render import render_files
 
 app = typer.Typer(
@@ -80,9 +81,12 @@ def render(
     Rendering is pure: it reads only the topology and writes only into OUTPUT.
     """
     cluster = load_cluster(file)
-    written = write_tree(output, render_files(cluster, plan_cluster(cluster)))
+    states = plan_cluster(cluster)
+    secret = any(holds_secret(s.frr or "") for s in states.values())  # keys and passwords: owner only
+    written = write_tree(output, render_files(cluster, states), mode=0o600 if secret else 0o644)
     nodes = sorted({p.parent.name for p in written})
-    out.print(f"rendered {len(written)} files for {len(nodes)} nodes into {output}/", markup=False)
+    out.print(f"rendered {len(written)} files for {len(nodes)} nodes into {output}/"
+              + (" (mode 0600: they hold secrets)" if secret else ""), markup=False)
 
 
 from lvscluster.cli.deploy import register as register_deploy  # noqa: E402  (commands register on the app)

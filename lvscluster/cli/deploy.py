@@ -14,6 +14,7 @@ from lvscluster.cli.common import (JsonFlag, TopologyFile, err, escape, forward_
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError
 from lvscluster.lab import netns as lab_provider
 from lvscluster.model.cluster import Cluster
+from lvscluster.model.secrets import redact_frr
 from lvscluster.plan.actions import Action
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.plan.diff import diff_cluster
@@ -58,8 +59,15 @@ def print_plan(plan: dict[str, list[Action]]) -> None:
 
 def plan_json(plan: dict[str, list[Action]]) -> dict:
     """A plan as JSON-ready data."""
-    nodes = {node: [a.model_dump(mode="json", exclude_none=True) for a in acts] for node, acts in plan.items()}
+    nodes = {node: [_redacted(a.model_dump(mode="json", exclude_none=True)) for a in acts] for node, acts in plan.items()}
     return {"changes": sum(map(len, plan.values())), "nodes": nodes}
+
+
+def _redacted(action: dict) -> dict:
+    """An action as printed: FRR text without its keys and passwords."""
+    if "frr" in action:
+        action["frr"] = redact_frr(action["frr"])
+    return action
 
 
 def lab_namespaces(cluster: Cluster) -> dict[str, str] | None:

@@ -22,7 +22,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     interfaces, address_problems = assign_addresses(topology)
     problems += address_problems
     cluster = Cluster(topology, interfaces)
-    for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync):
+    for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
     return problems
 
@@ -274,6 +274,29 @@ def _sync(cluster: Cluster) -> list[Problem]:
         known = sorted(link_names) or ["(no named links)"]
         return [Problem(loc, f"{sync.interface!r} is neither a link name ({', '.join(known)}) nor an interface of {', '.join(missing)}")]
     return []
+
+
+def _peer_keys(cluster: Cluster) -> list[Problem]:
+    """Both ends of an uplink must hold the same OSPF key / BGP password, or they never peer."""
+    problems = []
+    for router in cluster.routers:
+        for uplink in cluster.uplinks(router):
+            director = uplink.director.node
+            if cluster.announce(director) == "ospf":
+                mine, theirs = cluster.ospf(director).auth, cluster.ospf(router).auth
+                same = (mine is None) == (theirs is None) and (mine is None or (
+                    mine.key_id, mine.key.value) == (theirs.key_id, theirs.key.value))
+                what = "OSPF authentication (auth: type, key_id and key)"
+                where = ("nodes", director, "ospf") if cluster.topology.nodes[director].ospf else ("nodes", router, "ospf")
+            else:
+                mine, theirs = cluster.bgp(director).password, cluster.bgp(router).password
+                same = (mine is None) == (theirs is None) and (mine is None or mine.value == theirs.value)
+                what = "BGP password"
+                where = ("nodes", director, "bgp") if cluster.topology.nodes[director].bgp else ("nodes", router, "bgp")
+            if not same:
+                problems.append(Problem(where, f"{director} and its router {router} differ in {what}: they would never "
+                                               "peer; set it in defaults or the same on both"))
+    return problems
 
 
 def _did_you_mean(name: str, known) -> str:

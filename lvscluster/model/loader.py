@@ -130,7 +130,7 @@ def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology
     if not isinstance(document, CommentedMap):
         raise TopologyError([f"{path}:1: (top): the file should be a mapping with name, nodes, links, vips"])
     try:
-        topology = Topology.model_validate(_plain(document))
+        topology = Topology.model_validate(_plain(document), context={"base": str(path.parent.resolve())})
     except ValidationError as exc:
         raise TopologyError(_format(path, lines, _pydantic_problems(exc))) from None
     problems = check_topology(topology)

@@ -18,7 +18,10 @@ from pydantic import (
     Field,
     IPvAnyAddress,
     IPvAnyNetwork,
+    model_validator,
 )
+
+from lvscluster.model.secrets import Secret
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
 SERVICE_FLAGS = ("mh-fallback", "mh-port", "sh-fallback", "sh-port", "one-packet")
@@ -68,8 +71,22 @@ def _dotted_area(value: Any) -> str:
         raise ValueError(f"OSPF area {value!r} should be a dotted quad (0.0.0.0) or a number") from None
 
 
+class OspfAuth(Strict):
+    """OSPF cryptographic authentication on the uplinks (both ends share the key)."""
+
+    type: Literal["md5"] = "md5"  # message-digest; FRR 8.4 has no OSPF HMAC-SHA (key chains came later)
+    key_id: Annotated[int, Field(ge=1, le=255)] = 1
+    key: Secret
+
+    @model_validator(mode="after")
+    def _short_key(self) -> OspfAuth:
+        if len(self.key.value) > 16:
+            raise ValueError(f"an OSPF MD5 key is at most 16 characters; {self.key} holds {len(self.key.value)}")
+        return self
+
+
 class OspfSettings(Strict):
-    """OSPF on director uplinks: area, hello/dead timers, BFD."""
+    """OSPF on director uplinks: area, hello/dead timers, BFD, authentication."""
 
     area: Annotated[str, BeforeValidator(_dotted_area)] = "0.0.0.0"
     hello: Annotated[int, Field(ge=1, le=65535)] = 1
@@ -78,6 +95,7 @@ class OspfSettings(Strict):
     bfd: bool = True
     bfd_interval_ms: Annotated[int, Field(ge=10, le=60000)] = 300
     bfd_multiplier: Annotated[int, Field(ge=2, le=255)] = 3
+    auth: OspfAuth | None = None
 
 
 ASN = Annotated[int, Field(ge=1, le=4294967294)]
@@ -96,6 +114,13 @@ class BgpSettings(Strict):
     bfd_interval_ms: Annotated[int, Field(ge=10, le=60000)] = 300
     bfd_multiplier: Annotated[int, Field(ge=2, le=255)] = 3
     announcer: Literal["frr", "exabgp"] = "frr"  # on directors: FRR's bgpd, or ExaBGP driven by the agent
+    password: Secret | None = None  # TCP MD5 signature on every session (both ends share it)
+
+    @model_validator(mode="after")
+    def _short_password(self) -> BgpSettings:
+        if self.password is not None and len(self.password.value) > 80:
+            raise ValueError(f"a BGP password is at most 80 characters; {self.password} holds {len(self.password.value)}")
+        return self
 
 
 class SyncSettings(Strict):

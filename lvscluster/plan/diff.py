@@ -11,6 +11,7 @@ Observed == desired gives no actions.
 
 from __future__ import annotations
 
+from lvscluster.model.secrets import redact_frr
 from lvscluster.plan.actions import Action
 from lvscluster.state import IpvsDest, IpvsService, IpvsState, NodeState, SyncDaemon
 
@@ -45,7 +46,8 @@ def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
 def _frr_difference(observed: str) -> str:
     """The reason for a set_frr: the frr-reload delta the backend put in the observed config, if any."""
     lines = observed.splitlines()[1:] if observed.startswith("! differs") else []
-    delta = [" ".join(line.split()) for line in lines if line.strip()[:1] in "+-"]
+    delta = [line.strip()[0] + " " + " ".join(redact_frr(line.strip()[1:].strip()).split())
+             for line in lines if line.strip()[:1] in "+-"]
     if not delta:
         return "FRR configuration differs"
     more = f" and {len(delta) - 3} more" if len(delta) > 3 else ""

@@ -137,26 +137,7 @@ def test_router_spreads_the_vip_over_every_director(topology: str, namespaces: N
     """OSPF (demo, 2 directors) and BGP (bgp8, 8 directors): one ECMP next hop per director;
     draining moves the router off a director, and never black-holes the VIP."""
     cluster = Cluster.from_topology(load_topology(ROOT / "topology" / f"{topology}.lvs.yml"))
-    states = plan_cluster(cluster)
-    tag = f"{PREFIX}-{os.getpid() % 10000}"
-    ns = {node: namespaces.add(f"{tag}-e{node}") for node in cluster.routers + cluster.directors}
-    for node in cluster.routers:
-        for uplink in cluster.uplinks(node):
-            r, d = uplink.router, uplink.director
-            ip("link", "add", "lvstmp-r", "type", "veth", "peer", "name", "lvstmp-d")
-            ip("link", "set", "lvstmp-r", "netns", ns[r.node], "name", r.name)
-            ip("link", "set", "lvstmp-d", "netns", ns[d.node], "name", d.name)
-            for end in (r, d):
-                ip("-n", ns[end.node], "addr", "add", str(end.address), "dev", end.name)
-                ip("-n", ns[end.node], "link", "set", end.name, "up")
-    for director in cluster.directors:
-        for address in states[director].addresses:
-            ip("-n", ns[director], "addr", "add", address.address, "dev", address.interface)
-    for node, space in ns.items():
-        frr.start(space, space, daemons=frr_daemons(cluster, node), wait=False)
-    for node, space in ns.items():
-        frr.wait_ready(space, frr_daemons(cluster, node))
-        frr.load_config(space, states[node].frr)
+    ns = wire_routers_and_directors(cluster, namespaces)
     router = ns[cluster.routers[0]]
     vip = f"{cluster.topology.vips[0].address}/32"
     address = {u.director.node: str(u.director.address.ip) for u in cluster.uplinks(cluster.routers[0])}
@@ -179,6 +160,60 @@ def test_router_spreads_the_vip_over_every_director(topology: str, namespaces: N
     deploy_drained(*cluster.directors)  # never black-hole: with every director drained, all serve again
     assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
     deploy_drained()
+    assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
+
+
+def wire_routers_and_directors(cluster: Cluster, namespaces: Namespaces, configs: dict[str, str] | None = None) -> dict[str, str]:
+    """A namespace per router and director, their uplinks as veth pairs, the VIPs on the directors'
+    lo, FRR started and each node's config (`configs`, else its rendered one) loaded; returns the namespaces."""
+    states = plan_cluster(cluster)
+    tag = f"{PREFIX}-{os.getpid() % 10000}"
+    ns = {node: namespaces.add(f"{tag}-e{node}") for node in cluster.routers + cluster.directors}
+    for node in cluster.routers:
+        for uplink in cluster.uplinks(node):
+            r, d = uplink.router, uplink.director
+            ip("link", "add", "lvstmp-r", "type", "veth", "peer", "name", "lvstmp-d")
+            ip("link", "set", "lvstmp-r", "netns", ns[r.node], "name", r.name)
+            ip("link", "set", "lvstmp-d", "netns", ns[d.node], "name", d.name)
+            for end in (r, d):
+                ip("-n", ns[end.node], "addr", "add", str(end.address), "dev", end.name)
+                ip("-n", ns[end.node], "link", "set", end.name, "up")
+    for director in cluster.directors:
+        for address in states[director].addresses:
+            ip("-n", ns[director], "addr", "add", address.address, "dev", address.interface)
+    for node, space in ns.items():
+        frr.start(space, space, daemons=frr_daemons(cluster, node), wait=False)
+    for node, space in ns.items():
+        frr.wait_ready(space, frr_daemons(cluster, node))
+        frr.load_config(space, (configs or {}).get(node, states[node].frr))
+    return ns
+
+
+@pytest.mark.parametrize("announce", ["ospf", "bgp"])
+def test_keys_authenticate_the_peering(announce: str, namespaces: Namespaces, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """OSPF MD5 keys / BGP TCP-MD5 passwords are real: the demo with a key on every node gives the
+    router both directors; a director holding another key never peers, until it gets the right one."""
+    demo = (ROOT / "topology" / "demo.lvs.yml").read_text()
+    if announce == "ospf":
+        secret = "  ospf: {area: 0.0.0.0, hello: 1, dead: 3, bfd: true, auth: {key: {env: LVS_TEST_KEY}}}\n"
+    else:
+        secret = "  ospf: {area: 0.0.0.0, hello: 1, dead: 3, bfd: true}\n  announce: bgp\n  bgp: {password: {env: LVS_TEST_KEY}}\n"
+    (tmp_path / "demo.lvs.yml").write_text(demo.replace("  ospf: {area: 0.0.0.0, hello: 1, dead: 3, bfd: true}\n", secret, 1))
+    monkeypatch.setenv("LVS_TEST_KEY", "right-key")
+    cluster = Cluster.from_topology(load_topology(tmp_path / "demo.lvs.yml"))
+    monkeypatch.setenv("LVS_TEST_KEY", "wrong-key")
+    wrong = plan_cluster(Cluster.from_topology(load_topology(tmp_path / "demo.lvs.yml")))["d2"].frr
+    right = plan_cluster(cluster)["d2"].frr
+    assert "wrong-key" in wrong and "right-key" in right
+
+    ns = wire_routers_and_directors(cluster, namespaces, configs={"d2": wrong})
+    router, vip = ns["r1"], f"{cluster.topology.vips[0].address}/32"
+    address = {u.director.node: str(u.director.address.ip) for u in cluster.uplinks("r1")}
+    assert wait_for_hops(router, vip, [address["d1"]]) == [address["d1"]]
+    time.sleep(5)  # longer than OSPF's dead interval (3 s) and BGP's hold time (3 s): d2 never came up
+    assert wait_for_hops(router, vip, [address["d1"]], timeout=1) == [address["d1"]]
+    frr.reload(ns["d2"], right)
     assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
 
 

@@ -1,0 +1,96 @@
+"""Secrets in the topology (OSPF keys, BGP passwords): referenced, never written in the file.
+
+A `Secret` names a file (its first line is the secret; a relative path is relative to the
+topology file) or an environment variable, and is read when the topology loads, so a missing
+key is a `FILE:LINE` error before anything is planned. Its value never appears in a dump of
+the model (a deployed snapshot keeps the reference), in `repr`, or in anything lvscluster
+prints: `redact_frr` masks the FRR lines that carry one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
+
+REDACTED = "<redacted>"
+# FRR config lines that carry a secret, with the secret as the last group
+_SECRET_LINES = (
+    re.compile(r"^(\s*ip ospf message-digest-key \d+ md5 )(\S+)(.*)$"),
+    re.compile(r"^(\s*ip ospf authentication-key )(\S+)(.*)$"),
+    re.compile(r"^(\s*neighbor \S+ password )(\S+)(.*)$"),
+)
+
+
+class Secret(BaseModel):
+    """`{file: PATH}` or `{env: NAME}`: where to read a secret when the topology loads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str | None = None
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    _value: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute(cls, data: Any, info: ValidationInfo) -> Any:
+        """A relative `file` is relative to the topology file (the loader passes its directory)."""
+        base = (info.context or {}).get("base") if info else None
+        if isinstance(data, dict) and isinstance(data.get("file"), str) and base and not os.path.isabs(data["file"]):
+            return {**data, "file": str((Path(base) / data["file"]).resolve())}
+        return data
+
+    @model_validator(mode="after")
+    def _read(self) -> Secret:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("a secret is {file: PATH} or {env: NAME}: exactly one of them")
+        if self.file is not None:
+            try:
+                value = Path(self.file).read_text(encoding="utf-8").splitlines()[:1]
+            except FileNotFoundError:
+                raise ValueError(f"secret file {self.file} does not exist") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read secret file {self.file}: {exc.strerror or exc}") from None
+            value = value[0].strip() if value else ""
+            where = f"secret file {self.file}"
+        else:
+            if self.env not in os.environ:
+                raise ValueError(f"environment variable {self.env} (a secret) is not set")
+            value, where = os.environ[self.env].strip(), f"environment variable {self.env}"
+        if not value:
+            raise ValueError(f"{where} is empty")
+        if any(c.isspace() for c in value):
+            raise ValueError(f"{where}: the secret may not contain spaces (FRR takes it as one word)")
+        self._value = value
+        return self
+
+    @property
+    def value(self) -> str:
+        """The secret itself: for rendering only, never for printing."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({'file=' + repr(self.file) if self.file else 'env=' + repr(self.env)})"
+
+    __str__ = __repr__
+
+
+def redact_frr(text: str) -> str:
+    """FRR config text with every secret (OSPF key, BGP password) replaced by <redacted>."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        for pattern in _SECRET_LINES:
+            match = pattern.match(line.rstrip("\n"))
+            if match:
+                line = match.group(1) + REDACTED + match.group(3) + ("\n" if line.endswith("\n") else "")
+                break
+        out.append(line)
+    return "".join(out)
+
+
+def holds_secret(text: str) -> bool:
+    """True when FRR config text carries a secret (such a file is written mode 0600)."""
+    return redact_frr(text) != text
