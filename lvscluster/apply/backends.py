@@ -154,12 +154,20 @@ class KernelBackend:
                 raise ApplyError(f"{self.description}: no backend for {action.kind} ({action.summary})")
 
 
+ACCEPT_NEW_HOST_KEYS_ENV = "LVSCLUSTER_SSH_ACCEPT_NEW_HOST_KEYS"
+
+
 class SshBackend:
     """A remote node: `lvscluster node observe|apply` over ssh, JSON on stdin and stdout."""
 
     def __init__(self, target: str, runner: Runner = DEFAULT_RUNNER, ssh_options: tuple[str, ...] = (),
-                 remote_command: str = "lvscluster", frr_pathspace: str | None = None):
+                 remote_command: str = "lvscluster", frr_pathspace: str | None = None,
+                 accept_new_host_keys: bool | None = None):
         self.target = target  # ssh://user@host[:port]
+        if accept_new_host_keys is None:  # opt-in only, by the operator: LVSCLUSTER_SSH_ACCEPT_NEW_HOST_KEYS=1
+            accept_new_host_keys = os.environ.get(ACCEPT_NEW_HOST_KEYS_ENV, "") == "1"
+        # the node's host key must already be known (known_hosts); ssh's own config cannot loosen this
+        self.host_key_checking = "accept-new" if accept_new_host_keys else "yes"
         self.runner = runner
         self.frr_pathspace = frr_pathspace  # the remote FRR's -N pathspace; None = the machine's FRR
         self.ssh_options = ssh_options
@@ -168,7 +176,7 @@ class SshBackend:
 
     def _ssh(self, verb: str, payload: str) -> str:
         url = urlsplit(self.target)
-        argv = ["ssh", "-o", "BatchMode=yes", *self.ssh_options]
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={self.host_key_checking}", *self.ssh_options]
         if url.port:
             argv += ["-p", str(url.port)]
         if url.username:

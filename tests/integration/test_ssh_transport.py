@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lvscluster.apply import frr
-from lvscluster.apply.backends import JOURNAL_DIR, SshBackend
+from lvscluster.apply.backends import ACCEPT_NEW_HOST_KEYS_ENV, JOURNAL_DIR, SshBackend
 from lvscluster.errors import ApplyError
 from lvscluster.netlink import Links, read_sysctls
 from lvscluster.plan.diff import diff_node
@@ -67,8 +67,7 @@ PidFile {tmp_path / 'sshd.pid'}
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     known = tmp_path / "known_hosts"
     known.write_text(f"[{NODE_SIDE}]:2222 {(tmp_path / 'host_key.pub').read_text()}")
-    options = ("-i", str(tmp_path / "client_key"), "-o", f"UserKnownHostsFile={known}",
-               "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10")
+    options = ("-i", str(tmp_path / "client_key"), "-o", f"UserKnownHostsFile={known}", "-o", "ConnectTimeout=10")
     deadline = time.monotonic() + 20
     while subprocess.run(["ssh", *options, "-p", "2222", f"root@{NODE_SIDE}", "true"], capture_output=True).returncode:
         assert time.monotonic() < deadline, "sshd did not come up"
@@ -132,3 +131,19 @@ def test_unknown_host_key_is_refused(ssh_node) -> None:
                          remote_command=f"{sys.prefix}/bin/lvscluster")
     with pytest.raises(ApplyError, match="Host key verification failed"):
         backend.observe(NodeState(name="rs1", role="real_server"))
+    # ssh's own "StrictHostKeyChecking no" (say in ~/.ssh/config) cannot loosen it either
+    loose = SshBackend(f"ssh://root@{NODE_SIDE}:2222", ssh_options=(*options, "-o", "StrictHostKeyChecking=no"),
+                       remote_command=f"{sys.prefix}/bin/lvscluster")
+    with pytest.raises(ApplyError, match="Host key verification failed"):
+        loose.observe(NodeState(name="rs1", role="real_server"))
+    assert (tmp_path / "known_hosts").read_text() == ""
+
+
+def test_a_new_host_key_is_accepted_only_when_the_operator_asks(ssh_node, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, options, tmp_path = ssh_node
+    (tmp_path / "known_hosts").write_text("")
+    monkeypatch.setenv(ACCEPT_NEW_HOST_KEYS_ENV, "1")
+    backend = SshBackend(f"ssh://root@{NODE_SIDE}:2222", ssh_options=options,
+                         remote_command=f"{sys.prefix}/bin/lvscluster")
+    assert backend.observe(NodeState(name="rs1", role="real_server")).name == "rs1"
+    assert (tmp_path / "host_key.pub").read_text().split()[1] in (tmp_path / "known_hosts").read_text()
