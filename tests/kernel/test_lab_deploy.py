@@ -274,6 +274,8 @@ def test_lifecycle_commands_edit_the_file_and_move_traffic(demo: Path) -> None:
     code, output = cli("director", "remove", str(demo), "d2", "--timeout", "60")
     assert code == 0, output
     assert "d2:" not in demo.read_text()
+    # the lab lost both machines too: d3 below takes d2's LAN address, which must not be held twice
+    assert {"demo.d2", "demo.rs1"}.isdisjoint(lab_provider.lab_namespaces("demo"))
     assert wait_for_ecmp("demo", "r1", VIP, 1) == ["10.1.1.2"]
     code, output = cli("director", "add", str(demo), "d3", "--router-id", "10.255.0.13")
     assert code == 0 and "d3 added" in output, output
