@@ -72,6 +72,18 @@ def start(pathspace: str, netns: str | None, daemons: tuple[str, ...] = DAEMONS,
         wait_ready(pathspace, daemons, timeout)
 
 
+def restart_dead(pathspace: str, netns: str | None, daemons: tuple[str, ...], runner: Runner = DEFAULT_RUNNER) -> list[str]:
+    """Start again the daemons of a pathspace that died (a crash, a kill -9), after clearing the
+    pid file and vty socket they left; returns their names. Started empty: the caller reloads the config."""
+    dead = [d for d in daemons if not running(pathspace, d)]
+    for daemon in dead:
+        for leftover in (f"{daemon}.pid", f"{daemon}.vty"):
+            (run_dir(pathspace) / leftover).unlink(missing_ok=True)
+    if dead:
+        start(pathspace, netns, daemons=tuple(d for d in daemons if d in dead), runner=runner)
+    return dead
+
+
 def wait_ready(pathspace: str, daemons: tuple[str, ...] = DAEMONS, timeout: float = 20) -> None:
     """Wait until every daemon of the pathspace has its vty socket."""
     deadline = time.monotonic() + timeout

@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvscluster.apply import frr
 from lvscluster.apply.backends import KernelBackend, apply_lock
 from lvscluster.apply.deploy import deployed_path, read_deployed
 from lvscluster.apply.status import ospf_neighbors
@@ -33,6 +34,7 @@ from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_director
 from lvscluster.plan.diff import diff_node
+from lvscluster.plan.render import frr_daemons
 
 log = logging.getLogger("lvscluster.agent")
 
@@ -152,6 +154,7 @@ class Agent:
             if self._source_changed():
                 self.reload_now = True  # deploy changed the topology meanwhile: reload, then converge
                 return 0
+            self._restart_crashed_frr()
             observed = self.backend.observe(desired)
             vips_on_lo = {a.address for a in observed.addresses}
             if not all(a.address in vips_on_lo for a in desired.addresses):
@@ -166,6 +169,20 @@ class Agent:
                           for vip in self.cluster.topology.vips}
         self.changes += len(actions)
         return len(actions)
+
+    def _restart_crashed_frr(self) -> None:
+        """FRR under a pathspace (a lab node, `netns:` access) has no watchfrr: a daemon that died
+        is started again here, and the diff below reloads its config. A machine's own FRR is left
+        to its watchfrr (systemd's frr.service)."""
+        pathspace = self.backend.frr_pathspace
+        if not pathspace or not frr.is_running(pathspace):
+            return  # the machine's FRR, or not started at all (a node deploy has not set up)
+        daemons = frr_daemons(self.cluster, self.node)
+        if all(frr.running(pathspace, d) for d in daemons):
+            return
+        dead = frr.restart_dead(pathspace, self.backend.netns, daemons, self.backend.runner)
+        log.warning("%s: FRR %s had died: started again (its config follows)", self.node, ", ".join(dead))
+        self.changes += len(dead)
 
     def _reason(self, action) -> str:
         if action.kind == "set_dest" and action.dest is not None:
