@@ -9,8 +9,12 @@ and the error names the node and the action.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,25 +141,61 @@ def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progres
 
 
 def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
-    """Apply node by node in rollout order; returns the nodes changed. Stops at the first failure."""
+    """Apply node by node in rollout order; returns the nodes changed. Stops at the first failure.
+
+    Ctrl-C (SIGINT) lets the node being changed finish, then stops before the next one; a
+    second Ctrl-C stops at once (the next deploy continues from whatever state that left)."""
     done: list[str] = []
     pending = [n for n, acts in plan.actions.items() if acts]
     for name in plan.actions:  # directors already right hold this topology now
         if name not in pending:
             _record_deployed(plan, name)
-    for index, name in enumerate(pending):
-        actions = plan.actions[name]
-        progress(f"applying {len(actions)} changes to {name} ({plan.backends[name].description})")
-        try:
-            _apply_and_record(plan, name, actions)
-        except LvsClusterError as exc:
-            untouched = pending[index + 1:]
-            raise ApplyError(
-                f"deploy stopped at {name}: {exc}\n"
-                f"  done: {', '.join(done) or 'none'}; not touched: {', '.join(untouched) or 'none'}\n"
-                f"  run deploy again once the cause is fixed: it continues from the current state") from None
-        done.append(name)
+    with _interrupt_between_nodes() as interrupted:
+        for index, name in enumerate(pending):
+            actions = plan.actions[name]
+            progress(f"applying {len(actions)} changes to {name} ({plan.backends[name].description})")
+            try:
+                _apply_and_record(plan, name, actions)
+            except LvsClusterError as exc:
+                raise ApplyError(f"deploy stopped at {name}: {exc}\n" + _rollout_state(done, pending[index + 1:])
+                                 + "\n  run deploy again once the cause is fixed: it continues from the current state") from None
+            done.append(name)
+            if interrupted() and index + 1 < len(pending):
+                raise DeployInterrupted("deploy interrupted (Ctrl-C) after " + name + "\n" + _rollout_state(done, pending[index + 1:])
+                                        + "\n  run deploy again to finish: it continues from the current state")
     return done
+
+
+class DeployInterrupted(ApplyError):
+    """Ctrl-C between two nodes: the rollout stopped cleanly."""
+
+    exit_code = 130
+
+
+def _rollout_state(done: list[str], untouched: list[str]) -> str:
+    return f"  done: {', '.join(done) or 'none'}; not touched: {', '.join(untouched) or 'none'}"
+
+
+@contextlib.contextmanager
+def _interrupt_between_nodes():
+    """While applying: the first SIGINT is noted (the caller stops after the current node), the
+    second raises KeyboardInterrupt as usual. Outside the main thread, SIGINT is left alone."""
+    seen = []
+
+    def note(signum, frame):
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(signum)
+        sys.stderr.write("\ninterrupt: finishing the current node, then stopping (Ctrl-C again to stop at once)\n")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> None:
