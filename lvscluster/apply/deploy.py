@@ -148,7 +148,11 @@ def apply_plan(plan: DeployPlan, progress: Progress = _quiet) -> list[str]:
     done: list[str] = []
     pending = [n for n, acts in plan.actions.items() if acts]
     for name in plan.actions:  # directors already right hold this topology now
-        if name not in pending:
+        if name in pending:
+            continue
+        if _record_changes(plan, name):  # under the lock: its agent may be acting on the old record
+            _apply_and_record(plan, name, [])
+        else:
             _record_deployed(plan, name)
     with _interrupt_between_nodes() as interrupted:
         for index, name in enumerate(pending):
@@ -227,6 +231,23 @@ def read_deployed(node: str, netns: str | None) -> Cluster | None:
     return Cluster.from_topology(Topology.model_validate(document))
 
 
+def _snapshot(plan: DeployPlan) -> str:
+    return json.dumps(plan.cluster.topology.model_dump(mode="json"), sort_keys=True)
+
+
+def _record_changes(plan: DeployPlan, name: str) -> bool:
+    """True when a director's recorded topology is not the one being deployed (say, a deploy
+    that failed at this director left its kernel changed and its record old)."""
+    backend = plan.backends[name]
+    if plan.teardown or plan.cluster.role(name) != "director" or not isinstance(backend, KernelBackend) \
+            or backend.runner.dry_run:
+        return False
+    try:
+        return deployed_path(name, backend.netns).read_text() != _snapshot(plan)
+    except OSError:
+        return True
+
+
 def _record_deployed(plan: DeployPlan, name: str) -> None:
     """Keep the topology a director now holds (its agent converges to it, not to the file, so an
     edited file changes nothing until `deploy`); a destroyed director's record is removed."""
@@ -237,7 +258,7 @@ def _record_deployed(plan: DeployPlan, name: str) -> None:
     if plan.teardown:
         path.unlink(missing_ok=True)
     else:
-        write_atomic(path, json.dumps(plan.cluster.topology.model_dump(mode="json"), sort_keys=True))
+        write_atomic(path, _snapshot(plan))
 
 
 def plan_teardown(plan: DeployPlan) -> DeployPlan:
