@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,10 @@ class Orchestrator:
         self.started = threading.Event()
         self.t0 = 0.0
         self.moments: dict[str, tuple[float, float]] = {}  # event label -> (monotonic start, seconds taken)
+        self._node_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._state_lock = threading.Lock()  # `current` (the drained directors) is shared by event threads
+        self._event_threads: list[threading.Thread] = []
+        self._event_errors: list[Exception] = []
         self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
         self.flows_up_count = 0  # flows that have had their first echo so far
 
@@ -197,13 +202,16 @@ class Orchestrator:
         """Do one churn event now."""
         namespace = self.namespaces[event.node]
         if event.action in ("drain", "undrain"):
-            self.current = self.current.with_node(event.node, drain=event.action == "drain")
-            deploy_nodes(self.current, self.namespaces, [event.node], _quiet)
+            with self._state_lock:
+                self.current = current = self.current.with_node(event.node, drain=event.action == "drain")
+            deploy_nodes(current, self.namespaces, [event.node], _quiet)
         elif event.action == "kill":
             self.killed_links[event.node] = faults.kill_node(namespace)
         elif event.action == "revive":
-            faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(self.current, event.node))
-            deploy_nodes(self.current, self.namespaces, [event.node], _quiet)
+            with self._state_lock:
+                current = self.current
+            faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(current, event.node))
+            deploy_nodes(current, self.namespaces, [event.node], _quiet)
 
     def run(self) -> tuple[dict, list]:
         """Run traffic and churn; returns the report and the traffic's ticks."""
@@ -274,10 +282,8 @@ class Orchestrator:
             now = time.monotonic() - self.t0
             if pending and now >= pending[0].at:
                 event = pending.pop(0)
-                moment = time.monotonic()
                 self.progress(f"t={now:5.1f}s  {event.label}")
-                self.carry_out(event)
-                self.moments[event.label] = (moment, time.monotonic() - moment)
+                self._start_event(event)
             elif self.flows_up is not None and len(sync) < 8 and now >= self.flows_up + len(sync) + 1 and \
                     not (sync and min(sum(h.values()) for h in sync[-1]["held"].values()) >= self.flows_up_count):
                 sync.append({"t": round(now, 2), "held": probe.echo_flows()})
@@ -291,7 +297,33 @@ class Orchestrator:
                         samples[name].append([round(now, 2), round(pps * test.interval / 2, 1)])
                 last = (now, counters)
             time.sleep(0.1)
+        self._finish_events()
         return samples, sync, pending
+
+    def _start_event(self, event: ChurnEvent) -> None:
+        """Carry an event out in the background, so a slow one (a deploy under emulation) delays
+        neither the sampling nor other nodes' events; one node's events still run in order."""
+        def run() -> None:
+            with self._node_locks[event.node]:
+                moment = time.monotonic()
+                try:
+                    self.carry_out(event)
+                except Exception as exc:  # re-raised by _finish_events
+                    self._event_errors.append(exc)
+                self.moments[event.label] = (moment, time.monotonic() - moment)
+
+        thread = threading.Thread(target=run, name=event.label, daemon=True)
+        thread.start()
+        self._event_threads.append(thread)
+
+    def _finish_events(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._event_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise LvsClusterError(f"churn event {thread.name} still running after {timeout:g} s")
+        if self._event_errors:
+            raise self._event_errors[0]
 
 
 def _temp_file(suffix: str) -> Path:
