@@ -38,6 +38,29 @@ def ospf_neighbors(pathspace: str | None) -> list[dict]:
     return neighbors
 
 
+def bgp_peers(pathspace: str | None) -> list[dict]:
+    """FRR's BGP peers (address, state); none when FRR or bgpd is not running."""
+    if not frr.is_running(pathspace) or not frr.running(pathspace or "", "bgpd"):
+        return []
+    try:
+        data = frr.vtysh_json(pathspace, "show bgp ipv4 unicast summary json")
+    except (LvsClusterError, ValueError):
+        return []
+    return [{"address": address, "state": str(peer.get("state", ""))}
+            for address, peer in data.get("peers", {}).items()]
+
+
+def _announced(desired, observed, neighbors: list[dict], peers: list[dict]) -> dict[str, bool]:
+    """Per VIP of a director: on lo, and announced by whoever speaks for it (OSPF Full, a BGP
+    session Established, or ExaBGP having confirmed the route)."""
+    vips_up = {a.address for a in observed.addresses}
+    if desired.exabgp is not None:
+        routes = {r.split()[1] for r in (observed.exabgp.routes if observed.exabgp else ())}
+        return {a.address: a.address in vips_up and a.address in routes for a in desired.addresses}
+    speaking = any(n["state"] == "Full" for n in neighbors) or any(p["state"] == "Established" for p in peers)
+    return {a.address: a.address in vips_up and speaking and observed.frr == desired.frr for a in desired.addresses}
+
+
 def _director(backend: KernelBackend, desired, observed) -> dict:
     from lvscluster.netlink import IpvsSocket
 
@@ -61,16 +84,17 @@ def _director(backend: KernelBackend, desired, observed) -> dict:
         for dest in svc["dests"]:
             dest["health"] = health.get((svc["service"], dest["dest"].rpartition(":")[0]), "-")
     neighbors = ospf_neighbors(backend.frr_pathspace)
+    peers = bgp_peers(backend.frr_pathspace)
     vips_up = {a.address for a in observed.addresses}
-    full = any(n["state"] == "Full" for n in neighbors)
+    announced = _announced(desired, observed, neighbors, peers)
     return {
         "services": services,
         "sync": [{"state": d.state, "interface": d.interface, "syncid": d.syncid}
                  for d in (observed.ipvs.daemons if observed.ipvs else ())],
         "ospf_neighbors": neighbors,
+        "bgp_peers": peers,
         "agent": bool(health),
-        "vips": {a.address: {"on_lo": a.address in vips_up, "announced": a.address in vips_up and full
-                             and observed.frr == desired.frr} for a in desired.addresses},
+        "vips": {a.address: {"on_lo": a.address in vips_up, "announced": announced[a.address]} for a in desired.addresses},
     }
 
 
