@@ -126,13 +126,22 @@ class InterfaceAddress(_Frozen):
         return f"{self.address} on {self.interface}"
 
 
+class ExabgpState(_Frozen):
+    """A director's ExaBGP (`announcer: exabgp`): its configuration (neighbours, the API process),
+    and the routes that process announces through ExaBGP's API, one `route ...` line each, sorted."""
+
+    config: str
+    routes: tuple[str, ...] = ()
+
+
 class NodeState(_Frozen):
     """What one node should have (plan) or has (netlink observe): the data the diff compares.
 
     `addresses` lists only the addresses lvscluster manages (VIPs); `sysctls` maps full
     dotted names (`net.ipv4.vs.sloppy_tcp`) to values as strings; `tunnels` lists tunnel
     interfaces the node needs up (`tunl0` for TUN real servers); `ipvs` is None on nodes
-    without IPVS; `frr` is the whole FRR configuration text, or None when FRR is not managed.
+    without IPVS; `frr` is the whole FRR configuration text, or None when FRR is not managed;
+    `exabgp` is set on directors that announce through ExaBGP.
     """
 
     name: str
@@ -142,3 +151,4 @@ class NodeState(_Frozen):
     tunnels: tuple[str, ...] = ()
     ipvs: IpvsState | None = None
     frr: str | None = None
+    exabgp: ExabgpState | None = None

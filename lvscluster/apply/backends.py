@@ -22,7 +22,7 @@ from typing import Protocol
 
 from pydantic import TypeAdapter
 
-from lvscluster.apply import frr
+from lvscluster.apply import exabgp, frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
 from lvscluster.errors import ApplyError
 from lvscluster.files import write_atomic
@@ -110,6 +110,8 @@ class KernelBackend:
         from lvscluster.netlink import observe_node  # needs pyroute2 and a kernel; keep plan imports light
 
         state = observe_node(self.netns, desired)
+        if desired.exabgp is not None and not self.runner.dry_run:
+            state = state.model_copy(update={"exabgp": exabgp.observe(self.netns, desired.exabgp)})
         if desired.frr is None:
             return state
         running = frr.is_running(self.frr_pathspace) and not self.runner.dry_run
@@ -150,6 +152,12 @@ class KernelBackend:
             if action.kind == "set_frr":
                 frr.reload(self.frr_pathspace, action.frr, self.runner, running=self._frr_running)
                 self._frr_running = None
+            elif action.kind in ("set_exabgp", "del_exabgp") and self.runner.dry_run:
+                continue
+            elif action.kind == "set_exabgp":
+                exabgp.apply(self.netns, action.exabgp)
+            elif action.kind == "del_exabgp":
+                exabgp.stop(self.netns)
             else:
                 raise ApplyError(f"{self.description}: no backend for {action.kind} ({action.summary})")
 

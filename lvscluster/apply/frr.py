@@ -22,7 +22,7 @@ FRR_BIN = Path("/usr/lib/frr")
 ETC = Path("/etc/frr")
 RUN = Path("/var/run/frr")
 DAEMONS = ("zebra", "bfdd", "ospfd")  # start order: zebra first, then the protocols
-ALL_DAEMONS = ("zebra", "bfdd", "ospfd", "bgpd")  # what stop and daemon_pids look for
+ALL_DAEMONS = ("zebra", "bfdd", "ospfd", "bgpd", "staticd")  # what stop and daemon_pids look for
 
 
 def pathspace_for(name: str) -> str:

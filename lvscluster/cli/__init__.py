@@ -89,6 +89,15 @@ def render(
               + (" (mode 0600: they hold secrets)" if secret else ""), markup=False)
 
 
+@app.command("exabgp-bridge", hidden=True)
+def exabgp_bridge(directory: Annotated[Path, typer.Argument(help="The director's ExaBGP directory.")]) -> None:
+    """The API process ExaBGP runs for a director (`announcer: exabgp`): turns the routes deploy
+    and the agent write into announce/withdraw commands. Not for interactive use."""
+    from lvscluster.apply.exabgp_bridge import run_bridge
+
+    run_bridge(directory)
+
+
 from lvscluster.cli.deploy import register as register_deploy  # noqa: E402  (commands register on the app)
 from lvscluster.cli.deploy import register_status  # noqa: E402
 from lvscluster.cli.lab import lab_app  # noqa: E402

@@ -192,7 +192,7 @@ class Agent:
                     return f"{key} failed its health check ({self.book.states[key].last_detail})"
             if action.dest.weight > 0:
                 return "healthy again (or its weight was changed by hand)"
-        if action.kind == "set_frr":
+        if action.kind in ("set_frr", "set_exabgp"):
             if self.verdict.withdrawn:
                 return f"no service of {', '.join(sorted(self.verdict.withdrawn))} has its quorum of healthy real servers: withdraw"
             return "announce again (or FRR was changed by hand)"

@@ -21,7 +21,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lvscluster.apply import frr
+from lvscluster.apply import exabgp, frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.processes import terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
@@ -128,6 +128,7 @@ def shrink(lab: str, node: str, progress: Progress = _quiet) -> bool:
     except OSError:
         pass
     (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
+    exabgp.stop(space)
     for leftover in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
         leftover.unlink(missing_ok=True)
     record["namespaces"].pop(node)
@@ -303,8 +304,9 @@ def down(lab: str, progress: Progress = _quiet) -> int:
             pass
     for leftover in frr.RUN.glob(f"{frr.pathspace_for(lab + '.')}*") if frr.RUN.exists() else ():
         frr.stop(leftover.name)
-    for space in spaces:  # deploy's sysctl journal and the agents' records of these nodes die with them
+    for space in spaces:  # deploy's sysctl journal, ExaBGP and the agents' records of these nodes die with them
         (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
+        exabgp.stop(space)
         for record in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
             record.unlink(missing_ok=True)
     directory = state_dir(lab)

@@ -102,6 +102,12 @@ class Cluster:
         spec = self.topology.nodes[node]
         return spec.announce or self.topology.defaults.announce
 
+    def announcer(self, director: str) -> str:
+        """Who speaks for a director: `frr` (ospfd or bgpd), or `exabgp` (BGP through ExaBGP's API)."""
+        if self.announce(director) != "bgp":
+            return "frr"
+        return self.bgp(director).announcer
+
     def router_protocols(self, router: str) -> set[str]:
         """The announce protocols of the directors on a router's downlinks."""
         return {self.announce(u.director.node) for u in self.uplinks(router)}

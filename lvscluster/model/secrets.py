@@ -22,6 +22,7 @@ _SECRET_LINES = (
     re.compile(r"^(\s*ip ospf message-digest-key \d+ md5 )(\S+)(.*)$"),
     re.compile(r"^(\s*ip ospf authentication-key )(\S+)(.*)$"),
     re.compile(r"^(\s*neighbor \S+ password )(\S+)(.*)$"),
+    re.compile(r'^(\s*md5-password ")([^"]*)(".*)$'),  # ExaBGP
 )
 
 
@@ -62,8 +63,8 @@ class Secret(BaseModel):
             value, where = os.environ[self.env].strip(), f"environment variable {self.env}"
         if not value:
             raise ValueError(f"{where} is empty")
-        if any(c.isspace() for c in value):
-            raise ValueError(f"{where}: the secret may not contain spaces (FRR takes it as one word)")
+        if any(c.isspace() for c in value) or '"' in value:
+            raise ValueError(f"{where}: the secret may not contain spaces or quotes (FRR takes it as one word)")
         self._value = value
         return self
 
@@ -79,7 +80,7 @@ class Secret(BaseModel):
 
 
 def redact_frr(text: str) -> str:
-    """FRR config text with every secret (OSPF key, BGP password) replaced by <redacted>."""
+    """FRR (or ExaBGP) config text with every secret (OSPF key, BGP password) replaced by <redacted>."""
     out = []
     for line in text.splitlines(keepends=True):
         for pattern in _SECRET_LINES:

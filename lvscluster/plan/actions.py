@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from lvscluster.state import InterfaceAddress, IpvsDest, IpvsService, IpvsTimeouts, SyncDaemon
+from lvscluster.state import ExabgpState, InterfaceAddress, IpvsDest, IpvsService, IpvsTimeouts, SyncDaemon
 
 ActionKind = Literal[
     "add_address",  # target: InterfaceAddress
@@ -28,6 +28,8 @@ ActionKind = Literal[
     "del_daemon",  # daemon
     "set_timeouts",  # timeouts
     "set_frr",  # frr: whole config text
+    "set_exabgp",  # exabgp: config and announced routes (ExaBGP started or reloaded as needed)
+    "del_exabgp",  # stop ExaBGP (its peers drop its routes at once) and remove its files
 ]
 
 
@@ -49,6 +51,7 @@ class Action(BaseModel):
     daemon: SyncDaemon | None = None
     timeouts: IpvsTimeouts | None = None
     frr: str | None = None
+    exabgp: ExabgpState | None = None
 
     @property
     def summary(self) -> str:
@@ -74,6 +77,10 @@ class Action(BaseModel):
                 return f"set timeouts tcp {t.tcp} tcp_fin {t.tcp_fin} udp {t.udp}"
             case "frr":
                 return "apply FRR configuration"
+            case "exabgp":
+                if verb == "del":
+                    return "stop ExaBGP"
+                return f"announce {len(self.exabgp.routes)} routes through ExaBGP"
         return self.kind  # pragma: no cover - every kind is matched above
 
 

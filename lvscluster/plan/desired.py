@@ -14,7 +14,7 @@ from lvscluster.health.targets import DestKey, service_label
 from lvscluster.health.verdict import HealthVerdict
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Service, Vip
-from lvscluster.plan.render import render_frr
+from lvscluster.plan.render import render_exabgp, render_frr
 from lvscluster.state import InterfaceAddress, IpvsDest, IpvsService, IpvsState, IpvsTimeouts, NodeState, SyncDaemon
 
 # What every all-active director needs (docs/topology.md, "What each node gets", says why).
@@ -127,6 +127,8 @@ def plan_director(cluster: Cluster, name: str, health: HealthVerdict | None = No
             timeouts=IpvsTimeouts(**timeouts.model_dump()) if timeouts else IpvsTimeouts(),
         ),
         frr=render_frr(cluster, name, withdrawn=health.withdrawn if health else ()),
+        exabgp=render_exabgp(cluster, name, withdrawn=health.withdrawn if health else ())
+        if cluster.announcer(name) == "exabgp" else None,
     )
 
 

@@ -1,7 +1,8 @@
 """Destroy plan (pure): the actions that remove what deploy added to a node, and nothing else.
 
 Only objects the topology manages are touched: its VIP addresses, its IPVS services (their
-dests go with them) and sync daemons, its FRR configuration (replaced by an empty one), and
+dests go with them) and sync daemons, its FRR configuration (replaced by an empty one), its
+ExaBGP (stopped), and
 the sysctls deploy changed, set back to the values journaled before the first change.
 Withdrawal comes first, so no router sends traffic to a director that has stopped serving.
 """
@@ -51,6 +52,8 @@ def plan_destroy(desired: NodeState, observed: NodeState, originals: dict[str, s
     whether the node's FRR already runs the emptied configuration."""
     node = desired.name
     actions: list[Action] = []
+    if desired.exabgp is not None and observed.exabgp is not None:
+        actions.append(Action(node=node, kind="del_exabgp", reason="stop announcing: stop ExaBGP"))
     if desired.frr is not None and observed.frr is not None and not frr_emptied:
         actions.append(Action(node=node, kind="set_frr", frr=destroy_frr(desired, observed, originals),
                               reason="stop announcing: remove the FRR configuration"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from lvscluster.model.secrets import redact_frr
 from lvscluster.plan.actions import Action
-from lvscluster.state import IpvsDest, IpvsService, IpvsState, NodeState, SyncDaemon
+from lvscluster.state import ExabgpState, IpvsDest, IpvsService, IpvsState, NodeState, SyncDaemon
 
 
 def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
@@ -40,6 +40,9 @@ def diff_node(desired: NodeState, observed: NodeState) -> list[Action]:
     if desired.frr is not None and desired.frr != observed.frr:
         why = "FRR not configured yet" if observed.frr is None else _frr_difference(observed.frr)
         frr.append(Action(node=node, kind="set_frr", frr=desired.frr, reason=why))
+    if desired.exabgp is not None and desired.exabgp != observed.exabgp:  # after FRR: its routes first
+        frr.append(Action(node=node, kind="set_exabgp", exabgp=desired.exabgp,
+                          reason=_exabgp_difference(desired.exabgp, observed.exabgp)))
     return early + ipvs_early + add_addresses + frr + del_addresses + ipvs_late
 
 
@@ -52,6 +55,17 @@ def _frr_difference(observed: str) -> str:
         return "FRR configuration differs"
     more = f" and {len(delta) - 3} more" if len(delta) > 3 else ""
     return "FRR configuration differs: " + "; ".join(delta[:3]) + more
+
+
+def _exabgp_difference(desired: ExabgpState, observed: ExabgpState | None) -> str:
+    if observed is None:
+        return "ExaBGP not running"
+    if observed.config != desired.config:
+        return "ExaBGP configuration differs" + ("" if observed.config.startswith("#") else f" ({observed.config.strip()})")
+    added = [r for r in desired.routes if r not in observed.routes]
+    gone = [r for r in observed.routes if r not in desired.routes]
+    return "; ".join([*(f"announce {r.removeprefix('route ')}" for r in added),
+                      *(f"withdraw {r.removeprefix('route ')}" for r in gone)])
 
 
 def sysctl_equal(want: str, have: str | None) -> bool:

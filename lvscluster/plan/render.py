@@ -9,7 +9,7 @@ from functools import cache
 import jinja2
 
 from lvscluster.model.cluster import Cluster
-from lvscluster.state import NodeState
+from lvscluster.state import ExabgpState, NodeState
 
 BFD_PROFILE = "lvscluster"
 # A drained director announces its VIPs at this OSPF cost: the router keeps only the cheaper
@@ -50,13 +50,16 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
         announce = cluster.announce(u.director.node)
         links.append({"interface": mine.name, "subnet": str(mine.address.network), "announce": announce})
         if announce == "bgp":
-            peers.append({"address": str(theirs.address.ip), "asn": cluster.asn(theirs.node)})
+            # ExaBGP has no BFD: its sessions end by the hold timer (or a NOTIFICATION when it stops)
+            bfd = cluster.bgp(node).bfd and cluster.bgp(u.director.node).announcer != "exabgp"
+            peers.append({"address": str(theirs.address.ip), "asn": cluster.asn(theirs.node), "bfd": bfd,
+                          "local": str(mine.address.ip)})
     context["peers"] = peers
     if director:
         nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
         announce = cluster.announce(node)
         asn = cluster.asn(node)
-        context.update(uplinks=links, announce=announce, forwarding=nat,
+        context.update(uplinks=links, announce=announce, forwarding=nat, announcer=cluster.announcer(node),
                        drain_cost=DRAIN_COST if spec.drain and announce == "ospf" else None,
                        drain_prepend=" ".join([str(asn)] * DRAIN_PREPEND) if spec.drain and announce == "bgp" else None,
                        vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips if v.name not in withdrawn])
@@ -68,7 +71,10 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
 
 
 def frr_daemons(cluster: Cluster, node: str) -> tuple[str, ...]:
-    """The FRR daemons a director or router runs: zebra, and ospfd/bgpd/bfdd as its config needs."""
+    """The FRR daemons a director or router runs: zebra, and ospfd/bgpd/bfdd as its config needs
+    (a director announcing through ExaBGP: zebra and staticd, for its default routes)."""
+    if cluster.role(node) == "director" and cluster.announcer(node) == "exabgp":
+        return ("zebra", "staticd")
     protocols = cluster.router_protocols(node) if cluster.role(node) == "router" else {cluster.announce(node)}
     protocols = protocols or {"ospf"}
     bfd = ("ospf" in protocols and cluster.ospf(node).bfd) or ("bgp" in protocols and cluster.bgp(node).bfd)
@@ -81,6 +87,23 @@ def render_frr(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> 
     (names) unannounced."""
     role = cluster.role(node)
     return _render(f"frr/{role}.conf.j2", **frr_context(cluster, node, withdrawn))
+
+
+EXABGP_PROCESS = "lvscluster-announce"
+# Filled in on the machine that runs ExaBGP (the backend), so the plan stays machine-independent:
+# the command that runs lvscluster there, and the node's ExaBGP directory.
+LVSCLUSTER_COMMAND, EXABGP_DIR = "@LVSCLUSTER@", "@EXABGP_DIR@"
+
+
+def render_exabgp(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> ExabgpState:
+    """A director's ExaBGP (`announcer: exabgp`): one neighbour per uplink router, and the routes
+    its API process announces: every VIP /32 not `withdrawn`, with the AS prepended when drained."""
+    context = frr_context(cluster, node, withdrawn)
+    config = _render("exabgp/director.conf.j2", **context, process=EXABGP_PROCESS,
+                     command=LVSCLUSTER_COMMAND, directory=EXABGP_DIR)
+    path = f" as-path [ {' '.join([str(context['asn'])] * (DRAIN_PREPEND + 1))} ]" if context["drain_prepend"] else ""
+    routes = tuple(sorted(f"route {vip} next-hop self{path}" for vip in context["vips"]))
+    return ExabgpState(config=config, routes=routes)
 
 
 def render_daemons(cluster: Cluster, node: str) -> str:

@@ -217,6 +217,49 @@ def test_keys_authenticate_the_peering(announce: str, namespaces: Namespaces, tm
     assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
 
 
+def test_exabgp_announces_drains_and_withdraws_through_its_api(namespaces: Namespaces, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`announcer: exabgp` against real ExaBGP and FRR: both directors' ExaBGP (with a BGP
+    password) give the router two next hops; a drain (a longer AS path, sent over the old route)
+    leaves d2 only; d2's VIP withdrawn (its agent's verdict) falls back to the drained d1; observing
+    reads back what ExaBGP confirmed; stopping ExaBGP takes its route away at once."""
+    from lvscluster.apply import exabgp
+    from lvscluster.health.verdict import HealthVerdict
+    from lvscluster.plan.desired import plan_director
+
+    demo = (ROOT / "topology" / "demo.lvs.yml").read_text()
+    line = "  ospf: {area: 0.0.0.0, hello: 1, dead: 3, bfd: true}\n"
+    (tmp_path / "demo.lvs.yml").write_text(demo.replace(
+        line, line + "  announce: bgp\n  bgp: {announcer: exabgp, password: {env: LVS_TEST_KEY}}\n", 1))
+    monkeypatch.setenv("LVS_TEST_KEY", "exa-pw")
+    cluster = Cluster.from_topology(load_topology(tmp_path / "demo.lvs.yml"))
+    ns = wire_routers_and_directors(cluster, namespaces)
+    router, vip = ns["r1"], f"{cluster.topology.vips[0].address}/32"
+    address = {u.director.node: str(u.director.address.ip) for u in cluster.uplinks("r1")}
+    try:
+        for director in cluster.directors:
+            exabgp.apply(ns[director], plan_director(cluster, director).exabgp)
+        assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
+        assert (exabgp.directory(ns["d1"]) / exabgp.CONFIG).stat().st_mode & 0o777 == 0o600  # it holds the password
+        desired = plan_director(cluster, "d1").exabgp
+        assert exabgp.observe(ns["d1"], desired) == desired
+        assert frr.config_delta(ns["d1"], plan_director(cluster, "d1").frr) == []  # FRR: a static default route only
+
+        drained = plan_director(cluster.with_node("d1", drain=True), "d1").exabgp
+        exabgp.apply(ns["d1"], drained)
+        assert wait_for_hops(router, vip, [address["d2"]]) == [address["d2"]]
+        exabgp.apply(ns["d2"], plan_director(cluster, "d2", HealthVerdict(withdrawn=frozenset({"web"}))).exabgp)
+        assert wait_for_hops(router, vip, [address["d1"]]) == [address["d1"]]  # the drained one, as a last resort
+        assert exabgp.observe(ns["d2"], plan_director(cluster, "d2").exabgp).routes == ()
+
+        exabgp.stop(ns["d1"])
+        assert wait_for_hops(router, vip, [], timeout=10) == []
+        assert exabgp.pid(ns["d1"]) is None and not exabgp.directory(ns["d1"]).exists()
+    finally:
+        for director in cluster.directors:
+            exabgp.stop(ns[director])
+
+
 def wait_for_hops(router: str, vip: str, expected: list[str], timeout: float = 60) -> list[str]:
     """The router's selected, active next hops for the VIP once they equal `expected` (or at the timeout)."""
     deadline, hops = time.monotonic() + timeout, []

@@ -67,7 +67,7 @@ def test_an_environment_secret_and_the_bgp_password(tmp_path: Path, monkeypatch:
     ("{key: {file: missing.key}}", {}, "secret file {dir}/missing.key does not exist"),
     ("{key: {env: LVS_TEST_UNSET}}", {}, "environment variable LVS_TEST_UNSET (a secret) is not set"),
     ("{key: {env: LVS_TEST_LONG}}", {"LVS_TEST_LONG": "x" * 17}, "an OSPF MD5 key is at most 16 characters; Secret(env='LVS_TEST_LONG') holds 17"),
-    ("{key: {env: LVS_TEST_SPACE}}", {"LVS_TEST_SPACE": "two words"}, "the secret may not contain spaces"),
+    ("{key: {env: LVS_TEST_SPACE}}", {"LVS_TEST_SPACE": "two words"}, "the secret may not contain spaces or quotes"),
     ("{key: {env: A, file: b}}", {}, "exactly one of them"),
     ("{key: {value: plain}}", {}, "unknown field 'value' (allowed: env, file)"),
 ])
@@ -115,3 +115,11 @@ def test_render_writes_files_holding_secrets_mode_0600(keyed: Path, tmp_path: Pa
     conf = out / "d1" / "frr.conf"
     assert OSPF_KEY in conf.read_text()
     assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o600}
+
+
+def test_an_unknown_node_on_a_link_is_reported_not_a_crash(keyed: Path) -> None:
+    """(hypothesis found it: the key check walked the uplinks before the unknown node was fixed)"""
+    keyed.write_text(keyed.read_text().replace("  rs2: {role: real_server}", "  rs9: {role: real_server}"))
+    with pytest.raises(TopologyError) as error:
+        load_topology(keyed)
+    assert "unknown node 'rs2'" in str(error.value)
