@@ -83,11 +83,11 @@ def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: 
     assert changed.count("weight: 2") == 1 and "drain: true" in changed
     flows = open_flows("ecmp8", "c1", VIP, 7, 40)
     outcomes = []
-    for round_, signum in enumerate((signal.SIGINT, signal.SIGKILL, signal.SIGKILL)):
+    for round_, signum in enumerate((signal.SIGINT, signal.SIGKILL)):
         ecmp8.write_text(changed if round_ % 2 == 0 else original)
         deploy = subprocess.Popen([sys.executable, "-m", "lvscluster.cli", "deploy", "--yes", str(ecmp8)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        delay = rng.uniform(3, 30)
+        delay = rng.uniform(3, 25)
         try:
             output = deploy.communicate(timeout=delay)[0]
             outcomes.append(f"{signum.name}@{delay:.1f}s: finished first")
@@ -99,16 +99,13 @@ def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: 
                 # between nodes it stops cleanly; before the rollout started there is nothing to say
                 assert "interrupted" in output, output
         assert broken_flows(flows) == [], (seed, outcomes, output)
-    ecmp8.write_text(changed)
+    ecmp8.write_text(original)  # the last round wrote `original`: the next deploy finishes that rollout
     code, output = cli("deploy", "--yes", str(ecmp8))
     assert code == 0, (seed, outcomes, output)
     code, output = cli("deploy", "--yes", str(ecmp8))
     assert code == 0 and output.strip().endswith("no changes"), (seed, outcomes, output)
     assert broken_flows(flows) == [], (seed, outcomes)
     print(f"measured: deploy interrupted at random (seed {seed}): {'; '.join(outcomes)}; 0 of 40 flows broken")
-    ecmp8.write_text(original)
-    code, output = cli("deploy", "--yes", str(ecmp8))
-    assert code == 0, output
     assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 8)) == sorted(f"10.1.{i}.2" for i in range(1, 9))
     assert broken_flows(flows) == []
     for sock, _ in flows:
