@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -77,8 +76,13 @@ def observe(netns: str | None, desired: ExabgpState) -> ExabgpState | None:
 
 
 def apply(netns: str | None, desired: ExabgpState) -> None:
-    """Make ExaBGP announce `desired`: write the routes, write the config (start ExaBGP, or have it
-    reload a changed config), then wait until the bridge confirms the routes."""
+    """Make ExaBGP announce `desired`: write the routes, write the config (start ExaBGP; restart
+    it on a changed config), then wait until the bridge confirms the routes.
+
+    A changed config (peers, password, hold time) restarts ExaBGP rather than reloading it: a
+    reload would not give a new peer the routes already announced through the API. The director
+    leaves the router's ECMP for the few seconds of the restart; its flows move and survive, as
+    in a drain."""
     where = directory(netns)
     where.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(where / ROUTES, "".join(f"{r}\n" for r in desired.routes))
@@ -87,10 +91,11 @@ def apply(netns: str | None, desired: ExabgpState) -> None:
     changed = running is None or not (where / CONFIG).exists() or (where / CONFIG).read_text() != text
     if changed:
         write_atomic(where / CONFIG, text, mode=0o600 if holds_secret(text) else 0o644)
+    if running is not None and changed:
+        terminate([running], timeout=10)
+        running = None
     if running is None:
         _start(netns)
-    elif changed:
-        os.kill(running, signal.SIGUSR1)  # ExaBGP re-reads its config and keeps unchanged sessions
     deadline = time.monotonic() + ANNOUNCE_TIMEOUT
     while _lines(where / ANNOUNCED) != tuple(sorted(desired.routes)) or not (where / ANNOUNCED).exists():
         if pid(netns) is None:

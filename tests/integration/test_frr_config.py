@@ -252,6 +252,15 @@ def test_exabgp_announces_drains_and_withdraws_through_its_api(namespaces: Names
         assert wait_for_hops(router, vip, [address["d1"]]) == [address["d1"]]  # the drained one, as a last resort
         assert exabgp.observe(ns["d2"], plan_director(cluster, "d2").exabgp).routes == ()
 
+        # a changed config (here the hold time) restarts ExaBGP, which announces its routes again
+        before = exabgp.pid(ns["d1"])
+        (tmp_path / "demo.lvs.yml").write_text((tmp_path / "demo.lvs.yml").read_text().replace(
+            "announcer: exabgp,", "announcer: exabgp, hold: 9,"))
+        slower = Cluster.from_topology(load_topology(tmp_path / "demo.lvs.yml")).with_node("d1", drain=True)
+        exabgp.apply(ns["d1"], plan_director(slower, "d1").exabgp)
+        assert exabgp.pid(ns["d1"]) not in (None, before) and "hold-time 9;" in (exabgp.directory(ns["d1"]) / exabgp.CONFIG).read_text()
+        assert wait_for_hops(router, vip, [address["d1"]]) == [address["d1"]]
+
         exabgp.stop(ns["d1"])
         assert wait_for_hops(router, vip, [], timeout=10) == []
         assert exabgp.pid(ns["d1"]) is None and not exabgp.directory(ns["d1"]).exists()
