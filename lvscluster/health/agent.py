@@ -21,10 +21,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvscluster.apply import frr
+from lvscluster.apply import exabgp, frr
 from lvscluster.apply.backends import KernelBackend, apply_lock
 from lvscluster.apply.deploy import deployed_path, read_deployed
-from lvscluster.apply.status import ospf_neighbors
+from lvscluster.apply.status import bgp_peers, ospf_neighbors
 from lvscluster.errors import LvsClusterError
 from lvscluster.health.checks import CheckResult, CheckTarget, run_check
 from lvscluster.health.record import record_path, write_record
@@ -32,7 +32,7 @@ from lvscluster.health.targets import DestKey, HealthTarget, health_targets
 from lvscluster.health.verdict import HealthBook, HealthVerdict
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
-from lvscluster.plan.desired import plan_director
+from lvscluster.plan.desired import plan_director, vip_prefix
 from lvscluster.plan.diff import diff_node
 from lvscluster.plan.render import frr_daemons
 
@@ -165,10 +165,21 @@ class Agent:
                     log.info("%s: %s: %s", self.node, action.summary, self._reason(action))
                 self.backend.apply_under_lock(actions)
         self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))
-        self.announced = {vip.name: vip.name not in self.verdict.withdrawn and self.ospf_full > 0
+        carried = self._carried()
+        self.announced = {vip.name: vip.name not in self.verdict.withdrawn and vip_prefix(vip) in carried
                           for vip in self.cluster.topology.vips}
         self.changes += len(actions)
         return len(actions)
+
+    def _carried(self) -> set[str]:
+        """The VIP prefixes whoever speaks for this director carries to a router: every VIP while
+        OSPF is Full or a BGP session Established, or the routes ExaBGP confirmed."""
+        if self.cluster.announcer(self.node) == "exabgp":
+            confirmed = exabgp.observe(self.backend.netns, plan_director(self.cluster, self.node).exabgp)
+            return {r.split()[1] for r in confirmed.routes} if confirmed else set()
+        if self.ospf_full > 0 or any(p["state"] == "Established" for p in bgp_peers(self.backend.frr_pathspace)):
+            return {vip_prefix(vip) for vip in self.cluster.topology.vips}
+        return set()
 
     def _restart_crashed_frr(self) -> None:
         """FRR under a pathspace (a lab node, `netns:` access) has no watchfrr: a daemon that died

@@ -11,9 +11,10 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from labkit import cli, http_answers, wait_for_ecmp
+from labkit import cli, http_answers, in_node, wait_for_ecmp
 
 from lvscluster.apply import exabgp
 from lvscluster.lab import netns as lab_provider
@@ -52,6 +53,11 @@ def test_exabgp_announces_drains_and_the_agents_withdraw_through_it(tmp_path: Pa
         assert code == 0, output
         report = json.loads(output[output.index("{"):])
         assert all(report["nodes"][d]["vips"][f"{VIP}/32"]["announced"] for d in ("d1", "d2")), report["nodes"]["d1"]
+        deadline = time.monotonic() + 60  # the agent's metric follows at its next round
+        while 'lvscluster_vip_announced{vip="web"} 1.0' not in (page := in_node(
+                "exa", "d1", "curl", "-s", "--max-time", "20", "http://127.0.0.1:9586/metrics").stdout):
+            assert time.monotonic() < deadline, page[-2000:]
+            time.sleep(2)
 
         # no real server left: each agent withdraws the VIP through its ExaBGP; back when they are
         servers = {node: lab_provider.processes_in(f"exa.{node}") for node in ("rs1", "rs2", "rs3")}
