@@ -54,8 +54,10 @@ def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
     answers = http_answers("ecmp8", "c1", VIP, 300)
     assert sum(answers.values()) == 300
     assert set(answers) == {"rs1", "rs2", "rs3", "rs4"}, answers  # no request failed
+    # as in the demo test: a client port reused while IPVS still holds the old connection's entry
+    # (TIME_WAIT) takes that entry over without counting a new connection (CI once counted 298)
     conns = service_conns("ecmp8", DIRECTORS, f"tcp/{VIP}:80", at_least=300)
-    assert sum(conns.values()) >= 300
+    assert sum(conns.values()) >= 290, conns
     mean = sum(conns.values()) / len(conns)
     assert max(conns.values()) / mean <= spread_bound(sum(conns.values()), 8), conns  # ECMP spreads evenly
 
