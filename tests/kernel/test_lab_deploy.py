@@ -244,7 +244,7 @@ def test_flows_opened_while_sync_is_lost_survive_a_move(demo: Path) -> None:
     table on both) and sloppy_tcp still take them to the same real server; none breaks."""
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
     rules = ("table inet lvst_sync { chain out { type filter hook output priority 0; "
-             "udp dport 8848 drop; } }")
+             "udp dport 8848 drop; }; }")
     blocked = in_node("demo", "d1", "nft", rules)
     assert blocked.returncode == 0, blocked.stderr
     try:
