@@ -91,6 +91,12 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
     assert frr.config_shape(running) == frr.config_shape(state.frr)
     spec = cluster.topology.nodes[node]
     bgp = (cluster.announce(node) if spec.role == "director" else min(cluster.router_protocols(node))) == "bgp"
+    if spec.role == "director" and cluster.announcer(node) == "exabgp":
+        # ExaBGP announces; FRR holds a default route per uplink router, nothing else
+        assert "router " not in running
+        for uplink in cluster.uplinks(node):
+            assert f"ip route 0.0.0.0/0 {uplink.router.address.ip}" in running
+        return
     if bgp:
         assert f"router bgp {cluster.asn(node)}" in running and f"bgp router-id {spec.router_id}" in running
         for uplink in cluster.uplinks(node):
