@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,19 +88,32 @@ def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: 
     outcomes = []
     for round_, signum in enumerate((signal.SIGINT, signal.SIGKILL)):
         ecmp8.write_text(changed if round_ % 2 == 0 else original)
-        deploy = subprocess.Popen([sys.executable, "-m", "lvscluster.cli", "deploy", "--yes", str(ecmp8)],
+        deploy = subprocess.Popen([sys.executable, "-u", "-m", "lvscluster.cli", "deploy", "--yes", str(ecmp8)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        delay = rng.uniform(3, 25)
-        try:
-            output = deploy.communicate(timeout=delay)[0]
-            outcomes.append(f"{signum.name}@{delay:.1f}s: finished first")
-        except subprocess.TimeoutExpired:
+        lines: list[str] = []
+        rolling = threading.Event()
+
+        def read(stream=deploy.stdout, lines=lines, rolling=rolling) -> None:
+            for line in stream:
+                lines.append(line)
+                if "applying" in line:  # the rollout has begun: the signal lands during it
+                    rolling.set()
+            rolling.set()  # ended without a rollout (nothing to change)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert rolling.wait(180), "".join(lines)
+        delay = rng.uniform(0, 8)
+        time.sleep(delay)
+        if deploy.poll() is None:
             deploy.send_signal(signum)
-            output = deploy.communicate(timeout=120)[0]
-            outcomes.append(f"{signum.name}@{delay:.1f}s: exit {deploy.returncode}")
-            if signum == signal.SIGINT and deploy.returncode == 130:
-                # between nodes it stops cleanly; before the rollout started there is nothing to say
-                assert "interrupted" in output, output
+            outcomes.append(f"{signum.name} {delay:.1f}s into the rollout: exit {deploy.wait(120)}")
+        else:
+            outcomes.append(f"{signum.name} {delay:.1f}s into the rollout: it had finished")
+        reader.join(30)
+        output = "".join(lines)
+        if signum == signal.SIGINT and deploy.returncode == 130:
+            assert "deploy interrupted (Ctrl-C) after" in output, output  # stopped cleanly between two nodes
         assert broken_flows(flows) == [], (seed, outcomes, output)
     ecmp8.write_text(original)  # the last round wrote `original`: the next deploy finishes that rollout
     code, output = cli("deploy", "--yes", str(ecmp8))
