@@ -198,10 +198,27 @@ def test_sigterm_stops_cleanly_with_a_summary(testserver):
     assert {u["port"] - u["flow"] for u in run.flows_up} == {start_port}  # flow i from START+i
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_new_connection_ports_cycle_past_busy_and_flow_ports():
-    low = random.randrange(20000, 30000, 10)
     busy = socket.socket()
-    busy.bind(("127.0.0.1", low + 2))
+    for _ in range(50):  # a random block of free ports (something else may hold one: CI once had low + 2 taken)
+        low = random.randrange(20000, 30000, 10)
+        try:
+            busy.bind(("127.0.0.1", low + 2))
+        except OSError:
+            continue
+        if all(_free(port) for port in (low, low + 1, low + 3, low + 4)):
+            break
+        busy.close()
+        busy = socket.socket()
     cycle = PortCycle(low, low + 4, skip=range(low + 1, low + 2), first=low)
     try:
         sockets = [cycle.open(socket.AF_INET) for _ in range(3)]
