@@ -109,6 +109,14 @@ def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, ru
     return _build(layout, topology_path, progress, runner, agents)
 
 
+def _forget(space: str) -> None:
+    """What dies with a lab node: deploy's sysctl journal, its ExaBGP, its agent's records."""
+    (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
+    exabgp.stop(space)
+    for record in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
+        record.unlink(missing_ok=True)
+
+
 def shrink(lab: str, node: str, progress: Progress = _quiet) -> bool:
     """Take one node out of a running lab (its namespace, processes, FRR, cables, records), as
     decommissioning the machine would; the rest carries on. False when the lab has no such node.
@@ -127,10 +135,7 @@ def shrink(lab: str, node: str, progress: Progress = _quiet) -> bool:
         netns.remove(space)  # its veth ends go with it; so do their peers in the router and the switch
     except OSError:
         pass
-    (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
-    exabgp.stop(space)
-    for leftover in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
-        leftover.unlink(missing_ok=True)
+    _forget(space)
     record["namespaces"].pop(node)
     record["veths"] = [v for v in record.get("veths", []) if space not in (v["netns"], v["peer_netns"])]
     record["frr_nodes"] = [n for n in record.get("frr_nodes", []) if n != node]
@@ -304,11 +309,8 @@ def down(lab: str, progress: Progress = _quiet) -> int:
             pass
     for leftover in frr.RUN.glob(f"{frr.pathspace_for(lab + '.')}*") if frr.RUN.exists() else ():
         frr.stop(leftover.name)
-    for space in spaces:  # deploy's sysctl journal, ExaBGP and the agents' records of these nodes die with them
-        (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
-        exabgp.stop(space)
-        for record in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
-            record.unlink(missing_ok=True)
+    for space in spaces:
+        _forget(space)
     directory = state_dir(lab)
     if directory.exists():
         for child in directory.iterdir():
