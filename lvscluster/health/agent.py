@@ -165,17 +165,17 @@ class Agent:
                     log.info("%s: %s: %s", self.node, action.summary, self._reason(action))
                 self.backend.apply_under_lock(actions)
         self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))
-        carried = self._carried()
+        carried = self._carried(desired)
         self.announced = {vip.name: vip.name not in self.verdict.withdrawn and vip_prefix(vip) in carried
                           for vip in self.cluster.topology.vips}
         self.changes += len(actions)
         return len(actions)
 
-    def _carried(self) -> set[str]:
+    def _carried(self, desired) -> set[str]:
         """The VIP prefixes whoever speaks for this director carries to a router: every VIP while
         OSPF is Full or a BGP session Established, or the routes ExaBGP confirmed."""
         if self.cluster.announcer(self.node) == "exabgp":
-            confirmed = exabgp.observe(self.backend.netns, plan_director(self.cluster, self.node).exabgp)
+            confirmed = exabgp.observe(self.backend.netns, desired.exabgp)
             return {r.split()[1] for r in confirmed.routes} if confirmed else set()
         if self.ospf_full > 0 or any(p["state"] == "Established" for p in bgp_peers(self.backend.frr_pathspace)):
             return {vip_prefix(vip) for vip in self.cluster.topology.vips}
