@@ -94,8 +94,10 @@ def lab_down(
 ) -> None:
     """Remove every namespace, process, FRR instance and file of the lab. Safe to run twice."""
     name = _lab_name(file, lab)
-    if vmhost.vm_dir(name).exists():  # everything of the lab lives and dies with its VM
-        _progress("stopping the lab VM")
+    # Namespaces here mean the lab is here, even if a VM of that name shares this filesystem
+    # (a kernel-test VM sees the host's files, and must never stop the host's lab VM).
+    if not provider.lab_namespaces(name) and vmhost.vm_dir(name).exists():
+        _progress("stopping the lab VM")  # everything of the lab lives and dies with its VM
         vmhost.LabVm(name).stop()
         out.print(f"lab {name}: VM stopped", markup=False)
         return

@@ -37,6 +37,11 @@ def vm_dir(lab: str) -> Path:
     return VM_ROOT / lab
 
 
+def _boot_id() -> str:
+    """This kernel's boot id: a VM guest and its host differ even when they share files."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 def needs_vm() -> bool:
     """True when this kernel cannot run IPVS, so labs must live in a VM."""
     if os.environ.get("LVSCLUSTER_IN_VM"):
@@ -53,11 +58,20 @@ class LabVm:
 
     @property
     def record(self) -> dict | None:
-        """What `start` wrote: the vng pid and when it started."""
+        """What `start` wrote (the vng pid, when it started), if this very machine started it.
+
+        A VM guest sharing the host's files (a kernel-test VM) sees the record too; the boot id
+        tells it that the pid is not one of its own processes.
+        """
         try:
-            return json.loads((self.directory / "vm.json").read_text())
+            record = json.loads((self.directory / "vm.json").read_text())
         except (OSError, ValueError):
             return None
+        return None if self._foreign(record) else record
+
+    @staticmethod
+    def _foreign(record: dict) -> bool:
+        return record.get("boot_id", _boot_id()) != _boot_id()
 
     def running(self) -> bool:
         """True when the VM's agent is up and its vng process alive."""
@@ -98,7 +112,7 @@ class LabVm:
             console.close()
         finally:
             os.close(lock_fd)  # the lock stays held by vng/qemu, which inherited it
-        (self.directory / "vm.json").write_text(json.dumps({"pid": proc.pid, "started": time.time()}))
+        (self.directory / "vm.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "boot_id": _boot_id()}))
         progress("booting a VM with Debian's kernel for IPVS (this kernel has none; software emulation takes ~35 s)")
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not (self.directory / vmagent.READY).exists():
@@ -158,7 +172,13 @@ class LabVm:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 60) -> None:
-        """Ask the agent to exit (the VM powers off), kill it if it does not, remove the directory."""
+        """Ask the agent to exit (the VM powers off), kill it if it does not, remove the directory.
+        Does nothing to a VM another machine started (see `record`)."""
+        try:
+            if self._foreign(json.loads((self.directory / "vm.json").read_text())):
+                return
+        except (OSError, ValueError):
+            pass
         record = self.record
         if self.directory.exists():
             (self.directory / vmagent.SHUTDOWN).write_text("")
