@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 
 from typer.testing import CliRunner
 
-from lvscluster.cli import app
+from lvscluster.cli import app, main
 from lvscluster.errors import LvsClusterError
 from lvscluster.netlink import IpvsSocket
 from lvscluster.netlink.netns import socket_in_netns
@@ -23,6 +26,57 @@ def cli(*args: str) -> tuple[int, str]:
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output
+
+
+class ForkedCli:
+    """`lvscluster ARGS` as a separate process forked from this one, to be signalled or killed.
+
+    Forked rather than started: a new Python importing lvscluster costs ~30 s of emulated CPU in
+    the test VM, the fork none. The child has its own pid, signal handlers and exit code, like
+    `lvscluster` run from a shell; its stdout and stderr come through `stdout`.
+    """
+
+    def __init__(self, *args: str) -> None:
+        read_end, write_end = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: run the CLI and leave, skipping the parent's pytest teardown
+            code = 1
+            try:
+                os.dup2(write_end, 1)
+                os.dup2(write_end, 2)
+                sys.stdout = sys.stderr = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+                sys.argv = ["lvscluster", *args]
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except KeyboardInterrupt:
+                code = 130
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        self.stdout = io.TextIOWrapper(io.FileIO(read_end, "r"))
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the child has ended, else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for the child's exit code."""
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(["lvscluster"], timeout)
+            time.sleep(0.1)
+        return self.returncode
 
 
 def in_node(lab: str, node: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:

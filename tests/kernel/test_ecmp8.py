@@ -13,14 +13,12 @@ import random
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from labkit import broken_flows, cli, http_answers, open_flows, service_conns, wait_for_ecmp
+from labkit import ForkedCli, broken_flows, cli, http_answers, open_flows, service_conns, wait_for_ecmp
 from verifykit import check_verify_in_lab
 
 from lvscluster.lab import netns as lab_provider
@@ -88,8 +86,7 @@ def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: 
     outcomes = []
     for round_, signum in enumerate((signal.SIGINT, signal.SIGKILL)):
         ecmp8.write_text(changed if round_ % 2 == 0 else original)
-        deploy = subprocess.Popen([sys.executable, "-u", "-m", "lvscluster.cli", "deploy", "--yes", str(ecmp8)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deploy = ForkedCli("deploy", "--yes", str(ecmp8))
         lines: list[str] = []
         rolling = threading.Event()
 
