@@ -106,7 +106,7 @@ class KernelBackend:
             write_atomic(journal_path(self.netns), json.dumps(saved, indent=1, sort_keys=True))
 
     def observe(self, desired: NodeState) -> NodeState:
-        """Kernel state through netlink; FRR equals desired when frr-reload finds no difference."""
+        """Kernel state through netlink; FRR equals desired when the running config has its shape."""
         from lvscluster.netlink import observe_node  # needs pyroute2 and a kernel; keep plan imports light
 
         state = observe_node(self.netns, desired)
@@ -114,9 +114,13 @@ class KernelBackend:
             state = state.model_copy(update={"exabgp": exabgp.observe(self.netns, desired.exabgp)})
         if desired.frr is None:
             return state
-        running = frr.is_running(self.frr_pathspace) and not self.runner.dry_run
-        self._frr_running = frr.running_config(self.frr_pathspace, self.runner) if running else None
-        delta = frr.config_delta(self.frr_pathspace, desired.frr, self.runner, running=self._frr_running)
+        self._frr_running, delta = None, None  # None: FRR is not running
+        if frr.is_running(self.frr_pathspace):
+            if self.runner.dry_run:
+                delta = []
+            else:
+                self._frr_running = frr.running_config(self.frr_pathspace, self.runner)
+                delta = frr.shape_delta(self._frr_running, desired.frr)
         if delta is None:
             observed_frr = None  # FRR not running: nothing configured
         elif not delta:

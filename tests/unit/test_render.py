@@ -140,14 +140,20 @@ def test_config_shape_ignores_banners_order_and_exit_lines_but_not_blocks() -> N
     assert config_shape(running + "router ospf\n") != config_shape(running)
 
 
-def test_settings_inside_shared_blocks_change_without_frr_reload() -> None:
-    from lvscluster.apply.frr import _settings_change, config_shape
+def test_removals_are_vtysh_commands_block_by_block() -> None:
+    from lvscluster.apply.frr import config_shape, removal_commands
 
     drained = "interface lo\n ip ospf cost 1000\n ip ospf passive\nexit\nrouter ospf\n network 10.99.0.10/32 area 0\nexit\n"
     normal = "interface lo\n ip ospf passive\nexit\nrouter ospf\n network 10.99.0.10/32 area 0\nexit\n"
-    assert _settings_change(config_shape(normal), config_shape(drained)) == []  # only additions: vtysh -f
-    assert _settings_change(config_shape(drained), config_shape(normal)) == [
-        "configure terminal", "interface lo", "no ip ospf cost 1000", "exit"]
-    assert _settings_change(config_shape(normal), config_shape("interface lo\n ip ospf passive\nexit\n")) is None
-    assert _settings_change(config_shape("interface lo\n no ip ospf passive\nexit\n"), config_shape("interface lo\nexit\n")) == [
-        "configure terminal", "interface lo", "ip ospf passive", "exit"]
+    assert removal_commands(config_shape(normal), config_shape(drained)) == []  # only additions: vtysh -f
+    assert removal_commands(config_shape(drained), config_shape(normal)) == [  # an undrain
+        "configure terminal", "interface lo", "no ip ospf cost 1000", "end"]
+    # a whole block goes at once; an interface's settings one by one (FRR then shows no interface)
+    assert removal_commands(config_shape(normal), config_shape("ip forwarding\n")) == [
+        "configure terminal", "interface lo", "no ip ospf passive", "end", "configure terminal", "no router ospf", "end"]
+    assert removal_commands(config_shape("interface lo\n no ip ospf passive\nexit\n"), config_shape("interface lo\nexit\n")) == [
+        "configure terminal", "interface lo", "ip ospf passive", "end"]
+    assert removal_commands(config_shape("router bgp 65000\n address-family ipv4 unicast\n  network 10.99.0.10/32\n"
+                                         " exit-address-family\nexit\n"),
+                            config_shape("router bgp 65000\n address-family ipv4 unicast\n exit-address-family\nexit\n")) == [
+        "configure terminal", "router bgp 65000", "address-family ipv4 unicast", "no network 10.99.0.10/32", "end"]
