@@ -5,8 +5,8 @@
 
 `KernelBackend` works on this machine: in a network namespace (lab nodes, `netns:NAME`) or
 in the current one (`local`), through the netlink library and FRR's frr-reload.
-`SshBackend` runs `lvscluster node observe|apply` on the remote machine with JSON on stdin,
-so the remote side is the same `KernelBackend`.
+`SshBackend` (ssh) and `DockerBackend` (docker exec) run `lvscluster node observe|apply` on the
+node with JSON on stdin, so the far side is the same `KernelBackend`.
 """
 
 from __future__ import annotations
@@ -169,8 +169,45 @@ class KernelBackend:
 ACCEPT_NEW_HOST_KEYS_ENV = "LVSCLUSTER_SSH_ACCEPT_NEW_HOST_KEYS"
 
 
-class SshBackend:
-    """A remote node: `lvscluster node observe|apply` over ssh, JSON on stdin and stdout."""
+class NodeCommandBackend:
+    """A node reached through a command: `lvscluster node observe|apply|originals` run there, JSON
+    on stdin and stdout, so the far side is the same `KernelBackend`. Subclasses say how to get there."""
+
+    description: str
+    runner: Runner
+    frr_pathspace: str | None = None  # the far side's FRR -N pathspace; None = that machine's FRR
+
+    def _argv(self, verb: str) -> list[str]:
+        raise NotImplementedError
+
+    def _call(self, verb: str, payload: str) -> str:
+        argv = self._argv(verb)
+        if self.frr_pathspace and verb != "originals":
+            argv += ["--frr-pathspace", self.frr_pathspace]
+        try:
+            return self.runner.run(argv, input=payload, timeout=300).stdout
+        except CommandFailed as exc:
+            raise ApplyError(f"{self.description}: lvscluster node {verb} failed: {exc.output.strip() or exc}") from None
+
+    def originals(self) -> dict[str, str]:
+        """Pre-deploy sysctl values journaled on the node."""
+        text = self._call("originals", "")
+        return {} if self.runner.dry_run else json.loads(text or "{}")
+
+    def observe(self, desired: NodeState) -> NodeState:
+        """Ask the node for its state."""
+        text = self._call("observe", desired.model_dump_json())
+        if self.runner.dry_run:
+            return NodeState(name=desired.name, role=desired.role)
+        return NodeState.model_validate_json(text)
+
+    def apply(self, actions: list[Action]) -> None:
+        """Have the node carry out the actions."""
+        self._call("apply", json.dumps([a.model_dump(mode="json", exclude_none=True) for a in actions]))
+
+
+class SshBackend(NodeCommandBackend):
+    """A remote node: `lvscluster node ...` over ssh (its host key must already be known)."""
 
     def __init__(self, target: str, runner: Runner = DEFAULT_RUNNER, ssh_options: tuple[str, ...] = (),
                  remote_command: str = "lvscluster", frr_pathspace: str | None = None,
@@ -181,12 +218,12 @@ class SshBackend:
         # the node's host key must already be known (known_hosts); ssh's own config cannot loosen this
         self.host_key_checking = "accept-new" if accept_new_host_keys else "yes"
         self.runner = runner
-        self.frr_pathspace = frr_pathspace  # the remote FRR's -N pathspace; None = the machine's FRR
+        self.frr_pathspace = frr_pathspace
         self.ssh_options = ssh_options
         self.remote_command = remote_command
         self.description = target
 
-    def _ssh(self, verb: str, payload: str) -> str:
+    def _argv(self, verb: str) -> list[str]:
         url = urlsplit(self.target)
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={self.host_key_checking}", *self.ssh_options]
         if url.port:
@@ -194,26 +231,17 @@ class SshBackend:
         if url.username:
             argv += ["-l", url.username]
         # ssh hands the remote shell one string: it holds fixed words only, never a topology value
-        argv += [url.hostname, "--", *shlex.split(self.remote_command), "node", verb]
-        if self.frr_pathspace and verb != "originals":
-            argv += ["--frr-pathspace", self.frr_pathspace]
-        try:
-            return self.runner.run(argv, input=payload, timeout=300).stdout
-        except CommandFailed as exc:
-            raise ApplyError(f"{self.target}: lvscluster node {verb} failed: {exc.output.strip() or exc}") from None
+        return argv + [url.hostname, "--", *shlex.split(self.remote_command), "node", verb]
 
-    def originals(self) -> dict[str, str]:
-        """Pre-deploy sysctl values journaled on the remote machine."""
-        text = self._ssh("originals", "")
-        return {} if self.runner.dry_run else json.loads(text or "{}")
 
-    def observe(self, desired: NodeState) -> NodeState:
-        """Ask the remote machine for its state."""
-        text = self._ssh("observe", desired.model_dump_json())
-        if self.runner.dry_run:
-            return NodeState(name=desired.name, role=desired.role)
-        return NodeState.model_validate_json(text)
+class DockerBackend(NodeCommandBackend):
+    """A node that is a container: `docker exec -i CONTAINER lvscluster node ...`."""
 
-    def apply(self, actions: list[Action]) -> None:
-        """Have the remote machine carry out the actions."""
-        self._ssh("apply", json.dumps([a.model_dump(mode="json", exclude_none=True) for a in actions]))
+    def __init__(self, container: str, runner: Runner = DEFAULT_RUNNER, command: str = "lvscluster"):
+        self.container = container
+        self.runner = runner
+        self.command = command
+        self.description = f"docker:{container}"
+
+    def _argv(self, verb: str) -> list[str]:
+        return ["docker", "exec", "-i", self.container, *shlex.split(self.command), "node", verb]

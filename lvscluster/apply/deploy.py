@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvscluster.apply import frr
-from lvscluster.apply.backends import KernelBackend, NodeBackend, SshBackend, apply_lock
+from lvscluster.apply.backends import DockerBackend, KernelBackend, NodeBackend, SshBackend, apply_lock
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
@@ -47,10 +47,12 @@ def _quiet(_: str) -> None:
 def backend_for(cluster: Cluster, node: str, lab_namespaces: dict[str, str] | None,
                 runner: Runner = DEFAULT_RUNNER) -> NodeBackend:
     """How to reach a node: its lab namespace when a lab is up, else its `access` field."""
+    access = cluster.topology.nodes[node].access
     if lab_namespaces and node in lab_namespaces:
         space = lab_namespaces[node]
+        if space.startswith("docker:"):  # a Docker lab's node is its container
+            return DockerBackend(space.removeprefix("docker:"), runner)
         return KernelBackend(space, frr.pathspace_for(space), runner)
-    access = cluster.topology.nodes[node].access
     if access == "local":
         return KernelBackend(None, None, runner)
     if access and access.startswith("netns:"):
@@ -59,9 +61,9 @@ def backend_for(cluster: Cluster, node: str, lab_namespaces: dict[str, str] | No
     if access and access.startswith("ssh://"):
         return SshBackend(access, runner)
     if access and access.startswith("docker:"):
-        raise LvsClusterError(f"node {node}: the docker transport ({access}) is not available yet")
+        return DockerBackend(access.removeprefix("docker:"), runner)
     raise LvsClusterError(f"node {node}: no lab is up for topology {cluster.name!r} and the node has no "
-                          "`access:` (local, netns:NAME, ssh://user@host); run `lvscluster lab up` or set access")
+                          "`access:` (local, netns:NAME, ssh://user@host, docker:NAME); run `lvscluster lab up` or set access")
 
 
 def agent_verdict(cluster: Cluster, node: str, backend: NodeBackend) -> HealthVerdict | None:

@@ -71,8 +71,11 @@ def _redacted(action: dict) -> dict:
 
 
 def lab_namespaces(cluster: Cluster) -> dict[str, str] | None:
-    """The namespaces of the lab built from this topology, when it is up on this machine."""
+    """Where each node of the lab built from this topology lives, when it is up on this machine:
+    its namespace, or `docker:CONTAINER` in a Docker lab."""
     record = lab_provider.read_record(cluster.name)
+    if record and record.get("provider") == "docker":
+        return {node: f"docker:{name}" for node, name in record["containers"].items()}
     return record["namespaces"] if record else None
 
 

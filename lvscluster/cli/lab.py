@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,6 +28,13 @@ lab_app = typer.Typer(
 )
 
 
+class LabBackend(str, Enum):
+    """Where `lab up` builds the nodes."""
+
+    netns = "netns"
+    docker = "docker"
+
+
 def _progress(message: str) -> None:
     err.print(f"[dim]lab:[/dim] {message}")
 
@@ -41,12 +49,25 @@ def lab_up(
     agents: Annotated[bool, typer.Option(
         "--agents/--no-agents", help="Start `lvscluster agent` on each director when the topology has `health:` "
         "checks (logs in /run/lvscluster/labs/NAME/agent-NODE.log).")] = True,
+    backend: Annotated[LabBackend, typer.Option(
+        "--backend", help="netns: network namespaces and veth cables (default). docker: one container per node "
+        "on Docker networks, from an image built here (debootstrap, ~2 min once); needs a running dockerd. "
+        "Containers share this kernel: without IPVS here, directors cannot be deployed (no VM is used).",
+        case_sensitive=False)] = LabBackend.netns,
 ) -> None:
     """Create the lab's namespaces, cables, routes, FRR daemons and test servers.
 
     A failure half way removes everything built so far and names the step that failed.
     """
     cluster = load_cluster(file)
+    if backend is LabBackend.docker:
+        from lvscluster.lab import containers
+
+        layout = containers.up(cluster, file, progress=_progress)
+        out.print(f"lab {cluster.name} is up: {len(layout.namespaces) - (1 if layout.bridges else 0)} containers, "
+                  f"{len(cluster.topology.links)} Docker networks; next: `lvscluster deploy` with the same "
+                  "topology file", markup=False)
+        return
     inside_vm = bool(os.environ.get("LVSCLUSTER_IN_VM"))  # a forwarded `lab up --vm` must not nest
     if not inside_vm and (vm if vm is not None else vmhost.needs_vm()):
         _lab_up_in_vm(cluster.name, file)
@@ -100,6 +121,14 @@ def lab_down(
         _progress("stopping the lab VM")  # everything of the lab lives and dies with its VM
         vmhost.LabVm(name).stop()
         out.print(f"lab {name}: VM stopped", markup=False)
+        return
+    if (provider.read_record(name) or {}).get("provider") == "docker":
+        from lvscluster.lab import containers
+
+        _progress("removing the lab's containers and Docker networks")
+        removed = containers.down(name)
+        out.print(f"lab {name}: removed {removed} containers" if removed else f"lab {name}: nothing to remove",
+                  markup=False)
         return
     removed = provider.down(name, progress=_progress)
     out.print(f"lab {name}: removed {removed} namespaces" if removed else f"lab {name}: nothing to remove", markup=False)
@@ -162,4 +191,6 @@ def lab_exec(
         err.print(f"lab {name} has no node {node!r} (nodes: {known})", markup=False)
         raise typer.Exit(EXIT_USAGE)
     sys.stdout.flush()
+    if container := record.get("containers", {}).get(node):  # a Docker lab: the node's own filesystem too
+        os.execvp("docker", ["docker", "exec", *(["-it"] if sys.stdin.isatty() else ["-i"]), container, *command])
     os.execvp("ip", ["ip", "netns", "exec", space, *command])

@@ -1,0 +1,235 @@
+"""The Docker lab provider: a topology as containers on Docker networks (`lab up --backend docker`).
+
+- one container per node (`demo.d1`, hostname `d1`, with the capabilities FRR, sysctls and IPVS need),
+  from the locally built image (`dockerimage`), with this checkout and its Python bind-mounted
+  read-only so `lvscluster` runs inside;
+- one internal Docker network per link (no NAT, no address on the host's bridge). Docker's
+  address management would claim an address of every /30 for its gateway, so each network gets
+  a private /28 from 100.64.0.0/10 for Docker's bookkeeping, and the provider gives each
+  interface the topology's name and address itself (and drops Docker's);
+- each container's network namespace is attached as `/run/netns/<lab>.<node>`, so everything
+  that works in a namespace lab (`ip netns exec`, netlink from the host) works here too;
+- FRR runs inside the routers' and directors' containers (Debian's frrinit), and `deploy`
+  reaches each node with `docker exec -i <container> lvscluster node ...` (`DockerBackend`).
+
+Containers share this machine's kernel: IPVS, ipip and sysctls behave as the host's kernel
+does. On a kernel without IPVS the lab builds, routes and runs FRR, but directors cannot be
+deployed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pyroute2 import IPRoute, netns
+
+from lvscluster.errors import ApplyError, EnvironmentProblem
+from lvscluster.files import write_atomic
+from lvscluster.lab.dockerimage import ensure_image
+from lvscluster.lab.layout import LabLayout, plan_lab
+from lvscluster.lab.netns import Progress, _quiet, _wait_listening, lab_namespaces, state_dir
+from lvscluster.model.cluster import Cluster
+
+LABEL = "lvscluster.lab"
+BOOKKEEPING = ipaddress.ip_network("100.64.0.0/10")  # Docker's own addresses, dropped from the interfaces
+CHECKOUT = Path(__file__).resolve().parents[2]
+# what FRR, IPVS and sysctls need; `--privileged` asks for every capability, which fails where the
+# host itself lacks one (as in a sandbox); systempaths=unconfined makes /proc/sys writable
+CAPABILITIES = ("NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "SYS_ADMIN", "SYS_MODULE")
+FRR_SETUP = """set -e
+for d in $DAEMONS; do sed -i "s/^$d=no/$d=yes/" /etc/frr/daemons; done
+printf 'frr defaults traditional\\nservice integrated-vtysh-config\\n' > /etc/frr/frr.conf
+printf 'service integrated-vtysh-config\\n' > /etc/frr/vtysh.conf
+chown frr:frr /etc/frr/frr.conf /etc/frr/vtysh.conf
+/usr/lib/frr/frrinit.sh start
+"""
+
+
+def connect():
+    """A Docker client, or EnvironmentProblem naming what to start."""
+    try:
+        import docker
+    except ImportError:
+        raise EnvironmentProblem("the Docker lab needs the docker Python package: pip install docker") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        raise EnvironmentProblem(f"Docker is not running ({exc}): start dockerd "
+                                 "(e.g. `dockerd --iptables=false --bridge=none &`)") from None
+    return client
+
+
+def network_name(lab: str, link_index: int) -> str:
+    """`demo.net0`: the Docker network of the topology's first link."""
+    return f"{lab}.net{link_index}"
+
+
+def _mounts() -> list[str]:
+    """This checkout and the Python running it (a venv and its base), read-only at the same paths."""
+    paths = {CHECKOUT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    keep = [p for p in sorted(paths) if not any(o != p and o in p.parents for o in paths)]
+    return [f"{p}:{p}:ro" for p in keep]
+
+
+def up(cluster: Cluster, topology_path: Path, progress: Progress = _quiet) -> LabLayout:
+    """Build the lab as containers; on any failure remove everything built so far and raise naming the step."""
+    client = connect()
+    lab = cluster.name
+    if client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}) or lab_namespaces(lab):
+        raise ApplyError(f"lab {lab!r} is already up; run `lvscluster lab down {topology_path}` first")
+    image = ensure_image(client, progress)
+    layout = plan_lab(cluster)
+    step = "start"
+    try:
+        step = "networks"
+        progress(f"creating {len(cluster.topology.links)} Docker networks")
+        for index, link in enumerate(cluster.topology.links):
+            _create_network(client, lab, index, link.mtu)
+        containers = {}
+        progress(f"starting {len(cluster.topology.nodes)} containers from {image}")
+        for node in cluster.topology.nodes:
+            step = f"container {node}"
+            containers[node] = _start_container(client, image, cluster, node)
+        _write_record(layout, topology_path, containers)
+        for node, name in containers.items():
+            step = f"interfaces of {node}"
+            _wire(client.containers.get(name), cluster, node, layout.netns(node))
+        for node, gateway in layout.default_routes.items():
+            step = f"default route of {node} via {gateway}"
+            with IPRoute(netns=layout.netns(node)) as ipr:
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        progress(f"starting FRR on {len(layout.frr_nodes)} nodes")
+        for node in layout.frr_nodes:
+            step = f"FRR on {node}"
+            _exec(client, containers[node], ["sh", "-c", FRR_SETUP],
+                  environment={"DAEMONS": " ".join(d for d in layout.frr_daemons[node] if d != "zebra")})
+        for node in layout.frr_nodes:
+            step = f"FRR on {node}"
+            _wait_for(lambda n=node: _exec(client, containers[n], ["vtysh", "-c", "show version"], check=False)[0] == 0,
+                      f"FRR on {node} did not answer vtysh", 60)
+        progress(f"starting test servers on {len(layout.test_servers)} real servers")
+        for server in layout.test_servers:
+            step = f"test server on {server.node}"
+            argv = ["python3", "-m", "lvscluster.lab.testserver", "--node", server.node]
+            argv += [x for port in server.tcp_ports for x in ("--tcp", str(port))]
+            argv += [x for port in server.udp_ports for x in ("--udp", str(port))]
+            client.containers.get(containers[server.node]).exec_run(
+                argv, detach=True, environment={"PYTHONPATH": str(CHECKOUT)}, workdir="/")
+        for server in layout.test_servers:
+            step = f"test server on {server.node}"
+            _wait_listening(server.netns, server.tcp_ports, timeout=60)
+    except Exception as exc:
+        progress("lab up failed; removing what was built")
+        down(lab)
+        raise ApplyError(f"lab up failed at {step}: {exc}") from None
+    return layout
+
+
+def _create_network(client, lab: str, index: int, mtu: int | None) -> None:
+    from docker.types import IPAMConfig, IPAMPool
+
+    pool = list(BOOKKEEPING.subnets(new_prefix=28))[index] if index < 4096 else None
+    if pool is None:
+        raise ApplyError("the Docker lab supports up to 4096 links")
+    options = {"com.docker.network.bridge.inhibit_ipv4": "true"}
+    if mtu:
+        options["com.docker.network.driver.mtu"] = str(mtu)
+    client.networks.create(network_name(lab, index), driver="bridge", internal=True, options=options,
+                           ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(pool), gateway=str(pool[1]))]),
+                           labels={LABEL: lab})
+
+
+def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
+    """Create the node's container on its first link's network, connect the others, start it."""
+    lab, name = cluster.name, f"{cluster.name}.{node}"
+    links = [iface.link_index for iface in cluster.interfaces_of(node)]
+    first = network_name(lab, links[0])
+    api = client.api
+    host_config = api.create_host_config(network_mode=first, binds=_mounts(), init=True, cap_add=list(CAPABILITIES),
+                                         security_opt=["apparmor=unconfined"])
+    host_config.update(MaskedPaths=[], ReadonlyPaths=[])  # the API form of --security-opt systempaths=unconfined
+    api.create_container(image, command=["sleep", "infinity"], name=name, hostname=node, labels={LABEL: lab},
+                         host_config=host_config,
+                         networking_config=api.create_networking_config({first: api.create_endpoint_config()}))
+    for index in links[1:]:
+        api.connect_container_to_network(name, network_name(lab, index))
+    api.start(name)
+    lvscluster = f"#!/bin/sh\nexec {sys.executable} -m lvscluster.cli \"$@\"\n"
+    _exec(client, name, ["sh", "-c", 'printf "%s" "$SCRIPT" > /usr/local/bin/lvscluster && '
+                         "chmod 755 /usr/local/bin/lvscluster"], environment={"SCRIPT": lvscluster})
+    return name
+
+
+def _wire(container, cluster: Cluster, node: str, space: str) -> None:
+    """Attach the container's namespace as `space`; give each interface the topology's name and address."""
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    subprocess.run(["ip", "netns", "attach", space, str(pid)], check=True, capture_output=True)
+    given = container.attrs["NetworkSettings"]["Networks"]
+    with IPRoute(netns=space) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        for iface in cluster.interfaces_of(node):
+            docker_address = given[network_name(cluster.name, iface.link_index)]["IPAddress"]
+            found = ipr.get_addr(address=docker_address)
+            if not found:
+                raise ApplyError(f"no interface holds Docker's address {docker_address} for {node}:{iface.name}")
+            index, prefix = found[0]["index"], found[0]["prefixlen"]
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=iface.name)
+            ipr.addr("del", index=index, address=docker_address, prefixlen=prefix)
+            ipr.addr("add", index=index, address=iface.ip, prefixlen=iface.address.network.prefixlen)
+            ipr.link("set", index=index, state="up")
+
+
+def _exec(client, container: str, argv: list[str], environment: dict | None = None,
+          check: bool = True) -> tuple[int, str]:
+    code, output = client.containers.get(container).exec_run(argv, environment=environment)
+    text = output.decode(errors="replace") if output else ""
+    if check and code != 0:
+        raise ApplyError(f"{container}: {' '.join(argv[:3])} exited {code}: {text.strip()[-800:]}")
+    return code, text
+
+
+def _wait_for(ready, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise ApplyError(f"{what} within {timeout:g} s")
+        time.sleep(0.5)
+
+
+def _write_record(layout: LabLayout, topology_path: Path, containers: dict[str, str]) -> None:
+    record = {"name": layout.name, "topology": str(Path(topology_path).resolve()), "provider": "docker",
+              "agents": False, "namespaces": {n: layout.netns(n) for n in containers}, "containers": containers,
+              "frr_nodes": layout.frr_nodes, "frr_daemons": layout.frr_daemons, "veths": [],
+              "test_servers": [{"node": s.node, "tcp_ports": s.tcp_ports, "udp_ports": s.udp_ports}
+                               for s in layout.test_servers]}
+    state_dir(layout.name).mkdir(parents=True, exist_ok=True)
+    write_atomic(state_dir(layout.name) / "lab.json", json.dumps(record, indent=2) + "\n")
+
+
+def down(lab: str) -> int:
+    """Remove the lab's containers, networks, namespace attachments and record; returns containers removed."""
+    client = connect()
+    containers = client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"})
+    for container in containers:
+        container.remove(force=True)
+    for network in client.networks.list(filters={"label": f"{LABEL}={lab}"}):
+        network.remove()
+    for space in lab_namespaces(lab):
+        try:
+            netns.remove(space)
+        except OSError:
+            pass
+    directory = state_dir(lab)
+    if directory.exists():
+        for child in directory.iterdir():
+            child.unlink()
+        directory.rmdir()
+    return len(containers)

@@ -1,0 +1,141 @@
+"""The Docker lab backend on this machine: containers on Docker networks, addressing, FRR adjacency
+and ECMP, with `deploy`'s docker transport (`docker exec ... lvscluster node`) doing the work.
+
+Containers share the host's kernel. This one has no IPVS, so directors get everything but their
+IPVS table here, and the last test checks that `deploy` says so; with an IPVS kernel the same lab
+deploys whole. dockerd is started here when none runs (scripts/bootstrap installs docker.io and
+debootstrap; the first run builds the lab image, ~2 min).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lvscluster.apply.backends import DockerBackend
+from lvscluster.lab.containers import LABEL
+from lvscluster.model.cluster import Cluster
+from lvscluster.model.loader import load_topology
+from lvscluster.plan.desired import plan_cluster
+from lvscluster.plan.diff import diff_node
+from lvscluster.vm import kernel_has_ipvs
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = "dockerdemo"
+VIP = "10.99.0.10"
+
+
+def lvscluster(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lvscluster.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def docker_client(tmp_path_factory):
+    """A running Docker engine: this machine's, or a dockerd started for these tests."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+        yield client
+        return
+    except Exception:
+        pass
+    if shutil.which("dockerd") is None:
+        pytest.fail("dockerd is not installed: scripts/bootstrap installs docker.io")
+    log = open(tmp_path_factory.mktemp("dockerd") / "dockerd.log", "w")
+    daemon = subprocess.Popen(["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none"],
+                              stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = docker.from_env()
+            client.ping()
+            break
+        except Exception:
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                pytest.fail(f"dockerd did not start: see {log.name}")
+            time.sleep(0.5)
+    yield client
+    daemon.terminate()
+    daemon.wait(60)
+
+
+@pytest.fixture(scope="module")
+def docker_lab(docker_client, tmp_path_factory):
+    """The demo topology as a Docker lab (named dockerdemo); removed, and checked gone, afterwards."""
+    path = tmp_path_factory.mktemp("dockerlab") / "demo.lvs.yml"
+    path.write_text((ROOT / "topology" / "demo.lvs.yml").read_text().replace("name: demo\n", f"name: {LAB}\n", 1))
+    lvscluster("lab", "down", "--lab", LAB)
+    up = lvscluster("lab", "up", "--backend", "docker", str(path))
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield Cluster.from_topology(load_topology(path)), path
+    down = lvscluster("lab", "down", str(path))
+    assert down.returncode == 0 and "removed 7 containers" in down.stdout, down.stdout + down.stderr
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL}={LAB}"}) == []
+    assert docker_client.networks.list(filters={"label": f"{LABEL}={LAB}"}) == []
+    assert not [n for n in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split() if n.startswith(LAB)]
+
+
+def in_container(node: str, *argv: str) -> str:
+    done = subprocess.run(["docker", "exec", f"{LAB}.{node}", *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_every_node_is_a_container_with_the_topology_addresses(docker_lab) -> None:
+    cluster, _ = docker_lab
+    for node in cluster.topology.nodes:
+        links = json.loads(in_container(node, "ip", "-j", "addr", "show"))
+        have = {(link["ifname"], f"{a['local']}/{a['prefixlen']}") for link in links for a in link["addr_info"]
+                if a["family"] == "inet" and link["ifname"] != "lo"}
+        assert have == {(i.name, str(i.address)) for i in cluster.interfaces_of(node)}, node  # Docker's own are gone
+    # a real server's test server answers a router across the LAN network
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://10.2.0.4/', timeout=5).read().decode(), end='')"
+    assert in_container("r1", "python3", "-c", fetch) == "rs1\n"
+    # `lab exec` runs in the container itself: its own hostname and filesystem
+    assert lvscluster("lab", "exec", "--lab", LAB, "d2", "--", "hostname").stdout == "d2\n"
+
+
+def _deploy_through_docker(cluster: Cluster, node: str) -> int:
+    """Observe, diff and apply one node through `docker exec ... lvscluster node`; returns the actions applied.
+    Directors skip IPVS (this kernel has none): their VIP on lo, sysctls and FRR still go."""
+    desired = plan_cluster(cluster)[node]
+    if desired.ipvs is not None:
+        sysctls = {k: v for k, v in desired.sysctls.items() if not k.startswith("net.ipv4.vs.")}
+        desired = desired.model_copy(update={"ipvs": None, "sysctls": sysctls})
+    backend = DockerBackend(f"{LAB}.{node}")
+    actions = diff_node(desired, backend.observe(desired))
+    backend.apply(actions)
+    return len(actions)
+
+
+def test_the_docker_transport_configures_nodes_and_the_router_spreads_the_vip(docker_lab) -> None:
+    cluster, _ = docker_lab
+    nodes = [*cluster.real_servers, *cluster.routers, *cluster.directors]
+    assert all(_deploy_through_docker(cluster, node) > 0 for node in nodes)
+    hops, deadline = [], time.monotonic() + 90  # OSPF adjacency in each container, then ECMP in r1's kernel
+    while time.monotonic() < deadline:
+        routes = json.loads(in_container("r1", "ip", "-j", "route", "show", f"{VIP}/32") or "[]")
+        hops = sorted(h["gateway"] for r in routes for h in r.get("nexthops", []))
+        if len(hops) == 2:
+            break
+        time.sleep(1)
+    assert hops == ["10.1.1.2", "10.1.2.2"], in_container("r1", "vtysh", "-c", "show ip ospf neighbor")
+    assert VIP in in_container("rs1", "ip", "addr", "show", "lo")  # DR real server: the VIP on lo
+    assert in_container("rs1", "cat", "/proc/sys/net/ipv4/conf/all/arp_ignore").strip() == "1"
+    assert [_deploy_through_docker(cluster, node) for node in nodes] == [0] * len(nodes)  # nothing left to change
+
+
+@pytest.mark.skipif(kernel_has_ipvs(), reason="this kernel has IPVS: the Docker lab deploys whole here")
+def test_deploy_to_a_docker_lab_names_the_missing_ipvs(docker_lab) -> None:
+    _, path = docker_lab
+    done = lvscluster("deploy", "--yes", str(path))
+    assert done.returncode != 0
+    assert "cannot observe d1 (docker:dockerdemo.d1)" in done.stderr + done.stdout
+    assert "no IPVS" in done.stderr + done.stdout
