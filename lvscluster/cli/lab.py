@@ -149,11 +149,19 @@ def lab_status(
     if record is None and not present:
         raise LvsClusterError(f"lab {name} is not up")
     nodes = {}
+    containers = (record or {}).get("containers", {})
     for node, space in (record or {}).get("namespaces", {}).items():
-        pathspace = frr.pathspace_for(space)
-        daemons = [d for d in ("zebra", "ospfd", "bfdd") if frr.running(pathspace, d)]
+        if node in containers:  # a Docker lab: FRR runs inside the container
+            from lvscluster.lab.containers import frr_daemons_in
+
+            daemons = frr_daemons_in(containers[node]) if node in record.get("frr_nodes", []) else []
+        else:
+            pathspace = frr.pathspace_for(space)
+            daemons = [d for d in ("zebra", "ospfd", "bfdd") if frr.running(pathspace, d)]
         nodes[node] = {"namespace": space, "present": space in present, "frr": daemons,
                        "processes": len(provider.processes_in(space))}
+        if node in containers:
+            nodes[node]["container"] = containers[node]
     if as_json:
         print_json({"lab": name, "topology": (record or {}).get("topology"), "nodes": nodes,
                     "cables": (record or {}).get("veths", [])})

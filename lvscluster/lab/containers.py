@@ -196,6 +196,13 @@ def _exec(client, container: str, argv: list[str], environment: dict | None = No
     return code, text
 
 
+def frr_daemons_in(container: str) -> list[str]:
+    """The FRR daemons running in a lab container (empty when it or FRR is down)."""
+    done = subprocess.run(["docker", "exec", container, "vtysh", "-c", "show daemons"],
+                          capture_output=True, text=True, timeout=30)
+    return [d for d in done.stdout.split() if d != "watchfrr"] if done.returncode == 0 else []
+
+
 def _wait_for(ready, what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ready():

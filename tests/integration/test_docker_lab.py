@@ -100,6 +100,9 @@ def test_every_node_is_a_container_with_the_topology_addresses(docker_lab) -> No
     assert in_container("r1", "python3", "-c", fetch) == "rs1\n"
     # `lab exec` runs in the container itself: its own hostname and filesystem
     assert lvscluster("lab", "exec", "--lab", LAB, "d2", "--", "hostname").stdout == "d2\n"
+    status = json.loads(lvscluster("lab", "status", "--json", "--lab", LAB).stdout)["nodes"]
+    assert status["d1"]["container"] == f"{LAB}.d1" and {"zebra", "ospfd", "bfdd"} <= set(status["d1"]["frr"])
+    assert status["rs1"]["frr"] == [] and all(info["present"] for info in status.values())
 
 
 def _deploy_through_docker(cluster: Cluster, node: str) -> int:
