@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
-from lvscluster.apply.processes import terminate
+from lvscluster.apply.processes import alive, terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
 
 FRR_BIN = Path("/usr/lib/frr")
@@ -105,13 +105,12 @@ def daemon_pids(pathspace: str, daemons: tuple[str, ...] = ALL_DAEMONS) -> list[
 
 
 def running(pathspace: str, daemon: str) -> bool:
-    """True when the daemon's pid file names a live process."""
+    """True when the daemon's pid file names a live process (a zombie nobody reaped is dead)."""
     try:
         pid = int((run_dir(pathspace) / f"{daemon}.pid").read_text().strip())
-        os.kill(pid, 0)
-        return True
     except (OSError, ValueError):
         return False
+    return alive(pid)
 
 
 def stop(pathspace: str, daemons: tuple[str, ...] = ALL_DAEMONS, timeout: float = 5) -> None:

@@ -27,9 +27,11 @@ def register(app: typer.Typer) -> None:
                                            "numbered message every --interval and checking the echo.")] = 200,
         rate: Annotated[float, typer.Option(min=0, help="New HTTP connections per second, each a new 5-tuple.")] = 100,
         duration: Annotated[float, typer.Option(min=1, help="Seconds of traffic.")] = 30,
-        churn: Annotated[str, typer.Option(help="Events during the run, comma-separated ACTION NODE@TIME: drain / "
-                                           "undrain (leave / rejoin ECMP, serving on), kill (every link down, FRR "
-                                           "killed) / revive. E.g. 'drain d3@5s,undrain d3@15s,kill d4@20s,revive d4@30s'.")] = "",
+        churn: Annotated[str, typer.Option(help="Events during the run, comma-separated ACTION NODE@TIME. Directors: "
+                                           "drain / undrain (leave / rejoin ECMP, serving on), kill (every link down, FRR "
+                                           "killed) / revive, crash-frr (kill -9 of ospfd/bgpd), cut-sync / restore-sync "
+                                           "(IPVS sync dropped), restart-agent. Real servers: link-down / link-up. "
+                                           "E.g. 'drain d3@5s,undrain d3@15s,kill d4@20s,revive d4@30s'.")] = "",
         report: Annotated[Path, typer.Option(help="Directory for report.json, report.png and summary.txt.")] = Path("scaletest-report"),
         control: Annotated[bool, typer.Option(help="Control run: deploy the cluster with wlc, no connection sync and "
                                               "sloppy_tcp=0 first (what lvscluster's defaults avoid), run, then deploy "

@@ -1,18 +1,33 @@
-"""Abrupt node loss in a lab: every link down and FRR killed (no polite withdrawal), and the way back.
+"""Faults to inject into a lab node, and the way back (the scaletest's churn events use them).
 
 `kill_node` is what a power cut or a kernel panic looks like to the rest of the cluster: the
 router learns of it only from BFD or OSPF dead timers. IPVS state inside the node is left as it
 was, like a machine that comes back with a stale table. `revive_node` brings the links up and
 starts FRR empty; the caller then deploys the node's configuration again.
+
+The smaller faults: `crash_frr` (kill -9 of the routing daemons; a director's agent starts them
+again), `cut_sync`/`restore_sync` (IPVS sync datagrams dropped by nftables), `pull_cables`/
+`plug_cables` (a real server's links down and up), `kill_agent` (the health-check agent).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
+
+from pyroute2 import IPRoute
 
 from lvscluster.apply import frr
+from lvscluster.apply.processes import alive
+from lvscluster.errors import ApplyError
+from lvscluster.health.record import read_record
 from lvscluster.netlink import Links
+
+SYNC_PORT = 8848  # IPVS connection sync (the kernel's default port)
+CUT_SYNC_TABLE = "lvscluster_cut_sync"
+ROUTING_DAEMONS = ("ospfd", "bgpd")
 
 
 def kill_node(namespace: str) -> list[str]:
@@ -38,3 +53,69 @@ def revive_node(namespace: str, links_down: list[str], daemons: tuple[str, ...] 
     pathspace = frr.pathspace_for(namespace)
     frr.stop(pathspace)  # stale pid files and vty sockets would make start() return early
     frr.start(pathspace, namespace, daemons=daemons)
+
+
+def crash_frr(namespace: str, daemons: tuple[str, ...] = ROUTING_DAEMONS) -> list[str]:
+    """kill -9 of the node's routing daemons (zebra and bfdd live on); returns the ones killed."""
+    pathspace, killed, pids = frr.pathspace_for(namespace), [], []
+    for daemon in daemons:
+        for pid in frr.daemon_pids(pathspace, (daemon,)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(daemon)
+                pids.append(pid)
+            except OSError:
+                continue
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return killed
+
+
+def _nft(namespace: str, *argv: str) -> None:
+    done = subprocess.run(["ip", "netns", "exec", namespace, "nft", *argv], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ApplyError(f"nft in {namespace}: {done.stderr.strip()}")
+
+
+def cut_sync(namespace: str) -> None:
+    """Drop the node's IPVS sync datagrams, sent and received (as a lossy or partitioned sync link)."""
+    _nft(namespace, f"table inet {CUT_SYNC_TABLE} {{ "
+                    f"chain out {{ type filter hook output priority 0; udp dport {SYNC_PORT} drop; }}; "
+                    f"chain in {{ type filter hook input priority 0; udp dport {SYNC_PORT} drop; }}; }}")
+
+
+def restore_sync(namespace: str) -> None:
+    """Undo `cut_sync`."""
+    _nft(namespace, "delete", "table", "inet", CUT_SYNC_TABLE)
+
+
+def pull_cables(namespace: str) -> list[str]:
+    """Set every link of the node down (checks to it time out; nothing is reset); returns them."""
+    with Links(namespace) as links:
+        down = [name for name, info in links.links().items() if name != "lo" and info["up"]]
+        for name in down:
+            links.set_down(name)
+    return down
+
+
+def plug_cables(namespace: str, links_down: list[str], gateway: str | None) -> None:
+    """Bring the links up again, and the default route via `gateway` that went down with them."""
+    with Links(namespace) as links:
+        for name in links_down:
+            links.set_up(name)
+    if gateway:
+        with IPRoute(netns=namespace) as ipr:
+            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
+
+
+def kill_agent(node: str, namespace: str, timeout: float = 10) -> int | None:
+    """kill -9 of the director's health-check agent (by the pid in its record); returns that pid."""
+    pid = (read_record(node, namespace) or {}).get("pid")
+    if not pid or not alive(pid):
+        return None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pid

@@ -274,6 +274,15 @@ def _start_agent(layout: LabLayout, node: str, topology_path: Path) -> None:
     log.close()
 
 
+def start_agent(lab: str, node: str) -> None:
+    """Start a director's health-check agent again, as `lab up` did (e.g. after it was killed)."""
+    record = read_record(lab)
+    if record is None or node not in record.get("namespaces", {}):
+        raise ApplyError(f"lab {lab} is not up or has no node {node}")
+    layout = LabLayout(name=lab, namespaces=record["namespaces"])
+    _start_agent(layout, node, Path(record["topology"]))
+
+
 def processes_in(namespace: str) -> list[int]:
     """PIDs of the processes whose network namespace is `namespace` (read from /proc)."""
     try:

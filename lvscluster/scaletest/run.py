@@ -1,9 +1,9 @@
-"""The scaletest orchestrator: traffic from the lab's client, churn on the directors, the report.
+"""The scaletest orchestrator: traffic from the lab's client, churn on the nodes, the report.
 
 Runs where the lab runs (inside the lab VM on a kernel without IPVS). It starts the traffic
 engine (`scaletest.traffic`) in the client's namespace, carries out the churn events at their
 times through the same deploy pipeline as `lvscluster deploy` (drain/undrain) or the lab's
-fault injection (kill/revive), watches the router's ECMP next hops for the VIP, samples the
+fault injection (kill/revive here, the smaller faults in `scaletest.faultevents`), watches the router's ECMP next hops for the VIP, samples the
 directors' IPVS counters and connection tables, and builds the report (`scaletest.report`).
 """
 
@@ -30,6 +30,7 @@ from lvscluster.netlink import IpvsSocket, Links
 from lvscluster.netlink.connections import count_connections
 from lvscluster.plan.render import frr_daemons
 from lvscluster.scaletest import report as reporting
+from lvscluster.scaletest.faultevents import FAULT_ACTIONS, FaultEvents
 from lvscluster.scaletest.report import ChurnEvent
 
 Progress = Callable[[str], None]
@@ -139,6 +140,7 @@ class Orchestrator:
         self.directors = list(cluster.directors)
         self.current = cluster
         self.killed_links: dict[str, list[str]] = {}
+        self.faults = FaultEvents(cluster, namespaces, progress)
         self.lines: list[str] = []
         self.started = threading.Event()
         self.t0 = 0.0
@@ -212,6 +214,8 @@ class Orchestrator:
                 current = self.current
             faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(current, event.node))
             deploy_nodes(current, self.namespaces, [event.node], _quiet)
+        elif event.action in FAULT_ACTIONS:
+            self.faults.carry_out(event)
 
     def run(self) -> tuple[dict, list]:
         """Run traffic and churn; returns the report and the traffic's ticks."""
@@ -240,6 +244,7 @@ class Orchestrator:
             for event in late:  # never leave a director drained or dead because the traffic ended first
                 self.progress(f"after the traffic: {event.label}")
                 self.carry_out(event)
+            self.faults.repair(self.current)
         finally:
             if traffic is not None:
                 if traffic.poll() is None:

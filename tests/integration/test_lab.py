@@ -139,3 +139,43 @@ def test_a_running_lab_grows_by_a_new_director_without_touching_the_rest(topolog
     assert provider.processes_in(f"{name}.rs1") == servers_before
     assert in_node(name, "d1", "curl", "-s", "-m", "5", "http://10.2.0.3/").stdout == "rs1\n"
     assert provider.shrink(name, "d2") is False  # already gone
+
+
+def test_the_scaletest_fault_events_act_on_a_lab_and_are_undone(topology) -> None:
+    """crash-frr, cut-sync and link-down on a host lab (no IPVS needed), each checked on the node,
+    and undone by their counterparts or by the scaletest's repair after the traffic."""
+    from lvscluster.lab.layout import plan_lab
+    from lvscluster.model.cluster import Cluster
+    from lvscluster.model.loader import load_topology
+    from lvscluster.scaletest.faultevents import FaultEvents
+    from lvscluster.scaletest.report import ChurnEvent
+
+    name, path = topology
+    cluster = Cluster.from_topology(load_topology(path))
+    layout = plan_lab(cluster)
+    provider.up(layout, path, agents=False)
+    events = FaultEvents(cluster, layout.namespaces, lambda _: None)
+    pathspace = frr.pathspace_for(f"{name}.d1")
+
+    events.carry_out(ChurnEvent(0, "crash-frr", "d1"))
+    assert not frr.running(pathspace, "ospfd") and frr.running(pathspace, "zebra")
+
+    events.carry_out(ChurnEvent(0, "cut-sync", "d1"))
+    rules = in_node(name, "d1", "nft", "list", "table", "inet", "lvscluster_cut_sync").stdout
+    assert "udp dport 8848 drop" in rules and "hook input" in rules and "hook output" in rules
+    events.carry_out(ChurnEvent(1, "restore-sync", "d1"))
+    assert in_node(name, "d1", "nft", "list", "table", "inet", "lvscluster_cut_sync").returncode != 0
+
+    events.carry_out(ChurnEvent(2, "link-down", "rs1"))
+    assert json.loads(in_node(name, "rs1", "ip", "-j", "link", "show", "eth0").stdout)[0]["operstate"] == "DOWN"
+    assert in_node(name, "rs1", "ip", "route", "show", "default").stdout == ""  # it went with the link
+    events.carry_out(ChurnEvent(3, "link-up", "rs1"))
+    assert "via 10.2.0.1" in in_node(name, "rs1", "ip", "route", "show", "default").stdout
+    assert in_node(name, "d1", "curl", "-s", "-m", "5", "http://10.2.0.3/").stdout == "rs1\n"  # answering again
+
+    events.carry_out(ChurnEvent(4, "cut-sync", "d1"))  # left in place by the run: the repair undoes it
+    events.carry_out(ChurnEvent(4, "link-down", "rs2"))
+    events.crashed.clear()  # d1 has no agent and this kernel no IPVS: the repair's redeploy is the VM tests'
+    events.repair(cluster)
+    assert in_node(name, "d1", "nft", "list", "table", "inet", "lvscluster_cut_sync").returncode != 0
+    assert "via 10.2.0.1" in in_node(name, "rs2", "ip", "route", "show", "default").stdout

@@ -32,7 +32,8 @@ def test_every_problem_in_a_churn_spec_is_named_at_once() -> None:
         "--churn: 'drain r1@1s': 'r1' is not a director of ecmp8 (directors: d1, d2, d3, d4, d5, d6, d7, d8)",
         "--churn: 'kill d9@2s': 'd9' is not a director of ecmp8 (directors: d1, d2, d3, d4, d5, d6, d7, d8)",
         "--churn: 'drain d1@99s': at 99s is not before the end of the run (60s)",
-        "--churn: 'bogus': expected ACTION NODE@TIME, e.g. 'drain d3@5s' (drain, undrain, kill, revive)",
+        "--churn: 'bogus': expected ACTION NODE@TIME, e.g. 'drain d3@5s' (drain, undrain, kill, revive, crash-frr, "
+        "cut-sync, restore-sync, restart-agent, link-down, link-up)",
         "--churn: 'revive d2@3s': d2 is active at that time",
         "--churn: 'drain d5@6s': d5 is drained at that time",
     ]
@@ -46,3 +47,20 @@ def test_the_control_variant_drops_what_keeps_flows_alive() -> None:
     assert normal.sysctls["net.ipv4.vs.sloppy_tcp"] == "1" and control.sysctls["net.ipv4.vs.sloppy_tcp"] == "0"
     assert [d.address for s in control.ipvs.services for d in s.dests] == \
            [d.address for s in normal.ipvs.services for d in s.dests]
+
+
+def test_fault_events_name_their_kind_of_node_and_keep_their_order() -> None:
+    events = parse_churn("crash-frr d1@5s, cut-sync d2@10s, link-down rs3@15s, link-up rs3@30s, "
+                         "restore-sync d2@35s, restart-agent d2@40s", ECMP8, 60)
+    assert [e.label for e in events][:3] == ["crash-frr d1@5s", "cut-sync d2@10s", "link-down rs3@15s"]
+    with pytest.raises(LvsClusterError) as caught:
+        parse_churn("link-down d1@1s, crash-frr rs1@2s, restore-sync d3@3s, cut-sync d4@4s, cut-sync d4@5s, "
+                    "link-up rs2@6s, kill d5@7s, cut-sync d5@8s", ECMP8, 60)
+    assert str(caught.value).splitlines() == [
+        "--churn: 'link-down d1@1s': 'd1' is not a real server of ecmp8 (real servers: rs1, rs2, rs3, rs4)",
+        "--churn: 'crash-frr rs1@2s': 'rs1' is not a director of ecmp8 (directors: d1, d2, d3, d4, d5, d6, d7, d8)",
+        "--churn: 'restore-sync d3@3s': d3's sync is flowing at that time",
+        "--churn: 'cut-sync d4@5s': d4's sync is cut at that time",
+        "--churn: 'link-up rs2@6s': rs2 is active at that time",
+        "--churn: 'cut-sync d5@8s': d5's sync is flowing and it is killed at that time",
+    ]
