@@ -196,3 +196,11 @@ def udp_answer(lab: str, node: str, vip: str, port: int, payload: str) -> str:
         return sock.recv(200).decode()
     finally:
         sock.close()
+
+
+def run_scaletest(topology, report, *args: str) -> tuple[int, str, dict]:
+    """`lvscluster scaletest TOPOLOGY --report REPORT ARGS`: exit code, output and the report (PNG checked)."""
+    code, output = cli("scaletest", str(topology), "--report", str(report), *args)
+    assert (report / "report.json").exists(), output
+    assert (report / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return code, output, json.loads((report / "report.json").read_text())

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import ForkedCli, broken_flows, cli, http_answers, open_flows, service_conns, wait_for_ecmp
+from labkit import ForkedCli, broken_flows, cli, run_scaletest, http_answers, open_flows, service_conns, wait_for_ecmp
 from verifykit import check_verify_in_lab
 
 from lvscluster.lab import netns as lab_provider
@@ -129,13 +129,6 @@ def spread_bound(count: int, buckets: int) -> float:
     """Largest max/mean share an even random spread of `count` items over `buckets` reaches short
     of a 1-in-10^4 chance: mean + 4 standard deviations of a multinomial bucket."""
     return 1 + 4 * math.sqrt((buckets - 1) / count)
-
-
-def run_scaletest(topology: Path, report: Path, *args: str) -> tuple[int, str, dict]:
-    code, output = cli("scaletest", str(topology), "--report", str(report), *args)
-    assert (report / "report.json").exists(), output
-    assert (report / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return code, output, json.loads((report / "report.json").read_text())
 
 
 def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) -> None:

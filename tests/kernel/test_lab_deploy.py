@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import broken_flows, cli, http_answers, in_node, open_flows, service_conns, udp_answer, wait_for_ecmp
+from labkit import (broken_flows, cli, http_answers, in_node, open_flows, run_scaletest, service_conns, udp_answer,
+                    wait_for_ecmp)
 
 from lvscluster.apply import frr
 from lvscluster.health.record import read_record
@@ -194,13 +195,11 @@ def test_faults_under_the_scaletest_break_no_flow_but_a_pulled_servers(demo: Pat
     itself served may break: it was unplugged."""
     assert wait_until(agents_report_all_up, 60), agent_logs(*DIRECTORS)
     d2_agent = read_record("d2", "demo.d2")["pid"]
-    report_dir = tmp_path / "faults"
-    code, output = cli("scaletest", str(demo), "--report", str(report_dir), "--echo-port", "80", "--http-port", "80",
-                       "--flows", "40", "--interval", "0.5", "--rate", "5", "--duration", "60", "--echo-timeout", "15",
-                       "--churn", "crash-frr d1@5s,cut-sync d2@8s,link-down rs3@12s,restore-sync d2@20s,"
-                       "restart-agent d2@24s,link-up rs3@30s")
+    code, output, report = run_scaletest(
+        demo, tmp_path / "faults", "--echo-port", "80", "--http-port", "80", "--flows", "40", "--interval", "0.5",
+        "--rate", "5", "--duration", "60", "--echo-timeout", "15",
+        "--churn", "crash-frr d1@5s,cut-sync d2@8s,link-down rs3@12s,restore-sync d2@20s,restart-agent d2@24s,link-up rs3@30s")
     print(output)
-    report = json.loads((report_dir / "report.json").read_text())
     traffic, events = report["traffic"], {e["label"]: e for e in report["events"]}
     assert traffic["flows_established"] == 40, output
     assert {row["node"] for row in report["broken_flows"]} <= {"rs3"}, report["broken_flows"]
