@@ -32,7 +32,7 @@ from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
 from lvscluster.lab.dockerimage import ensure_image
 from lvscluster.lab.layout import LabLayout, plan_lab
-from lvscluster.lab.netns import Progress, _quiet, _wait_listening, lab_namespaces, state_dir
+from lvscluster.lab.netns import Progress, _quiet, _wait_listening, lab_namespaces, remove_state_dir, state_dir
 from lvscluster.model.cluster import Cluster
 
 LABEL = "lvscluster.lab"
@@ -234,9 +234,5 @@ def down(lab: str) -> int:
             netns.remove(space)
         except OSError:
             pass
-    directory = state_dir(lab)
-    if directory.exists():
-        for child in directory.iterdir():
-            child.unlink()
-        directory.rmdir()
+    remove_state_dir(lab)
     return len(containers)

@@ -320,9 +320,14 @@ def down(lab: str, progress: Progress = _quiet) -> int:
         frr.stop(leftover.name)
     for space in spaces:
         _forget(space)
+    remove_state_dir(lab)
+    return len(spaces)
+
+
+def remove_state_dir(lab: str) -> None:
+    """Remove the lab's record and logs (any provider's)."""
     directory = state_dir(lab)
     if directory.exists():
         for child in directory.iterdir():
             child.unlink()
         directory.rmdir()
-    return len(spaces)

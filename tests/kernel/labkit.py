@@ -204,3 +204,26 @@ def run_scaletest(topology, report, *args: str) -> tuple[int, str, dict]:
     assert (report / "report.json").exists(), output
     assert (report / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return code, output, json.loads((report / "report.json").read_text())
+
+
+def deployed_lab(directory, topology: str, nodes: int):
+    """Generator for a module fixture: `topology/<topology>.lvs.yml` copied to `directory`, its lab
+    up without agents (8 would share the emulated VM's two CPUs with the scaletests) and deployed
+    to `nodes` nodes; yields the file, then takes the lab down."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from lvscluster.lab import netns as lab_provider
+
+    path = Path(directory) / f"{topology}.lvs.yml"
+    shutil.copy(Path(__file__).parent.parent.parent / "topology" / f"{topology}.lvs.yml", path)
+    lab_provider.down(topology)
+    code, output = cli("lab", "up", "--no-agents", str(path))
+    assert code == 0, output
+    code, output = cli("deploy", "--yes", str(path))
+    assert code == 0, output
+    assert re.search(rf"applied \d+ changes to {nodes} nodes", output), output
+    yield path
+    code, output = cli("lab", "down", str(path))
+    assert code == 0, output

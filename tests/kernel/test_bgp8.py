@@ -6,34 +6,20 @@ undrain, kill and revive under a scaletest break no flow; `director remove` take
 
 from __future__ import annotations
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
-from labkit import cli, run_scaletest, wait_for_ecmp
+from labkit import cli, deployed_lab, run_scaletest, wait_for_ecmp
 
-from lvscluster.lab import netns as lab_provider
 
-ROOT = Path(__file__).parent.parent.parent
 VIP = "10.99.0.10"
 UPLINKS = [f"10.1.{i}.2" for i in range(1, 9)]
 
 
 @pytest.fixture(scope="module")
 def bgp8(tmp_path_factory) -> Path:
-    """The bgp8 lab, up (no agents: CPU for the scaletest) and deployed; down afterwards."""
-    topology = tmp_path_factory.mktemp("bgp8") / "bgp8.lvs.yml"
-    shutil.copy(ROOT / "topology" / "bgp8.lvs.yml", topology)
-    lab_provider.down("bgp8")
-    code, output = cli("lab", "up", "--no-agents", str(topology))
-    assert code == 0, output
-    code, output = cli("deploy", "--yes", str(topology))
-    assert code == 0, output
-    assert re.search(r"applied \d+ changes to 13 nodes", output), output
-    yield topology
-    code, output = cli("lab", "down", str(topology))
-    assert code == 0, output
+    """The bgp8 lab, up and deployed; down afterwards."""
+    yield from deployed_lab(tmp_path_factory.mktemp("bgp8"), "bgp8", 13)
 
 
 def test_bgp_directors_churn_without_breaking_a_flow_and_one_is_removed(bgp8: Path, tmp_path: Path) -> None:

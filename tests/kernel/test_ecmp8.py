@@ -10,40 +10,25 @@ import json
 import math
 import os
 import random
-import re
-import shutil
 import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from labkit import ForkedCli, broken_flows, cli, run_scaletest, http_answers, open_flows, service_conns, wait_for_ecmp
+from labkit import ForkedCli, broken_flows, cli, deployed_lab, run_scaletest, http_answers, open_flows, service_conns, wait_for_ecmp
 from verifykit import check_verify_in_lab
 
-from lvscluster.lab import netns as lab_provider
 
-ROOT = Path(__file__).parent.parent.parent
 VIP = "10.99.0.10"
 DIRECTORS = tuple(f"d{i}" for i in range(1, 9))
 
 
 @pytest.fixture(scope="module")
 def ecmp8(tmp_path_factory) -> Path:
-    """The ecmp8 lab, up and deployed; down again after the module's tests."""
-    topology = tmp_path_factory.mktemp("ecmp8") / "ecmp8.lvs.yml"
-    shutil.copy(ROOT / "topology" / "ecmp8.lvs.yml", topology)
-    lab_provider.down("ecmp8")
-    # no health-check agents: 8 of them would share the emulated VM's two CPUs with the scaletests
-    # (test_lab_deploy.py tests the agents on the demo lab)
-    code, output = cli("lab", "up", "--no-agents", str(topology))
-    assert code == 0, output
-    code, output = cli("deploy", "--yes", str(topology))
-    assert code == 0, output
-    assert re.search(r"applied \d+ changes to 13 nodes", output), output
-    yield topology
-    code, output = cli("lab", "down", str(topology))
-    assert code == 0, output
+    """The ecmp8 lab, up and deployed; down again after the module's tests (the agents are tested
+    on the demo lab, test_lab_deploy.py)."""
+    yield from deployed_lab(tmp_path_factory.mktemp("ecmp8"), "ecmp8", 13)
 
 
 def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
