@@ -1,10 +1,17 @@
-"""Processes lvscluster starts and stops: liveness (zombies count as dead) and graceful kill."""
+"""Processes lvscluster starts and stops: liveness (zombies count as dead), graceful kill, and
+daemons forked from this process."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
+import sys
 import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
 
 def alive(pid: int) -> bool:
@@ -38,3 +45,53 @@ def terminate(pids: list[int], timeout: float = 3) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def fork_daemon(run: Callable[[], None], log: Path) -> int:
+    """Run `run()` in a daemon forked from this process (its own session, stdin from /dev/null,
+    stdout and stderr appended to `log`, no other file of ours); returns the daemon's pid.
+
+    Forked, not started: the daemon has everything this process imported, where a new Python
+    importing lvscluster costs ~30 s of CPU under a VM's software emulation. Whatever `run`
+    raises is written to the log; the daemon's exit code is SystemExit's, else 0 or 1.
+    """
+    read_end, write_end = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            pid = int(pipe.read() or 0)
+        os.waitpid(first, 0)  # the intermediate child exits at once: the daemon is nobody's child here
+        return pid
+    code = 1
+    try:
+        os.close(read_end)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.write(write_end, str(os.getpid()).encode())
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, 65536)  # the parent's sockets, pipes and locks stay the parent's
+        os.chdir("/")
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(signum, signal.SIG_DFL)
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+        logging.root.handlers.clear()  # the parent's handlers (a test runner's capture) are not ours
+        run()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

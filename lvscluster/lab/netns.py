@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lvscluster.apply import exabgp, frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
-from lvscluster.apply.processes import terminate
+from lvscluster.apply.processes import fork_daemon, terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
 from lvscluster.lab.layout import LabLayout, Veth
@@ -199,7 +198,7 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
         progress(f"starting test servers on {len(servers)} real servers")
         for server in servers:
             step = f"test server on {server.node}"
-            _start_test_server(layout, server)
+            start_test_server(layout.name, server)
         for server in servers:
             step = f"test server on {server.node}"
             _wait_listening(server.netns, server.tcp_ports, timeout=60)
@@ -255,32 +254,38 @@ def read_record(lab: str) -> dict | None:
         return None
 
 
-def _start_test_server(layout: LabLayout, server) -> None:
-    argv = [sys.executable, "-m", "lvscluster.lab.testserver", "--node", server.node]
-    argv += [x for port in server.tcp_ports for x in ("--tcp", str(port))]
-    argv += [x for port in server.udp_ports for x in ("--udp", str(port))]
-    log = open(state_dir(layout.name) / f"testserver-{server.node}.log", "ab")
-    subprocess.Popen(["ip", "netns", "exec", server.netns, *argv], stdout=log, stderr=log,
-                     stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
-    log.close()
+def start_test_server(lab: str, server) -> int:
+    """The lab's test server on a real server (a `TestServer`), in its namespace, logging to the
+    lab's state directory; forked from this process (see `fork_daemon`). Returns its pid."""
+    def run() -> None:
+        from lvscluster.lab import testserver
+
+        netns.setns(server.netns, flags=0)
+        testserver.main(["--node", server.node, *[x for port in server.tcp_ports for x in ("--tcp", str(port))],
+                         *[x for port in server.udp_ports for x in ("--udp", str(port))]])
+
+    return fork_daemon(run, state_dir(lab) / f"testserver-{server.node}.log")
 
 
-def _start_agent(layout: LabLayout, node: str, topology_path: Path) -> None:
-    """`lvscluster agent` for one director, in its namespace, logging to the lab's state directory."""
-    argv = [sys.executable, "-m", "lvscluster.cli", "agent", str(Path(topology_path).resolve()), "--node", node]
-    log = open(state_dir(layout.name) / f"agent-{node}.log", "ab")
-    subprocess.Popen(["ip", "netns", "exec", layout.netns(node), *argv], stdout=log, stderr=log,
-                     stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
-    log.close()
+def _start_agent(layout: LabLayout, node: str, topology_path: Path) -> int:
+    """`lvscluster agent` for one director (it enters the node's namespace itself), logging to the
+    lab's state directory; forked from this process (see `fork_daemon`). Returns its pid."""
+    def run() -> None:
+        from lvscluster.cli import main
+
+        sys.argv = ["lvscluster", "agent", str(Path(topology_path).resolve()), "--node", node]
+        main()
+
+    return fork_daemon(run, state_dir(layout.name) / f"agent-{node}.log")
 
 
-def start_agent(lab: str, node: str) -> None:
+def start_agent(lab: str, node: str) -> int:
     """Start a director's health-check agent again, as `lab up` did (e.g. after it was killed)."""
     record = read_record(lab)
     if record is None or node not in record.get("namespaces", {}):
         raise ApplyError(f"lab {lab} is not up or has no node {node}")
     layout = LabLayout(name=lab, namespaces=record["namespaces"])
-    _start_agent(layout, node, Path(record["topology"]))
+    return _start_agent(layout, node, Path(record["topology"]))
 
 
 def processes_in(namespace: str) -> list[int]:
