@@ -40,7 +40,8 @@ def directory(netns: str | None) -> Path:
 
 def materialize(config: str, netns: str | None) -> str:
     """The rendered config with this machine's command and directory filled in."""
-    return config.replace(LVSCLUSTER_COMMAND, f"{sys.executable} -m lvscluster.cli").replace(EXABGP_DIR, str(directory(netns)))
+    bridge = f"{sys.executable} -m lvscluster.apply.exabgp_bridge"  # light: `lvscluster exabgp-bridge` loads the CLI
+    return config.replace(f"{LVSCLUSTER_COMMAND} exabgp-bridge", bridge).replace(EXABGP_DIR, str(directory(netns)))
 
 
 def pid(netns: str | None) -> int | None:

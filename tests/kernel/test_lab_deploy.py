@@ -206,7 +206,7 @@ def test_faults_under_the_scaletest_break_no_flow_but_a_pulled_servers(demo: Pat
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2, timeout=60)) == ["10.1.1.2", "10.1.2.2"]  # d1 is back
     for director in DIRECTORS:  # each agent saw rs3 go down (and quiesced it), then come back
         lines = agent_logs(director, lines=300).splitlines()
-        assert [x for x in lines if "10.2.0.6" in x and " is down: " in x], agent_logs(director, lines=40)
+        assert [x for x in lines if " rs3 is down: " in x], agent_logs(director, lines=40)
     assert wait_until(lambda: all(dest_weights(d) == WEIGHTS for d in DIRECTORS), 60), agent_logs(*DIRECTORS)
     assert read_record("d2", "demo.d2")["pid"] != d2_agent
     assert wait_until(agents_report_all_up, 60), agent_logs("d2")

@@ -86,3 +86,21 @@ def test_the_bgp_password_goes_to_exabgp_and_is_redacted(monkeypatch: pytest.Mon
 ])
 def test_bridge_commands(announced: dict, wanted: dict, expected: list[str]) -> None:
     assert commands(announced, wanted) == expected
+
+
+def test_the_bridge_reads_answers_that_arrive_together() -> None:
+    """Two `done` in one write: both are seen (a buffered text stdin hid the second from select)."""
+    import os
+
+    from lvscluster.apply.exabgp_bridge import LineReader, _acknowledged
+
+    read_end, write_end = os.pipe()
+    reader = LineReader(read_end)
+    os.write(write_end, b"done\ndone\n")
+    assert _acknowledged(reader, 2) == (True, True)
+    assert reader.readline(0.05) is None  # nothing more yet
+    os.write(write_end, b"error\n")
+    assert _acknowledged(reader, 1) == (False, True)
+    os.close(write_end)
+    assert reader.readline(1) == ""  # ExaBGP went away
+    os.close(read_end)
