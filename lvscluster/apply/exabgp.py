@@ -30,7 +30,7 @@ from lvscluster.state import ExabgpState
 
 ROOT = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "exabgp"
 CONFIG, ROUTES, ANNOUNCED, PID, LOG = "exabgp.conf", "routes", "announced", "exabgp.pid", "exabgp.log"
-ANNOUNCE_TIMEOUT = 60.0  # seconds for ExaBGP to confirm a change (a cold start under emulation is slow)
+ANNOUNCE_TIMEOUT = 120.0  # seconds for ExaBGP to confirm a change (a cold start under emulation: ~30-60 s)
 
 
 def directory(netns: str | None) -> Path:

@@ -1,7 +1,7 @@
 """Forwarding modes beyond DR carry real traffic: the shipped TUN and NAT topologies, end to end.
 
-TUN: two directors encapsulate (ipip) to real servers in another subnet, which answer the
-client directly. NAT: one director rewrites VIP:80 to real-server:8080 and the real servers'
+TUN: two directors, announcing the VIP through ExaBGP, encapsulate (ipip) to real servers in
+another subnet, which answer the client directly. NAT: one director rewrites VIP:80 to real-server:8080 and the real servers'
 replies return through it (their gateway).
 """
 
@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import CLIENT, cli, in_node
+from labkit import CLIENT, cli, in_node, wait_for_ecmp
 
+from lvscluster.apply import exabgp
 from lvscluster.lab import netns as lab_provider
 from lvscluster.netlink import IpvsSocket
 
@@ -63,6 +64,15 @@ def test_tun_topology_carries_traffic(lab) -> None:
     assert "10.99.0.20" in addresses  # the VIP lives on the tunnel device
     code, output = cli("deploy", "--yes", str(topology))
     assert code == 0 and output.strip().endswith("no changes"), output
+
+    # the directors announce through ExaBGP (tun.lvs.yml: announcer exabgp), which deploy started;
+    # destroy stops it first, and the router drops the VIP at once
+    assert all(exabgp.pid(f"{name}.{d}") for d in ("d1", "d2"))
+    assert sorted(wait_for_ecmp(name, "r1", "10.99.0.20", 2)) == ["10.1.1.2", "10.1.2.2"]
+    code, output = cli("destroy", "--yes", str(topology))
+    assert code == 0 and "stop ExaBGP" in output, output
+    assert wait_for_ecmp(name, "r1", "10.99.0.20", 0, timeout=30) == []
+    assert not any(exabgp.pid(f"{name}.{d}") for d in ("d1", "d2"))
 
 
 @pytest.mark.parametrize("lab", ["nat"], indirect=True)
