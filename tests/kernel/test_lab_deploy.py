@@ -289,6 +289,21 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     assert dest_weights("d1") == dest_weights("d2") == {"10.2.0.4": 1, "10.2.0.5": 1, "10.2.0.6": 3}
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
 
+    # a netlink call the kernel refuses (a scheduler module it lacks: twos came with Linux 6.2, the
+    # VM runs 6.1): a clear error naming node and cause, d2 untouched, nothing half-applied
+    text = demo.read_text()
+    demo.write_text(text.replace("      - {protocol: udp, port: 53,",
+                                 "      - {protocol: tcp, port: 8080, scheduler: twos, forward: dr}\n      - {protocol: udp, port: 53,", 1))
+    code, output = cli("deploy", "--yes", str(demo))
+    assert code != 0 and "deploy stopped at d1" in output and "not touched: d2" in output, output
+    assert 'scheduler "twos" not available (modprobe ip_vs_twos)' in output, output
+    for director in DIRECTORS:
+        with IpvsSocket(f"demo.{director}") as sock:
+            assert sorted(s.port for s in sock.services()) == [53, 80]
+    demo.write_text(text)
+    code, output = cli("deploy", "--yes", str(demo))
+    assert code == 0 and output.strip().endswith("no changes"), output
+
     # status agrees with the kernel, and lists connection entries like `ipvsadm -lnc`
     code, output = cli("status", "--json", "--connections", str(demo))
     assert code == 0, output
