@@ -221,6 +221,22 @@ def _write_record(layout: LabLayout, topology_path: Path, containers: dict[str, 
     write_atomic(state_dir(layout.name) / "lab.json", json.dumps(record, indent=2) + "\n")
 
 
+def shrink(lab: str, node: str) -> None:
+    """Take one node's container (and its namespace attachment) out of a running Docker lab."""
+    from lvscluster.lab.netns import read_record
+
+    record = read_record(lab)
+    container = record["containers"].pop(node)
+    connect().containers.get(container).remove(force=True)
+    try:
+        netns.remove(record["namespaces"].pop(node))
+    except OSError:
+        pass
+    record["frr_nodes"] = [n for n in record.get("frr_nodes", []) if n != node]
+    record["test_servers"] = [t for t in record.get("test_servers", []) if t["node"] != node]
+    write_atomic(state_dir(lab) / "lab.json", json.dumps(record, indent=2) + "\n")
+
+
 def down(lab: str) -> int:
     """Remove the lab's containers, networks, namespace attachments and record; returns containers removed."""
     client = connect()

@@ -103,6 +103,9 @@ def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, ru
     """
     if not lab_namespaces(layout.name):
         raise ApplyError(f"lab {layout.name!r} is not up: run `lvscluster lab up {topology_path}`")
+    if (read_record(layout.name) or {}).get("provider") == "docker":
+        raise ApplyError(f"lab {layout.name!r} is a Docker lab: it cannot grow yet; `lvscluster lab down`, then "
+                         f"`lvscluster lab up --backend docker {topology_path}` with the new node")
     if agents is None:  # as the lab was built
         agents = bool((read_record(layout.name) or {}).get("agents", True))
     return _build(layout, topology_path, progress, runner, agents)
@@ -127,6 +130,12 @@ def shrink(lab: str, node: str, progress: Progress = _quiet) -> bool:
     space = (record or {}).get("namespaces", {}).get(node)
     if record is None or space is None:
         return False
+    if record.get("provider") == "docker":
+        from lvscluster.lab import containers
+
+        progress(f"{node}: removing its container {record['containers'][node]}")
+        containers.shrink(lab, node)
+        return True
     progress(f"{node}: removing its lab namespace {space}")
     frr.stop(frr.pathspace_for(space))
     terminate(processes_in(space))

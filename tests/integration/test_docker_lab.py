@@ -76,7 +76,7 @@ def docker_lab(docker_client, tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     yield Cluster.from_topology(load_topology(path)), path
     down = lvscluster("lab", "down", str(path))
-    assert down.returncode == 0 and "removed 7 containers" in down.stdout, down.stdout + down.stderr
+    assert down.returncode == 0 and "removed 6 containers" in down.stdout, down.stdout + down.stderr  # c1 left before
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL}={LAB}"}) == []
     assert docker_client.networks.list(filters={"label": f"{LABEL}={LAB}"}) == []
     assert not [n for n in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split() if n.startswith(LAB)]
@@ -142,3 +142,20 @@ def test_deploy_to_a_docker_lab_names_the_missing_ipvs(docker_lab) -> None:
     assert done.returncode != 0
     assert "cannot observe d1 (docker:dockerdemo.d1)" in done.stderr + done.stdout
     assert "no IPVS" in done.stderr + done.stdout
+
+
+def test_a_node_leaves_the_lab_and_the_lab_cannot_grow(docker_lab, docker_client) -> None:
+    """`director/rs remove` take the node's container out (the shrink a namespace lab does too);
+    adding a node to a running Docker lab is refused before anything is touched."""
+    from lvscluster.errors import ApplyError
+    from lvscluster.lab import netns as lab_provider
+    from lvscluster.lab.layout import plan_lab
+
+    cluster, path = docker_lab
+    assert lab_provider.shrink(LAB, "c1")
+    assert [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={LAB}"})
+            if c.name == f"{LAB}.c1"] == []
+    assert f"{LAB}.c1" not in lab_provider.lab_namespaces(LAB)
+    assert "c1" not in json.loads(lvscluster("lab", "status", "--json", "--lab", LAB).stdout)["nodes"]
+    with pytest.raises(ApplyError, match="is a Docker lab: it cannot grow yet"):
+        lab_provider.grow(plan_lab(cluster), path)
