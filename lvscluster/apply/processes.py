@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import NoReturn
 from pathlib import Path
 
 
@@ -90,8 +91,14 @@ def fork_daemon(run: Callable[[], None], log: Path) -> int:
     except BaseException:
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        exit_forked_child(code)
+
+
+def exit_forked_child(code: int) -> NoReturn:
+    """End a forked child: flush its streams, then leave without the parent's exit handlers
+    (atexit, a test runner's teardown), which are not the child's to run."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from lvscluster.apply.processes import exit_forked_child
 from lvscluster.files import write_atomic
 
 POLL = 0.05
@@ -71,11 +72,7 @@ def _fork_cli(request: dict, out: Path, err: Path) -> int:
         except BaseException as exc:  # noqa: BLE001 - report anything, never return into the agent loop
             os.write(2, f"lvscluster vm agent: {exc!r}\n".encode())
         finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code)
+            exit_forked_child(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
