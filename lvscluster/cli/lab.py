@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -122,13 +123,15 @@ def lab_down(
         vmhost.LabVm(name).stop()
         out.print(f"lab {name}: VM stopped", markup=False)
         return
-    if (provider.read_record(name) or {}).get("provider") == "docker":
-        from lvscluster.lab import containers
+    from lvscluster.lab import containers
+
+    docker_record = (provider.read_record(name) or {}).get("provider") == "docker"
+    if docker_record or (shutil.which("docker") and containers.leftovers(name)):
 
         _progress("removing the lab's containers and Docker networks")
-        removed = containers.down(name)
-        out.print(f"lab {name}: removed {removed} containers" if removed else f"lab {name}: nothing to remove",
-                  markup=False)
+        removed, networks = containers.down(name)
+        out.print(f"lab {name}: removed {removed} containers and {networks} Docker networks"
+                  if removed or networks else f"lab {name}: nothing to remove", markup=False)
         return
     removed = provider.down(name, progress=_progress)
     out.print(f"lab {name}: removed {removed} namespaces" if removed else f"lab {name}: nothing to remove", markup=False)

@@ -65,6 +65,17 @@ def connect():
     return client
 
 
+def leftovers(lab: str) -> bool:
+    """True when a running Docker holds containers or networks of the lab (even with no record
+    left: a killed `lab up`, a Docker restarted with its networks kept). False without Docker."""
+    try:
+        client = connect()
+    except EnvironmentProblem:
+        return False
+    labelled = {"label": f"{LABEL}={lab}"}
+    return bool(client.containers.list(all=True, filters=labelled) or client.networks.list(filters=labelled))
+
+
 def network_name(lab: str, link_index: int) -> str:
     """`demo.net0`: the Docker network of the topology's first link."""
     return f"{lab}.net{link_index}"
@@ -81,8 +92,8 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = _quiet) -> La
     """Build the lab as containers; on any failure remove everything built so far and raise naming the step."""
     client = connect()
     lab = cluster.name
-    if client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}) or lab_namespaces(lab):
-        raise ApplyError(f"lab {lab!r} is already up; run `lvscluster lab down {topology_path}` first")
+    if leftovers(lab) or lab_namespaces(lab):
+        raise ApplyError(f"lab {lab!r} is already up (or left over); run `lvscluster lab down {topology_path}` first")
     image = ensure_image(client, progress)
     layout = plan_lab(cluster)
     step = "start"
@@ -237,13 +248,15 @@ def shrink(lab: str, node: str) -> None:
     write_atomic(state_dir(lab) / "lab.json", json.dumps(record, indent=2) + "\n")
 
 
-def down(lab: str) -> int:
-    """Remove the lab's containers, networks, namespace attachments and record; returns containers removed."""
+def down(lab: str) -> tuple[int, int]:
+    """Remove the lab's containers, networks, namespace attachments and record (found by label, so
+    also what a killed `lab up` left); returns the containers and networks removed."""
     client = connect()
     containers = client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"})
     for container in containers:
         container.remove(force=True)
-    for network in client.networks.list(filters={"label": f"{LABEL}={lab}"}):
+    networks = client.networks.list(filters={"label": f"{LABEL}={lab}"})
+    for network in networks:
         network.remove()
     for space in lab_namespaces(lab):
         try:
@@ -251,4 +264,4 @@ def down(lab: str) -> int:
         except OSError:
             pass
     remove_state_dir(lab)
-    return len(containers)
+    return len(containers), len(networks)

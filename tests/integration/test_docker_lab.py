@@ -72,6 +72,13 @@ def docker_lab(docker_client, tmp_path_factory):
     path = tmp_path_factory.mktemp("dockerlab") / "demo.lvs.yml"
     path.write_text((ROOT / "topology" / "demo.lvs.yml").read_text().replace("name: demo\n", f"name: {LAB}\n", 1))
     lvscluster("lab", "down", "--lab", LAB)
+    # what a `lab up` killed after creating its networks leaves: a labelled network and no record
+    from docker.types import IPAMConfig, IPAMPool
+
+    docker_client.networks.create(f"{LAB}.net0", driver="bridge", internal=True, labels={LABEL: LAB},
+                                  ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="100.64.0.0/28", gateway="100.64.0.1")]))
+    down = lvscluster("lab", "down", "--lab", LAB)
+    assert "removed 0 containers and 1 Docker networks" in down.stdout, down.stdout + down.stderr
     up = lvscluster("lab", "up", "--backend", "docker", str(path))
     assert up.returncode == 0, up.stdout + up.stderr
     yield Cluster.from_topology(load_topology(path)), path
