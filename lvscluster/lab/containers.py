@@ -32,7 +32,7 @@ from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
 from lvscluster.lab.dockerimage import ensure_image
 from lvscluster.lab.layout import LabLayout, plan_lab
-from lvscluster.lab.netns import Progress, _quiet, _wait_listening, lab_namespaces, remove_state_dir, state_dir
+from lvscluster.lab.netns import Progress, quiet, wait_listening, lab_namespaces, remove_state_dir, state_dir
 from lvscluster.model.cluster import Cluster
 
 LABEL = "lvscluster.lab"
@@ -88,7 +88,7 @@ def _mounts() -> list[str]:
     return [f"{p}:{p}:ro" for p in keep]
 
 
-def up(cluster: Cluster, topology_path: Path, progress: Progress = _quiet) -> LabLayout:
+def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> LabLayout:
     """Build the lab as containers; on any failure remove everything built so far and raise naming the step."""
     client = connect()
     lab = cluster.name
@@ -134,7 +134,7 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = _quiet) -> La
                 argv, detach=True, environment={"PYTHONPATH": str(CHECKOUT)}, workdir="/")
         for server in layout.test_servers:
             step = f"test server on {server.node}"
-            _wait_listening(server.netns, server.tcp_ports, timeout=60)
+            wait_listening(server.netns, server.tcp_ports, timeout=60)
     except Exception as exc:
         progress("lab up failed; removing what was built")
         down(lab)

@@ -32,7 +32,8 @@ STATE_ROOT = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "la
 Progress = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
+    """A progress callback that says nothing."""
     pass
 
 
@@ -75,7 +76,7 @@ def _create_veth(veth: Veth) -> None:
         ipr.link("set", index=index, state="up")
 
 
-def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER,
+def up(layout: LabLayout, topology_path: Path, progress: Progress = quiet, runner: Runner = DEFAULT_RUNNER,
        agents: bool = True) -> None:
     """Build the lab; on any failure remove everything built so far and raise naming the step.
 
@@ -94,7 +95,7 @@ def up(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runn
         raise
 
 
-def grow(layout: LabLayout, topology_path: Path, progress: Progress = _quiet, runner: Runner = DEFAULT_RUNNER,
+def grow(layout: LabLayout, topology_path: Path, progress: Progress = quiet, runner: Runner = DEFAULT_RUNNER,
          agents: bool | None = None) -> list[str]:
     """Add to a running lab what the topology gained (new nodes and their cables); returns the new nodes.
 
@@ -119,7 +120,7 @@ def _forget(space: str) -> None:
         record.unlink(missing_ok=True)
 
 
-def shrink(lab: str, node: str, progress: Progress = _quiet) -> bool:
+def shrink(lab: str, node: str, progress: Progress = quiet) -> bool:
     """Take one node out of a running lab (its namespace, processes, FRR, cables, records), as
     decommissioning the machine would; the rest carries on. False when the lab has no such node.
 
@@ -210,7 +211,7 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
             start_test_server(layout.name, server)
         for server in servers:
             step = f"test server on {server.node}"
-            _wait_listening(server.netns, server.tcp_ports, timeout=60)
+            wait_listening(server.netns, server.tcp_ports, timeout=60)
         agent_nodes = [n for n in layout.agent_nodes if n in new_nodes] if agents else []
         if agent_nodes:
             progress(f"starting the health-check agent on {len(agent_nodes)} directors (it acts once deployed)")
@@ -224,7 +225,7 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
     return new_nodes
 
 
-def _wait_listening(namespace: str, ports: tuple[int, ...], timeout: float) -> None:
+def wait_listening(namespace: str, ports: tuple[int, ...], timeout: float) -> None:
     """Wait until something accepts on each TCP port inside the namespace (a Python start is slow in a VM)."""
     deadline = time.monotonic() + timeout
     for port in ports:
@@ -316,7 +317,7 @@ def processes_in(namespace: str) -> list[int]:
     return pids
 
 
-def down(lab: str, progress: Progress = _quiet) -> int:
+def down(lab: str, progress: Progress = quiet) -> int:
     """Remove every namespace, process, FRR pathspace and file of the lab; returns namespaces removed."""
     spaces = lab_namespaces(lab)
     if spaces:
