@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lvscluster.errors import ApplyError, EnvironmentProblem
 
-PACKAGES = ("frr", "iproute2", "ipvsadm", "python3", "procps", "iputils-ping", "kmod")
+PACKAGES = ("frr", "frr-pythontools", "iproute2", "ipvsadm", "python3", "procps", "iputils-ping", "kmod")
 MIRROR = os.environ.get("LVSCLUSTER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE = Path(os.environ.get("LVSCLUSTER_IMAGE_CACHE", "/var/lib/lvscluster"))
 REPOSITORY = "lvscluster-lab"

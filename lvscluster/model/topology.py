@@ -110,6 +110,9 @@ class BgpSettings(Strict):
     asn: ASN | None = None  # on a node: this node's own AS number
     keepalive: Annotated[int, Field(ge=1, le=65535)] = 1
     hold: Annotated[int, Field(ge=3, le=65535)] = 3
+    # how soon a session whose TCP connect failed tries again (FRR's own default, 120 s, leaves a
+    # director that came up before its router's bgpd out of ECMP for two minutes)
+    connect_retry: Annotated[int, Field(ge=1, le=65535)] = 5
     bfd: bool = True
     bfd_interval_ms: Annotated[int, Field(ge=10, le=60000)] = 300
     bfd_multiplier: Annotated[int, Field(ge=2, le=255)] = 3
