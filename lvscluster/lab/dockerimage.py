@@ -1,13 +1,14 @@
 """The Docker lab's image, built on this machine: no registry is needed (or reachable).
 
 `debootstrap` installs a minimal Debian of this machine's release with FRR, iproute2, ipvsadm
-and Python into a cached root filesystem; `docker import` turns it into `lvscluster-lab:<release>`.
+and Python into a cached root filesystem; `docker import` turns it into `lvscluster-lab:<release>-<digest of the package list>`.
 lvscluster itself is not copied in: a lab bind-mounts this checkout and its Python (read-only),
 so the containers run exactly the code on this machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,14 +36,20 @@ def release() -> str:
     return "bookworm"
 
 
+def tag() -> str:
+    """`bookworm-<8 hex digits>`: the release and a digest of the package list, so a changed list
+    builds a new image instead of reusing one that lacks a package."""
+    return f"{release()}-{hashlib.sha256(' '.join(PACKAGES).encode()).hexdigest()[:8]}"
+
+
 def image_name() -> str:
-    """`lvscluster-lab:bookworm`."""
-    return f"{REPOSITORY}:{release()}"
+    """`lvscluster-lab:bookworm-<digest>`."""
+    return f"{REPOSITORY}:{tag()}"
 
 
 def _rootfs(progress: Callable[[str], None]) -> Path:
     """The cached root filesystem, built by debootstrap when missing or unfinished."""
-    rootfs, done = CACHE / f"lab-rootfs-{release()}", CACHE / f"lab-rootfs-{release()}.done"
+    rootfs, done = CACHE / f"lab-rootfs-{tag()}", CACHE / f"lab-rootfs-{tag()}.done"
     if done.exists():
         return rootfs
     if shutil.which("debootstrap") is None:
@@ -74,6 +81,6 @@ def ensure_image(client, progress: Callable[[str], None]) -> str:
     with tempfile.TemporaryDirectory(prefix="lvscluster-image-") as scratch:
         tarball = Path(scratch) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tarball), "."], check=True)
-        client.api.import_image_from_file(str(tarball), repository=REPOSITORY, tag=release())
+        client.api.import_image_from_file(str(tarball), repository=REPOSITORY, tag=tag())
     client.images.get(name)  # raises if the import did not take
     return name

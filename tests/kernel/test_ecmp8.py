@@ -38,10 +38,12 @@ def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
     answers = http_answers("ecmp8", "c1", VIP, 300)
     assert sum(answers.values()) == 300
     assert set(answers) == {"rs1", "rs2", "rs3", "rs4"}, answers  # no request failed
-    # as in the demo test: a client port reused while IPVS still holds the old connection's entry
-    # (TIME_WAIT) takes that entry over without counting a new connection (CI once counted 298)
+    # every request went through IPVS (SYN, GET and FIN at least); as in the demo test, packets and
+    # not connections: a reused client port takes an old entry over uncounted (CI once counted 298)
+    packets = service_conns("ecmp8", DIRECTORS, f"tcp/{VIP}:80", at_least=900, counter="inpkts")
+    assert sum(packets.values()) >= 900, packets
     conns = service_conns("ecmp8", DIRECTORS, f"tcp/{VIP}:80", at_least=300)
-    assert sum(conns.values()) >= 290, conns
+    assert sum(conns.values()) >= 200, conns
     mean = sum(conns.values()) / len(conns)
     assert max(conns.values()) / mean <= spread_bound(sum(conns.values()), 8), conns  # ECMP spreads evenly
 
