@@ -137,7 +137,9 @@ def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progres
         try:
             observed[name] = futures[name].result()
         except LvsClusterError as exc:
-            raise ApplyError(f"cannot observe {name} ({backends[name].description}): {exc}") from None
+            reached_by = backends[name].description
+            where = "" if str(exc).startswith(reached_by) else f" ({reached_by})"  # ssh and docker errors name it
+            raise ApplyError(f"cannot observe {name}{where}: {exc}") from None
         actions[name] = diff_node(desired[name], observed[name])
     return DeployPlan(cluster, backends, {n: desired[n] for n in order}, observed, actions)
 

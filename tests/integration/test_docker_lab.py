@@ -147,7 +147,9 @@ def test_deploy_to_a_docker_lab_names_the_missing_ipvs(docker_lab) -> None:
     _, path = docker_lab
     done = lvscluster("deploy", "--yes", str(path))
     assert done.returncode != 0
-    assert "cannot observe d1 (docker:dockerdemo.d1)" in done.stderr + done.stdout
+    output = done.stderr + done.stdout
+    assert "cannot observe d1: docker:dockerdemo.d1: " in output, output  # the container named once
+    assert output.count("docker:dockerdemo.d1") == 1, output
     assert "no IPVS" in done.stderr + done.stdout
 
 

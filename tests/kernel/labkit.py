@@ -112,6 +112,12 @@ def service_conns(lab: str, directors, service: str, at_least: int, timeout: flo
         time.sleep(0.5)
 
 
+def dest_weights(lab: str, director: str, port: int = 80) -> dict[str, int]:
+    """The weight of each real server in a lab director's service on `port`, by address."""
+    with IpvsSocket(f"{lab}.{director}") as sock:
+        return {d.address: d.weight for s in sock.services() if s.port == port for d in s.dests}
+
+
 # python3 -c CLIENT VIP COUNT [PORT [UDP_PORT]]: COUNT HTTP requests from unique source ports
 # (each a new 5-tuple) and one UDP echo; prints the answering real servers as JSON.
 CLIENT = r"""

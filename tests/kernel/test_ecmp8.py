@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import ForkedCli, broken_flows, cli, deployed_lab, run_scaletest, http_answers, open_flows, service_conns, wait_for_ecmp
+from labkit import (ForkedCli, broken_flows, cli, deployed_lab, dest_weights, http_answers, open_flows, run_scaletest,
+                    service_conns, wait_for_ecmp)
 from verifykit import check_verify_in_lab
 
 
@@ -60,52 +61,67 @@ def test_eight_directors_share_the_vip(ecmp8: Path) -> None:
 
 
 def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: Path) -> None:
-    """Ctrl-C and kill -9 at random moments of a rollout to all 8 directors (a weight change, and
-    d8 drained: FRR too) while 40 long-lived flows run: no flow breaks, and the next deploy
-    finishes the job with no manual cleanup; the one after changes nothing."""
+    """Ctrl-C, then kill -9, at a random node of a rollout to all 8 directors (a weight change each
+    time, and d8 drained: FRR too) while 40 long-lived flows run: no flow breaks, the next deploy
+    finishes the job with no manual cleanup, and the one after changes nothing."""
     seed = int(os.environ.get("LVSCLUSTER_TEST_SEED", time.time()))
     rng = random.Random(seed)
     original = ecmp8.read_text()
-    changed = original.replace("- {node: rs1}", "- {node: rs1, weight: 2}").replace(
-        "d8: {role: director, router_id: 10.255.0.18}", "d8: {role: director, router_id: 10.255.0.18, drain: true}")
-    assert changed.count("weight: 2") == 1 and "drain: true" in changed
+    drained = original.replace("d8: {role: director, router_id: 10.255.0.18}",
+                               "d8: {role: director, router_id: 10.255.0.18, drain: true}")
+    # each round changes rs1's weight on every director: both rollouts touch all 8
+    rounds = [(signal.SIGINT, drained.replace("- {node: rs1}", "- {node: rs1, weight: 2}")),
+              (signal.SIGKILL, drained.replace("- {node: rs1}", "- {node: rs1, weight: 3}"))]
+    assert all(text.count("weight: ") == original.count("weight: ") + 1 and "drain: true" in text for _, text in rounds)
     flows = open_flows("ecmp8", "c1", VIP, 7, 40)
     outcomes = []
-    for round_, signum in enumerate((signal.SIGINT, signal.SIGKILL)):
-        ecmp8.write_text(changed if round_ % 2 == 0 else original)
+    for signum, text in rounds:
+        ecmp8.write_text(text)
         deploy = ForkedCli("deploy", "--yes", str(ecmp8))
+        # the signal lands while the k-th of the 8 directors is applied, or the next (a director
+        # takes ~0.6 s under emulation): never in the last, whose end is the rollout's end
+        node, delay = rng.randint(1, 6), rng.uniform(0, 0.5)
         lines: list[str] = []
-        rolling = threading.Event()
+        began: list[float] = []  # when each director's apply began
+        reached = threading.Event()
 
-        def read(stream=deploy.stdout, lines=lines, rolling=rolling) -> None:
+        def read(stream=deploy.stdout, lines=lines, began=began, reached=reached, node=node) -> None:
             for line in stream:
                 lines.append(line)
-                if "applying" in line:  # the rollout has begun: the signal lands during it
-                    rolling.set()
-            rolling.set()  # ended without a rollout (nothing to change)
+                if "applying" in line:
+                    began.append(time.monotonic())
+                if len(began) >= node:
+                    reached.set()
+            reached.set()  # ended before that node
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        assert rolling.wait(180), "".join(lines)
-        delay = rng.uniform(0, 8)
+        assert reached.wait(180), "".join(lines)
         time.sleep(delay)
         if deploy.poll() is None:
             deploy.send_signal(signum)
-            outcomes.append(f"{signum.name} {delay:.1f}s into the rollout: exit {deploy.wait(120)}")
+            outcomes.append(f"{signum.name} {delay:.1f}s after node {node} of 8 began: exit {deploy.wait(120)}")
         else:
-            outcomes.append(f"{signum.name} {delay:.1f}s into the rollout: it had finished")
+            outcomes.append(f"{signum.name} at node {node}: the deploy had finished")
         reader.join(30)
         output = "".join(lines)
-        if signum == signal.SIGINT and deploy.returncode == 130:
+        outcomes[-1] += f" (directors began {', '.join(f'{t - began[0]:.1f}' for t in began)} s into the rollout)"
+        assert deploy.returncode != 0, (seed, outcomes, output)  # the signal did land mid-rollout
+        if signum == signal.SIGINT:
             assert "deploy interrupted (Ctrl-C) after" in output, output  # stopped cleanly between two nodes
         assert broken_flows(flows) == [], (seed, outcomes, output)
-    ecmp8.write_text(original)  # the last round wrote `original`: the next deploy finishes that rollout
+    # the interrupted file deployed again: it finishes the rollout; once more: nothing to change
     code, output = cli("deploy", "--yes", str(ecmp8))
     assert code == 0, (seed, outcomes, output)
+    weights = {d: sorted(dest_weights("ecmp8", d).values()) for d in DIRECTORS}
+    assert all(w == [1, 1, 1, 3] for w in weights.values()), (seed, outcomes, weights)
     code, output = cli("deploy", "--yes", str(ecmp8))
     assert code == 0 and output.strip().endswith("no changes"), (seed, outcomes, output)
     assert broken_flows(flows) == [], (seed, outcomes)
     print(f"measured: deploy interrupted at random (seed {seed}): {'; '.join(outcomes)}; 0 of 40 flows broken")
+    ecmp8.write_text(original)  # as the module's other tests expect it
+    code, output = cli("deploy", "--yes", str(ecmp8))
+    assert code == 0, output
     assert sorted(wait_for_ecmp("ecmp8", "r1", VIP, 8)) == sorted(f"10.1.{i}.2" for i in range(1, 9))
     assert broken_flows(flows) == []
     for sock, _ in flows:

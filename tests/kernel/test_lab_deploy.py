@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+import labkit
 import pytest
 from labkit import (broken_flows, cli, http_answers, in_node, open_flows, run_scaletest, service_conns, udp_answer,
                     wait_for_ecmp)
@@ -50,8 +51,7 @@ def demo(tmp_path_factory):
 
 
 def dest_weights(director: str) -> dict[str, int]:
-    with IpvsSocket(f"demo.{director}") as sock:
-        return {d.address: d.weight for s in sock.services() if s.port == 80 for d in s.dests}
+    return labkit.dest_weights("demo", director)
 
 
 def weights(director: str, address: str) -> dict[int, int]:
