@@ -54,7 +54,7 @@ def fork_daemon(run: Callable[[], None], log: Path) -> int:
 
     Forked, not started: the daemon has everything this process imported, where a new Python
     importing lvscluster costs ~30 s of CPU under a VM's software emulation. Whatever `run`
-    raises is written to the log; the daemon's exit code is SystemExit's, else 0 or 1.
+    raises is written to the log; the daemon's exit code is as `run_forked_child` says.
     """
     read_end, write_end = os.pipe()
     first = os.fork()
@@ -64,7 +64,6 @@ def fork_daemon(run: Callable[[], None], log: Path) -> int:
             pid = int(pipe.read() or 0)
         os.waitpid(first, 0)  # the intermediate child exits at once: the daemon is nobody's child here
         return pid
-    code = 1
     try:
         os.close(read_end)
         os.setsid()
@@ -80,14 +79,30 @@ def fork_daemon(run: Callable[[], None], log: Path) -> int:
         os.chdir("/")
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(signum, signal.SIG_DFL)
+        logging.root.handlers.clear()  # the parent's handlers (a test runner's capture) are not ours
+    except BaseException:
+        exit_forked_child(1)
+    run_forked_child(run, 0, 1, 2)
+
+
+def run_forked_child(run: Callable[[], None], stdin: int, stdout: int, stderr: int) -> NoReturn:
+    """In a child just forked: make `stdin`, `stdout` and `stderr` its fds 0-2 (and `sys.stdin`,
+    `sys.stdout`, `sys.stderr`, line-buffered), run `run()`, and end the child with its exit code:
+    SystemExit's, 130 for Ctrl-C, 1 (with the traceback on stderr) for any other exception, else 0."""
+    code = 1
+    try:
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            if fd != target:
+                os.dup2(fd, target)
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-        logging.root.handlers.clear()  # the parent's handlers (a test runner's capture) are not ours
         run()
         code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
     except BaseException:
         traceback.print_exc()
     finally:

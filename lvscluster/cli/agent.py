@@ -88,7 +88,11 @@ def agent(
     if listen:
         from lvscluster.health.metrics import serve
 
-        serve(runner, *listen)
+        try:
+            serve(runner, *listen)
+        except OSError as exc:  # most often: this director's agent already runs and holds the port
+            raise LvsClusterError(f"agent {node}: cannot serve metrics on {listen[0]}:{listen[1]}: {exc.strerror or exc} "
+                                  f"(is an agent for {node} already running? choose another --metrics ADDRESS:PORT, or off)") from None
         logging.getLogger("lvscluster.agent").info("%s: metrics on http://%s:%d/metrics", node, *listen)
     try:
         asyncio.run(_run_until_signal(runner))

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lvscluster.apply.processes import exit_forked_child
+from lvscluster.apply.processes import exit_forked_child, run_forked_child
 from lvscluster.files import write_atomic
 
 POLL = 0.05
@@ -47,34 +47,26 @@ def _fork_cli(request: dict, out: Path, err: Path) -> int:
     _warm.wait()
     pid = os.fork()
     if pid == 0:  # child: become the command
-        code = 1
         try:
             os.chdir(request.get("cwd") or "/")
             os.environ.update({"LVSCLUSTER_IN_VM": "1", **request.get("env", {})})
-            stdin = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(stdin, 0)
-            os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
-            os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
-            sys.stdin = open(0, closefd=False)
-            sys.stdout = open(1, "w", buffering=1, closefd=False)
-            sys.stderr = open(2, "w", buffering=1, closefd=False)
+            streams = (os.open(os.devnull, os.O_RDONLY), os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                       os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
             sys.argv = ["lvscluster", *request["cli"]]
-            from lvscluster.cli import main
-            from lvscluster.cli.common import reset_consoles
-
-            reset_consoles()  # colour and width as the host asked, not as the agent started
-
-            try:
-                main()
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException as exc:  # noqa: BLE001 - report anything, never return into the agent loop
             os.write(2, f"lvscluster vm agent: {exc!r}\n".encode())
-        finally:
-            exit_forked_child(code)
+            exit_forked_child(1)
+        run_forked_child(_cli_main, *streams)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def _cli_main() -> None:
+    from lvscluster.cli import main
+    from lvscluster.cli.common import reset_consoles
+
+    reset_consoles()  # colour and width as the host asked, not as the agent started
+    main()
 
 
 def _run(directory: Path, request_id: str, request: dict) -> None:

@@ -137,3 +137,16 @@ def test_no_healthy_real_server_withdraws_the_vip(lab: str) -> None:
     assert "web tcp/80 rs1 is down" in log and "web udp/53 rs2 is down" in log, log
     assert recs["d1"]["verdict"]["quiesced"] == []  # withdrawn: the weights stay (no reset while the router converges)
     assert all(not t["up"] for t in recs["d1"]["targets"].values())
+
+
+def test_a_second_agent_for_a_director_says_why_it_cannot_start(lab: str, tmp_path: Path) -> None:
+    """The lab's agent for d1 holds the metrics port in d1's namespace: another one ends with one
+    line naming the port and the likely cause, not a traceback, and the first keeps running."""
+    first = read_record("d1", f"{lab}.d1")["pid"]
+    second = subprocess.run([sys.executable, "-m", "lvscluster.cli", "agent", str(tmp_path / "agents.lvs.yml"), "--node", "d1"],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1, second.stderr
+    assert "agent d1: cannot serve metrics on 127.0.0.1:9586: Address already in use" in second.stderr, second.stderr
+    assert "is an agent for d1 already running?" in second.stderr and "Traceback" not in second.stderr, second.stderr
+    os.kill(first, 0)  # still there
+    assert read_record("d1", f"{lab}.d1")["pid"] == first

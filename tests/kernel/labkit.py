@@ -12,6 +12,7 @@ import time
 
 from typer.testing import CliRunner
 
+from lvscluster.apply.processes import run_forked_child
 from lvscluster.cli import app, main
 from lvscluster.errors import LvsClusterError
 from lvscluster.netlink import IpvsSocket
@@ -40,20 +41,8 @@ class ForkedCli:
         read_end, write_end = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child: run the CLI and leave, skipping the parent's pytest teardown
-            code = 1
-            try:
-                os.dup2(write_end, 1)
-                os.dup2(write_end, 2)
-                sys.stdout = sys.stderr = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-                sys.argv = ["lvscluster", *args]
-                main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-            except KeyboardInterrupt:
-                code = 130
-            finally:
-                os._exit(code)
+            sys.argv = ["lvscluster", *args]
+            run_forked_child(main, os.open(os.devnull, os.O_RDONLY), write_end, write_end)
         os.close(write_end)
         self.stdout = io.TextIOWrapper(io.FileIO(read_end, "r"))
         self.returncode: int | None = None
