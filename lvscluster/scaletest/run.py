@@ -269,6 +269,10 @@ class Orchestrator:
         report = reporting.build_report(run, test.churn, counters, sync_lag=_sync_lags(run, sync),
                                         real_servers={ref.node: ref.weight for ref in self.cluster.topology.vips[0].real_servers},
                                         director_flow_samples=samples)
+        # the timeline is echo packets per director over two per flow and interval: with the echo
+        # flows on the HTTP port, each new connection's packets count too and the lines run high
+        report["directors"]["flow_timeline_basis"] = (
+            "echo packets" if test.echo_port != test.http_port else "echo and new-connection packets (echo port = HTTP port)")
         report["ecmp_changes"] = [{"t": round(t - self.t0, 3), "next_hops": list(h)} for t, h in watch.changes]
         report["event_durations"] = {label: round(took, 3) for label, (_, took) in self.moments.items()}
         report["sync_samples"] = sync

@@ -201,6 +201,19 @@ def test_plot_writes_a_png(tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
 
 
+def test_plot_says_when_the_director_lines_count_new_connections_too(tmp_path):
+    run = parse_traffic(_lines())
+    report = _report(director_flow_samples={"d1": [[0, 0], [10, 2], [30, 1]]})
+    plain = plot_report({**report, "directors": {**report["directors"], "flow_timeline_basis": "echo packets"}},
+                        run.ticks, tmp_path / "plain.png").read_bytes()
+    again = plot_report({**report, "directors": {**report["directors"], "flow_timeline_basis": "echo packets"}},
+                        run.ticks, tmp_path / "again.png").read_bytes()
+    shared = plot_report({**report, "directors": {**report["directors"],
+                                                  "flow_timeline_basis": "echo and new-connection packets"}},
+                         run.ticks, tmp_path / "shared.png").read_bytes()
+    assert plain == again and shared != plain  # the same report draws the same; the note adds text
+
+
 def test_plot_accepts_raw_tick_records_and_an_empty_run(tmp_path):
     raw_ticks = [json.loads(line) for line in _lines() if '"tick"' in line]
     assert plot_report(_report(), raw_ticks, tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
