@@ -81,6 +81,7 @@ def fork_daemon(run: Callable[[], None], log: Path) -> int:
             signal.signal(signum, signal.SIG_DFL)
         logging.root.handlers.clear()  # the parent's handlers (a test runner's capture) are not ours
     except BaseException:
+        traceback.print_exc()  # to the log when the failure came after it was opened
         exit_forked_child(1)
     run_forked_child(run, 0, 1, 2)
 

@@ -59,7 +59,7 @@ def plot_report(report: Mapping[str, Any], traffic_ticks: Iterable[Tick | Mappin
                                marker="x", color="red", zorder=5, label=f"broken flows ({len(broken)})")
         flows_axis.set_ylabel("live flows")
         basis = (report.get("directors") or {}).get("flow_timeline_basis")
-        if basis and basis != "echo packets":  # the dotted director lines are estimates: say from what
+        if basis:  # the dotted director lines are estimates: say from what
             flows_axis.set_title(f"director lines: estimated from {basis}", loc="left", fontsize="small", color="dimgray")
         flows_axis.set_ylim(bottom=0)
         flows_axis.legend(loc="best", fontsize="small", ncol=2)

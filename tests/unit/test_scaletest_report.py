@@ -211,7 +211,7 @@ def test_plot_says_when_the_director_lines_count_new_connections_too(tmp_path):
     shared = plot_report({**report, "directors": {**report["directors"],
                                                   "flow_timeline_basis": "echo and new-connection packets"}},
                          run.ticks, tmp_path / "shared.png").read_bytes()
-    assert plain == again and shared != plain  # the same report draws the same; the note adds text
+    assert plain == again and shared != plain  # the same report draws the same; the basis is written out
 
 
 def test_plot_accepts_raw_tick_records_and_an_empty_run(tmp_path):
