@@ -85,19 +85,19 @@ def wait_for_ecmp(lab: str, router: str, vip: str, hops: int, timeout: float = 9
     return seen
 
 
-def service_conns(lab: str, directors, service: str, at_least: int, timeout: float = 15,
-                  counter: str = "conns") -> dict[str, int]:
-    """Connections (or another IpvsStats `counter`, e.g. `inpkts`) each director's `service` (e.g.
-    `tcp/10.99.0.10:80`) counted, once they add up to `at_least` or at the timeout: the kernel
-    folds per-CPU counters every 2 s."""
+def service_counter(lab: str, directors, service: str, at_least: int, timeout: float = 15,
+                    counter: str = "conns") -> dict[str, int]:
+    """One IpvsStats `counter` (connections by default; `inpkts`, ...) of each director's `service`
+    (e.g. `tcp/10.99.0.10:80`), once they add up to `at_least` or at the timeout: the kernel folds
+    per-CPU counters every 2 s."""
     deadline = time.monotonic() + timeout
     while True:
-        conns = {}
+        counts = {}
         for director in directors:
             with IpvsSocket(f"{lab}.{director}") as sock:
-                conns[director] = getattr(sock.service_stats()[service], counter)
-        if sum(conns.values()) >= at_least or time.monotonic() > deadline:
-            return conns
+                counts[director] = getattr(sock.service_stats()[service], counter)
+        if sum(counts.values()) >= at_least or time.monotonic() > deadline:
+            return counts
         time.sleep(0.5)
 
 

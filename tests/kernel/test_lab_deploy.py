@@ -17,7 +17,7 @@ from pathlib import Path
 
 import labkit
 import pytest
-from labkit import (broken_flows, cli, http_answers, in_node, open_flows, run_scaletest, service_conns, udp_answer,
+from labkit import (broken_flows, cli, http_answers, in_node, open_flows, run_scaletest, service_counter, udp_answer,
                     wait_for_ecmp)
 
 from lvscluster.apply import frr
@@ -248,8 +248,8 @@ def test_flows_opened_while_sync_is_lost_survive_a_move(demo: Path) -> None:
 
 def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
-    conns_before = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)
-    packets_before = sum(service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0, counter="inpkts").values())
+    conns_before = service_counter("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)
+    packets_before = sum(service_counter("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0, counter="inpkts").values())
     answers = http_answers("demo", "c1", VIP, 300)
     assert sum(answers.values()) == 300
     assert set(answers) == {"rs1", "rs2", "rs3"}, answers  # every real server served some, no request failed
@@ -257,10 +257,10 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     # every request went through IPVS: at least SYN, GET and FIN of each in the services' packet
     # counters. (Not the connection counter: a client port reused while IPVS still holds the old
     # connection's entry takes that entry over without counting a connection; CI counted 279 of 300.)
-    packets = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=packets_before + 900, timeout=30,
+    packets = service_counter("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=packets_before + 900, timeout=30,
                             counter="inpkts")
     assert sum(packets.values()) - packets_before >= 900, (packets_before, packets)
-    conns = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)
+    conns = service_counter("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)
     assert all(conns[d] > conns_before[d] for d in conns), (conns_before, conns)  # both directors served (ECMP)
 
     # a second deploy changes nothing
@@ -312,7 +312,7 @@ def test_demo_lab_deploy_traffic_and_idempotency(demo: Path) -> None:
     code, output = cli("status", "--json", "--connections", str(demo))
     assert code == 0, output
     report = json.loads(output[output.index("{"):])
-    kernel = service_conns("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)  # no traffic since: status = kernel
+    kernel = service_counter("demo", ("d1", "d2"), f"tcp/{VIP}:80", at_least=0)  # no traffic since: status = kernel
     assert {d: next(s["conns"] for s in report["nodes"][d]["services"] if s["service"] == f"tcp/{VIP}:80")
             for d in ("d1", "d2")} == kernel
     assert report["in_sync"] and report["mh_tables_consistent"]
