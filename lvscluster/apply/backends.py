@@ -136,11 +136,14 @@ class KernelBackend:
         with apply_lock(self.netns):
             self.apply_under_lock(actions)
 
-    def apply_under_lock(self, actions: list[Action]) -> None:
-        """`apply` for a caller that already holds `apply_lock(netns)` (the agent)."""
+    def apply_under_lock(self, actions: list[Action], frr_running: str | None = None) -> None:
+        """`apply` for a caller that already holds `apply_lock(netns)` (the agent, a quick change).
+        `frr_running`: FRR's running config as the caller knows it (else the last observed one)."""
         from lvscluster.netlink import NETLINK_KINDS
         from lvscluster.netlink import apply as netlink_apply
 
+        if frr_running is not None:
+            self._frr_running = frr_running
         self._journal(actions)
         batch: list[Action] = []
         for action in [*actions, None]:

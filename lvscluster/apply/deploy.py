@@ -235,8 +235,13 @@ def read_deployed(node: str, netns: str | None) -> Cluster | None:
     return Cluster.from_topology(Topology.model_validate(document))
 
 
+def topology_snapshot(cluster: Cluster) -> str:
+    """The topology as a director's record holds it (canonical JSON)."""
+    return json.dumps(cluster.topology.model_dump(mode="json"), sort_keys=True)
+
+
 def _snapshot(plan: DeployPlan) -> str:
-    return json.dumps(plan.cluster.topology.model_dump(mode="json"), sort_keys=True)
+    return topology_snapshot(plan.cluster)
 
 
 def _record_changes(plan: DeployPlan, name: str) -> bool:

@@ -79,9 +79,10 @@ def _set_drain(file: Path, name: str, role: str, drained: bool, no_edit: bool) -
 
 def _drain_director(file: Path, name: str, drained: bool, no_edit: bool, timeout: float) -> Cluster:
     from lvscluster.apply import lifecycle
+    from lvscluster.apply.change import change_director
 
     cluster, namespaces = _set_drain(file, name, "director", drained, no_edit)
-    changes = lifecycle.deploy_nodes(cluster, namespaces, [name], _say)
+    changes = change_director(cluster, namespaces, name, _say)
     _say(f"{name}: {changes} changes applied ({'drained' if drained else 'undrained'})")
     if lifecycle.router_uses(cluster, namespaces, name) is not None:
         where = "left" if drained else "joined"

@@ -294,3 +294,46 @@ def wait_for_hops(router: str, vip: str, expected: list[str], timeout: float = 6
             break
         time.sleep(0.2)
     return hops
+
+
+@pytest.mark.parametrize("topology", ["demo", "bgp8"])
+def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, namespaces: Namespaces, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`change_director` (the scaletest's and `director drain`'s step) drains and undrains from
+    deploy's record, with no observing: one vtysh run per change, the record rewritten, and the
+    router's ECMP set follows (the VM's figures: bench/README.md)."""
+    from lvscluster.apply import change, commands, deploy
+
+    monkeypatch.setattr(deploy, "DEPLOYED_DIR", tmp_path)
+    cluster = Cluster.from_topology(load_topology(ROOT / "topology" / f"{topology}.lvs.yml"))
+    ns = wire_routers_and_directors(cluster, namespaces)
+    router, vip = ns[cluster.routers[0]], f"{cluster.topology.vips[0].address}/32"
+    address = {u.director.node: str(u.director.address.ip) for u in cluster.uplinks(cluster.routers[0])}
+    every = sorted(address.values())
+    assert wait_for_hops(router, vip, every) == every
+    deploy.deployed_path("d1", ns["d1"]).write_text(deploy.topology_snapshot(cluster))  # as deploy leaves it
+
+    ran: list[list[str]] = []
+    real_run = commands.Runner.run
+
+    def counting(self, argv, *args, **kwargs):
+        ran.append(list(argv))
+        return real_run(self, argv, *args, **kwargs)
+
+    monkeypatch.setattr(commands.Runner, "run", counting)
+    said: list[str] = []
+    drained = cluster.with_node("d1", drain=True)
+    assert change.change_director(drained, ns, "d1", said.append) == 1, said
+    others = sorted(a for d, a in address.items() if d != "d1")
+    assert wait_for_hops(router, vip, others) == others
+    changes = [argv for argv in ran if "-c" in argv and "show running-config" not in argv]
+    assert len(changes) == 1 and "-f" not in changes[0] and str(frr.RELOAD) not in " ".join(map(str, ran)), ran
+    assert frr.config_shape(frr.running_config(ns["d1"])) == frr.config_shape(plan_cluster(drained)["d1"].frr)
+    assert deploy.read_deployed("d1", ns["d1"]).topology.nodes["d1"].drain
+
+    ran.clear()
+    assert change.change_director(cluster, ns, "d1", said.append) == 1, said
+    assert wait_for_hops(router, vip, every) == every
+    assert len([argv for argv in ran if "-c" in argv and "show running-config" not in argv]) == 1, ran
+    assert not deploy.read_deployed("d1", ns["d1"]).topology.nodes["d1"].drain
+    assert not [line for line in said if "not possible" in line], said
