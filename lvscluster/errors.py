@@ -5,6 +5,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_LAB_OVERLOADED = 3  # scaletest: the lab could not keep up, so the result says nothing about the cluster
 
 
 class LvsClusterError(Exception):

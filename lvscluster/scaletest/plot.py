@@ -27,13 +27,25 @@ def _alive_at(ticks: list[Tick], t: float) -> int:
     return alive
 
 
+def _shade_stalls(ticks: list[Tick], axes) -> None:
+    """Grey bands over the seconds the lab itself stalled (engine late, a test server slow to answer its probe)."""
+    labelled = False
+    for tick in ticks:
+        if (tick.stall_ms or 0) >= 200:
+            for axis in axes:
+                axis.axvspan(tick.t - 1, tick.t, color="gray", alpha=min(0.5, 0.1 + tick.stall_ms / 2000),
+                             linewidth=0, label=None if labelled or axis is not axes[1] else "lab stalled")
+            labelled = True
+
+
 def plot_report(report: Mapping[str, Any], traffic_ticks: Iterable[Tick | Mapping[str, Any]],
                 path: str | Path) -> Path:
     """Draw the run's timeline to `path` (PNG) and return the path.
 
     Top: live flows per real server, their total, per director when the report has a
     director flow timeline, red crosses for broken flows. Bottom: new connections per second
-    (ok and failed). Both: a dashed line per churn event, labelled.
+    (ok and failed). Both: a dashed line per churn event, labelled; grey bands where the lab
+    stalled; a red title when the lab was overloaded (the result is not valid).
     """
     import matplotlib  # slow to import: only here
 
@@ -84,9 +96,14 @@ def plot_report(report: Mapping[str, Any], traffic_ticks: Iterable[Tick | Mappin
             flows_axis.annotate(event.get("label") or f"{event['action']} {event['node']}", (event["at"], 0.02),
                                 xycoords=("data", "axes fraction"), rotation=90, va="bottom", ha="right",
                                 fontsize="small", color="tab:purple")
-        run = report.get("run") or {}
-        figure.suptitle(f"scaletest {run.get('target', '')}: {run.get('flows')} flows, "
-                        f"{run.get('rate') or 0:g} new connections/s")
+        _shade_stalls(ticks, (flows_axis, conns_axis))
+        run, lab = report.get("run") or {}, report.get("lab") or {}
+        title = (f"scaletest {run.get('target', '')}: {run.get('flows')} flows, "
+                 f"{run.get('rate') or 0:g} new connections/s")
+        if lab.get("verdict") not in (None, "valid"):  # say it where nobody can miss it
+            figure.suptitle(f"{lab['verdict_text'].upper()}\n{title}", color="red", fontweight="bold")
+        else:
+            figure.suptitle(title)
         figure.tight_layout()
         path = Path(path)
         figure.savefig(path, dpi=100)

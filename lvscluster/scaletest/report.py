@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping, Sequence
 
+from lvscluster.scaletest.labhealth import judge, summary_lines
+
 REPORT_VERSION = 1
 DEFAULT_ATTRIBUTION_WINDOW = 10.0  # seconds after an event's ECMP change in which a break is blamed on it
 
@@ -41,6 +43,8 @@ class Tick:
     rtt_ms_max: float | None = None
     rtt_ms_mean: float | None = None
     loop_lag_ms: float | None = None
+    stall_ms: float | None = None
+    probe_ms_max: dict[str, float | None] = field(default_factory=dict)
     final: bool = False
 
 
@@ -301,6 +305,7 @@ def build_report(traffic_lines: Iterable[str | bytes] | TrafficRun,
         "run": {k: run.start.get(k) for k in ("wall", "target", "echo_port", "http_port", "flows", "rate",
                                               "duration", "interval", "echo_timeout")},
         "traffic": totals,
+        "lab": judge(run.summary, run.start, run.ticks),
         "real_servers": {"new_connections": imbalance(totals["new_by_node"], rs_weights),
                          "flows": imbalance(totals["flows_by_node"], rs_weights)},
         "directors": directors,
@@ -342,8 +347,12 @@ def summary_text(report: Mapping[str, Any]) -> str:
     """A few readable lines: what ran, what broke and why, how even the spread was."""
     run, traffic = report["run"], report["traffic"]
     duration = traffic["duration"] or 0.0
-    lines = [f"scaletest {run.get('target')}: {traffic['flows']} flows, {run.get('rate') or 0:g} new conn/s, "
+    lines = summary_lines(report["lab"]) if "lab" in report else []
+    lines += [f"scaletest {run.get('target')}: {traffic['flows']} flows, {run.get('rate') or 0:g} new conn/s, "
              f"{duration:.1f} s" + ("" if traffic["complete"] else " (no summary record: the traffic engine died?)")]
+    if calibration := report.get("calibration"):
+        lines.append(f"paced at {calibration['rate']:g} new conn/s (--rate auto): the lab carried "
+                     f"{calibration['carried_per_s']:.1f}/s beside the flows when measured, {calibration['share']:.0%} of that")
     broken = traffic["flows_broken"]
     lines.append(f"flows: {traffic['flows_established']} established, {broken} broken"
                  + (f" ({_reasons(traffic['broken_by_reason'])})" if broken else "")

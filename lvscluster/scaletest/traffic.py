@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 
+from lvscluster.scaletest.labprobe import LabClock, ServerProbe, parse_probe
 from lvscluster.scaletest.wire import (CONNECTING, DONE, OPEN, Flow, HttpGet, Output, connect_failure,
                                       PortCycle, open_socket)
 
@@ -35,14 +36,17 @@ RECORDS = {
              "duration, interval, echo_timeout, connect_timeout, ramp, source_ports, new_ports",
     "up": "flow, port (local), node (real server of the first echo), connect_ms",
     "tick": "alive, msgs_ok, new_started, new_ok, new_failed, broken (all in the interval ending at t), "
-            "new_by_node, flows_by_node (live flows now), rtt_ms_max, rtt_ms_mean, loop_lag_ms, final",
+            "new_by_node, flows_by_node (live flows now), rtt_ms_max, rtt_ms_mean, loop_lag_ms, "
+            "stall_ms (seconds the lab could not run, in ms), probe_ms_max (per real server), final",
     "broken": "flow, reason (reset|timeout|wrong_echo|refused|connect_timeout|connect_error), node, "
               "last_ok (last echoed seq or null), port, detail",
     "conn_failed": "reason (refused|connect_timeout|connect_error|reset|timeout|bad_response), port, detail",
     "summary": "stopped_by (duration|signal), flows, flows_established, flows_alive, flows_broken, "
                "flows_not_started, broken_by_reason, messages_ok, new_started, new_ok, new_failed, "
                "new_failed_by_reason, new_skipped, new_unfinished, new_by_node, flows_by_node, "
-               "new_port_reuses, rtt_ms_mean, rtt_ms_max, new_ms_mean, new_ms_max, loop_lag_ms_max",
+               "new_port_reuses, rtt_ms_mean, rtt_ms_max, new_ms_mean, new_ms_max, loop_lag_ms_max, "
+               "lab (stalled_s, engine_stalled_s, engine_stalls, probes: per real server answers, failures, "
+               "error, rtt_ms_max, rtt_ms_mean)",
 }
 
 
@@ -71,6 +75,9 @@ class Engine:
         flow_ports = range(args.source_ports, args.source_ports + args.flows) if args.source_ports else range(0)
         self.new_port_cycle = PortCycle(low, high, flow_ports)
         self.new_port_reuses = self.new_inflight = self.flows_started = 0
+        probes = [parse_probe(p) for p in args.probe]
+        self.probes = [ServerProbe(node, netns, args.probe_port or args.echo_port) for node, netns in probes]
+        self.clock = LabClock([node for node, _ in probes])
         self._reset_second()
 
     def _reset_second(self) -> None:
@@ -87,7 +94,7 @@ class Engine:
         if self.stopping:
             return
         flow.transport.write(b"%d %d\n" % (flow.id, flow.seq))
-        flow.awaiting, flow.sent_at = True, self.loop.time()
+        flow.awaiting, flow.sent_at, flow.stall_at = True, self.loop.time(), self.clock.stalled(flow.node)
 
     def check_echo(self, flow: Flow, line: bytes) -> None:
         node, _, rest = line.partition(b" ")
@@ -135,8 +142,7 @@ class Engine:
         flow.connect_at = self.loop.time()
         try:
             sock = open_socket(self.family, args.source_ports + flow.id if args.source_ports else 0)
-            async with asyncio.timeout(args.connect_timeout):
-                await self.loop.sock_connect(sock, (args.target, args.echo_port))
+            await self.within(self.loop.sock_connect(sock, (args.target, args.echo_port)), args.connect_timeout)
             flow.port = sock.getsockname()[1]
             await self.loop.create_connection(lambda: flow, sock=sock)
         except (OSError, TimeoutError) as exc:
@@ -162,25 +168,45 @@ class Engine:
         A busy loop wakes late; then every bucket that came due meanwhile is visited at once
         (each at most once), so the flows keep their pace instead of falling further behind.
         """
-        timeout, count = self.args.echo_timeout, self.buckets_count
-        step, visited = self.args.interval / count, 0
+        timeout, count, clock = self.args.echo_timeout, self.buckets_count, self.clock
+        step, visited, last = self.args.interval / count, 0, self.loop.time()
         while not self.draining_done:
             now = self.loop.time()
             due = int((now - self.t0) / step) + 1
             for k in range(max(visited, due - count), due):
                 for flow in self.buckets[k % count]:
                     if flow.state == OPEN:
-                        if flow.awaiting:
-                            if now - flow.sent_at > timeout:
-                                self.break_flow(flow, "timeout", f"no echo of {flow.seq} within {timeout} s")
+                        if flow.awaiting:  # silent seconds count only while the lab could run
+                            if now - flow.sent_at - (clock.stalled(flow.node) - flow.stall_at) > timeout:
+                                self.break_flow(flow, "timeout", f"no echo of {flow.seq} within {timeout} s "
+                                                                 "(the lab's stalled seconds not counted)")
                         elif not self.stopping:
                             self.send(flow)
             visited = due
             wake = self.t0 + due * step
             await asyncio.sleep(max(wake - self.loop.time(), 0))
-            late = self.loop.time() - wake  # how late the loop runs: the engine's own overload
+            now = self.loop.time()
+            late = now - wake  # how late the loop runs: the engine's own overload
             if late > self.sec["lag"]:
                 self.sec["lag"] = late
+            clock.advance(now - last, late, [p.node for p in self.probes if p.step(now)])
+            last = now
+
+    async def within(self, awaitable, limit: float, node: str | None = None):
+        """Await with a deadline of `limit` seconds the lab could run (its stalled seconds do not count)."""
+        task = asyncio.ensure_future(awaitable)
+        start, stalled = self.loop.time(), self.clock.stalled(node)
+        try:
+            while True:
+                remaining = start + limit + (self.clock.stalled(node) - stalled) - self.loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({task}, timeout=remaining)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
 
     # --- new connections --------------------------------------------------------------
 
@@ -189,16 +215,14 @@ class Engine:
         port, stage = None, "connect"
         try:
             sock = self.new_port_cycle.open(self.family)
-            async with asyncio.timeout(args.connect_timeout):
-                await self.loop.sock_connect(sock, (args.target, args.http_port))
+            await self.within(self.loop.sock_connect(sock, (args.target, args.http_port)), args.connect_timeout)
             port, stage = sock.getsockname()[1], "response"
             if port in self.new_ports:
                 self.new_port_reuses += 1
             self.new_ports.add(port)
             done = self.loop.create_future()
-            async with asyncio.timeout(args.echo_timeout):
-                transport, _ = await self.loop.create_connection(lambda: HttpGet(done), sock=sock)
-                node = await done
+            transport, _ = await self.loop.create_connection(lambda: HttpGet(done), sock=sock)
+            node = await self.within(done, args.echo_timeout)
         except (OSError, TimeoutError, ValueError) as exc:
             if transport is not None:
                 transport.abort()
@@ -228,8 +252,22 @@ class Engine:
         self.new_by_node[node] = self.new_by_node.get(node, 0) + 1
         self.sec_new_by_node[node] = self.sec_new_by_node.get(node, 0) + 1
 
+    async def _closed_loop(self) -> None:
+        """--closed N: N new connections at a time, each started as the one before it ends: how many
+        the lab carries per second (what `scaletest --rate auto` paces from)."""
+        async def worker() -> None:
+            while not self.stopping:
+                self.new_inflight += 1
+                self.sec["new_started"] += 1
+                self.totals["new_started"] += 1
+                await self._new_connection()
+
+        await asyncio.gather(*(worker() for _ in range(self.args.closed)))
+
     async def _generate_new(self) -> None:
         rate = self.args.rate
+        if self.args.closed:
+            return await self._closed_loop()
         if rate <= 0:
             return
         launched, limit = 0, max(100, int(rate * (self.args.connect_timeout + self.args.echo_timeout) * 2))
@@ -263,7 +301,8 @@ class Engine:
             "new_by_node": self.sec_new_by_node, "flows_by_node": {n: c for n, c in self.flows_by_node.items() if c},
             "rtt_ms_max": round(sec["rtt_max"] * 1000, 2),
             "rtt_ms_mean": round(sec["rtt_sum"] / sec["msgs_ok"] * 1000, 2) if sec["msgs_ok"] else None,
-            "loop_lag_ms": round(sec["lag"] * 1000, 2), "final": final,
+            "loop_lag_ms": round(sec["lag"] * 1000, 2), "stall_ms": round(self.clock.take_second() * 1000, 1),
+            "probe_ms_max": {p.node: p.take_second() for p in self.probes}, "final": final,
         })
         self._reset_second()
 
@@ -301,6 +340,8 @@ class Engine:
                                                         "duration", "interval", "echo_timeout",
                                                         "connect_timeout", "ramp", "source_ports",
                                                         "new_ports")}})
+        for probe in self.probes:
+            await probe.start(args.connect_timeout)
         pacer, ticker = self.loop.create_task(self._pace_flows()), self.loop.create_task(self._ticks())
         opener, generator = self.loop.create_task(self._open_flows()), self.loop.create_task(self._generate_new())
         try:
@@ -316,6 +357,8 @@ class Engine:
         self._tick(final=True)
         await self._close_flows()
         pacer.cancel()
+        for probe in self.probes:
+            probe.close()
         for task in list(self.tasks):
             task.cancel()
         summary = self._summary()
@@ -361,6 +404,8 @@ class Engine:
             "rtt_ms_max": round(totals["rtt_max"] * 1000, 2),
             "new_ms_mean": round(totals["new_sum"] / totals["new_ok"] * 1000, 2) if totals["new_ok"] else None,
             "new_ms_max": round(totals["new_max"] * 1000, 2), "loop_lag_ms_max": round(totals["lag_max"] * 1000, 2),
+            "lab": {"stalled_s": round(self.clock.stalled(None), 3), "engine_stalled_s": round(self.clock.engine, 3),
+                    "engine_stalls": self.clock.engine_stalls, "probes": {p.node: p.summary() for p in self.probes}},
         }
 
 
@@ -382,6 +427,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds over which the flows connect (default: flows/500, at most 2)")
     parser.add_argument("--source-ports", type=int, default=0, metavar="START",
                         help="flow i connects from local port START+i (default: kernel-chosen)")
+    parser.add_argument("--closed", type=int, default=0, metavar="N",
+                        help="instead of --rate: N new connections at a time, each started when the one before "
+                             "it ends (measures how many the lab carries)")
+    parser.add_argument("--probe", action="append", default=[], metavar="NODE=NETNS",
+                        help="probe real server NODE's test server straight, from inside its network namespace "
+                             "NETNS over loopback (no IPVS), to tell a starved lab from a failing cluster")
+    parser.add_argument("--probe-port", type=int, default=0, help="the probes' TCP echo port (default: --echo-port)")
     parser.add_argument("--new-ports", type=_port_range, default=(10000, 65535), metavar="LOW-HIGH",
                         help="local ports the new connections take in turn, skipping busy ones and the "
                              "flows' (default 10000-65535)")

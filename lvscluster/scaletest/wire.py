@@ -34,12 +34,13 @@ class Flow(asyncio.Protocol):
     """One long-lived echo connection."""
 
     __slots__ = ("engine", "id", "state", "transport", "port", "node", "seq", "awaiting", "sent_at",
-                 "last_ok", "buffer", "connect_at")
+                 "last_ok", "buffer", "connect_at", "stall_at")
 
     def __init__(self, engine, flow_id: int):
         self.engine, self.id, self.state, self.transport = engine, flow_id, CONNECTING, None
         self.port = self.node = self.last_ok = None
         self.seq, self.awaiting, self.sent_at, self.buffer, self.connect_at = 0, False, 0.0, b"", 0.0
+        self.stall_at = 0.0  # the lab's stalled seconds when the last message went out
 
     def connection_made(self, transport) -> None:
         self.transport, self.state = transport, OPEN

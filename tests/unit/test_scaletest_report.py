@@ -168,7 +168,8 @@ def test_without_a_summary_totals_come_from_ticks_and_the_text_says_so():
 
 def test_summary_text_names_what_broke_and_why():
     text = summary_text(_report())
-    lines = text.splitlines()
+    verdict, *lines = text.splitlines()
+    assert verdict == "lab kept up: result valid"
     assert lines[0] == "scaletest 10.99.0.10: 4 flows, 10 new conn/s, 30.0 s"
     assert "3 broken (" in lines[1] and "reset 1" in lines[1] and "1 alive at the end" in lines[1]
     assert lines[2].startswith("new connections: 298 ok (9.9/s), 2 failed (")
@@ -220,3 +221,43 @@ def test_plot_accepts_raw_tick_records_and_an_empty_run(tmp_path):
     empty = build_report([], [])
     assert "0 established, 0 broken" in summary_text(empty)
     assert plot_report(empty, [], tmp_path / "b.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _judged(**summary) -> dict:
+    from lvscluster.scaletest.labhealth import judge
+
+    base = {"t": 60.0, "new_started": 600, "new_skipped": 0, "loop_lag_ms_max": 120.0,
+            "lab": {"stalled_s": 0.5, "engine_stalled_s": 0.2, "probes": {"rs1": {"rtt_ms_max": 300.0, "error": None}}}}
+    return judge({**base, **summary}, {"duration": 60, "rate": 10, "echo_timeout": 5})
+
+
+def test_a_lab_that_kept_up_is_valid_and_each_kind_of_overload_is_named():
+    assert _judged()["verdict"] == "valid" and _judged()["reasons"] == []
+    cases = {
+        "loop stalled 3.0 s at once": _judged(loop_lag_ms_max=3000.0),
+        "stalled 9.0 s of 60 s (15%": _judged(lab={"stalled_s": 9.0, "probes": {}}),
+        "40 new connections skipped": _judged(new_skipped=40),
+        "started 300 of 600 new connections": _judged(new_started=300),
+        "rs1's test server, probed without IPVS, took 4.0 s": _judged(
+            lab={"stalled_s": 1.0, "probes": {"rs1": {"rtt_ms_max": 4000.0, "error": None}}}),
+        "rs1's test server, probed without IPVS: refused": _judged(
+            lab={"stalled_s": 0.0, "probes": {"rs1": {"rtt_ms_max": 0.0, "error": "refused"}}}),
+    }
+    for reason, lab in cases.items():
+        assert lab["verdict"] == "overloaded" and any(reason in r for r in lab["reasons"]), (reason, lab)
+    from lvscluster.scaletest.labhealth import judge
+
+    assert judge(None, {})["verdict"] == "overloaded"  # the engine died: nothing to judge by
+
+
+def test_an_overloaded_run_says_so_first_and_in_the_picture(tmp_path):
+    lines = _lines()
+    summary = json.loads(lines[-3])
+    summary.update(new_skipped=684, lab={"stalled_s": 20.0, "engine_stalled_s": 20.0, "probes": {}})
+    lines[-3] = json.dumps(summary)
+    report = build_report(lines, EVENTS)
+    text = summary_text(report).splitlines()
+    assert text[0] == "lab overloaded: result not valid:" and "684 new connections skipped" in text[2]
+    assert "not evidence about the cluster" in "\n".join(text)
+    path = plot_report(report, parse_traffic(lines).ticks, tmp_path / "report.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
