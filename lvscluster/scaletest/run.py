@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvscluster.apply.lifecycle import deploy_nodes
+from lvscluster.apply.change import change_director
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab import faults
@@ -30,6 +29,7 @@ from lvscluster.netlink import IpvsSocket, Links
 from lvscluster.netlink.connections import count_connections
 from lvscluster.plan.render import frr_daemons
 from lvscluster.scaletest import report as reporting
+from lvscluster.scaletest.capacity import engine_argv, measure_capacity
 from lvscluster.scaletest.faultevents import FAULT_ACTIONS, FaultEvents
 from lvscluster.scaletest.report import ChurnEvent
 
@@ -45,7 +45,7 @@ class ScaleTest:
     """What to run: traffic shape, churn, where the report goes."""
 
     flows: int = 200
-    rate: float = 100
+    rate: float | None = 100  # None: measure what the lab carries and pace from it (--rate auto)
     duration: float = 30
     churn: list[ChurnEvent] = field(default_factory=list)
     echo_port: int = 7
@@ -151,6 +151,7 @@ class Orchestrator:
         self._event_errors: list[Exception] = []
         self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
         self.flows_up_count = 0  # flows that have had their first echo so far
+        self.calibration: dict | None = None  # what --rate auto measured
 
     def _follow(self, path: Path, traffic: subprocess.Popen):
         """The lines of the engine's output file as they come, until the engine has exited.
@@ -197,8 +198,17 @@ class Orchestrator:
                 self.flows_up = record["t"]
             if record["t"] - shown >= 5 or record.get("broken"):
                 shown = record["t"]
+                stall = record.get("stall_ms") or 0
                 self.progress(f"t={record['t']:5.1f}s  flows alive {record['alive']:4d}  "
-                              f"new ok {record['new_ok']:4d}/s  broken {record.get('broken', 0)}")
+                              f"new ok {record['new_ok']:4d}/s  broken {record.get('broken', 0)}"
+                              + (f"  lab stalled {stall / 1000:.1f} s of the last second" if stall >= 100 else ""))
+
+    def _probe_args(self) -> list[str]:
+        """`--probe NODE=NETNS` for each real server of the VIP: the engine asks its test server
+        straight, from inside its namespace, to tell a starved lab from a failing cluster."""
+        nodes = dict.fromkeys(ref.node for ref in self.cluster.topology.vips[0].real_servers)
+        return [x for node in nodes if os.path.exists(f"/run/netns/{self.namespaces.get(node, '-')}")
+                for x in ("--probe", f"{node}={self.namespaces[node]}")]
 
     def carry_out(self, event: ChurnEvent) -> None:
         """Do one churn event now."""
@@ -206,14 +216,15 @@ class Orchestrator:
         if event.action in ("drain", "undrain"):
             with self._state_lock:
                 self.current = current = self.current.with_node(event.node, drain=event.action == "drain")
-            deploy_nodes(current, self.namespaces, [event.node], _quiet)
+            change_director(current, self.namespaces, event.node, _quiet)  # one vtysh run, no observing
         elif event.action == "kill":
             self.killed_links[event.node] = faults.kill_node(namespace)
         elif event.action == "revive":
             with self._state_lock:
                 current = self.current
             faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(current, event.node))
-            deploy_nodes(current, self.namespaces, [event.node], _quiet)
+            # a kill leaves IPVS and sync as they were: the revived node needs its FRR config back
+            change_director(current, self.namespaces, event.node, _quiet, frr_restarted=True)
         elif event.action in FAULT_ACTIONS:
             self.faults.carry_out(event)
 
@@ -226,10 +237,10 @@ class Orchestrator:
         try:
             before = probe.counters()
             watch.start()
-            argv = ["ip", "netns", "exec", ns[self.client], sys.executable, "-m", "lvscluster.scaletest.traffic",
-                    "--target", self.vip, "--echo-port", str(test.echo_port), "--http-port", str(test.http_port),
-                    "--flows", str(test.flows), "--rate", f"{test.rate:g}", "--duration", f"{test.duration:g}",
-                    "--interval", f"{test.interval:g}", "--echo-timeout", f"{test.echo_timeout:g}"]
+            if test.rate is None:  # --rate auto: measure what the lab carries first, pace from that
+                self.calibration = measure_capacity(ns[self.client], self.vip, test, self._probe_args(), self.progress)
+                test.rate = self.calibration["rate"]
+            argv = engine_argv(ns[self.client], self.vip, test, *self._probe_args())
             self.progress(f"traffic from {self.client}: {test.flows} flows, {test.rate:g} new connections/s, "
                           f"{test.duration:g} s; churn: {', '.join(e.label for e in test.churn) or 'none'}")
             records, errors = _temp_file(".jsonl"), _temp_file(".err")
@@ -277,6 +288,7 @@ class Orchestrator:
         report["event_durations"] = {label: round(took, 3) for label, (_, took) in self.moments.items()}
         report["sync_samples"] = sync
         report["events_after_traffic"] = [e.label for e in late]
+        report["calibration"] = self.calibration
         return report, run.ticks
 
     def _drive(self, traffic: subprocess.Popen, probe: DirectorProbe) -> tuple[dict, list, list]:
