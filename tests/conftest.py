@@ -15,6 +15,11 @@ import pytest
 
 from lvscluster import vm
 
+try:
+    from hostload import HostLoadService
+except ImportError:  # this plugin copied elsewhere (the pytester tests of it): no host load service
+    HostLoadService = None
+
 pytest_plugins = ["pytester"]
 
 KERNEL_DIR = Path(__file__).parent / "kernel"
@@ -218,6 +223,9 @@ class VMBatch:
                   f"log {workdir / 'console.log'}")
         stream = self.config.getoption("verbose") > 0
         t0 = time.monotonic()
+        load = HostLoadService(workdir) if HostLoadService else None  # a kernel test may ask for a busy host core
+        if load:
+            load.start()
         try:
             res = vm.run_in_vm(
                 f"sh {shlex.quote(str(script))}", kernel=kernel, timeout=timeout,
@@ -228,6 +236,9 @@ class VMBatch:
             )
         except (vm.VMLockTimeout, RuntimeError, OSError) as e:
             return {n: _failed(f"VM batch could not start: {e}") for n in self.nodeids}
+        finally:
+            if load:
+                load.stop()
         results, inner_secs = _read_results(results_path)
         slowest = sorted(((r.get("seconds", 0.0), n) for n, r in results.items()), reverse=True)[:6]
         tail = _tail(workdir / "console.log")

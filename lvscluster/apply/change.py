@@ -11,6 +11,7 @@ never sees the new state with the old record). FRR's result is still read back a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from lvscluster.apply.backends import KernelBackend, apply_lock
@@ -37,20 +38,28 @@ def change_director(cluster: Cluster, namespaces: dict[str, str] | None, node: s
     if cluster.role(node) != "director" or not isinstance(backend, KernelBackend) or backend.runner.dry_run:
         return deploy_nodes(cluster, namespaces, [node], progress)
     try:
+        record = deployed_path(node, backend.netns)
+        recorded_text = record.read_text() if record.exists() else None
+        recorded = read_deployed(node, backend.netns) if recorded_text else None
+        if recorded is None or node not in recorded.topology.nodes:
+            raise LvsClusterError("no record of what deploy applied")
+        # planned before taking the lock: the node's agent may be holding it for a while
+        verdict = agent_verdict(cluster, node, backend)
+        before, after = plan_director(recorded, node, verdict), plan_director(cluster, node, verdict)
+        if frr_restarted:
+            before = before.model_copy(update={"frr": ""})
+        actions = diff_node(after, before)
+        asked = time.monotonic()
         with apply_lock(backend.netns):
-            recorded = read_deployed(node, backend.netns)
-            if recorded is None or node not in recorded.topology.nodes:
-                raise LvsClusterError("no record of what deploy applied")
-            verdict = agent_verdict(cluster, node, backend)
-            before, after = plan_director(recorded, node, verdict), plan_director(cluster, node, verdict)
-            if frr_restarted:
-                before = before.model_copy(update={"frr": ""})
-            actions = diff_node(after, before)
+            if (waited := time.monotonic() - asked) >= 0.5:
+                progress(f"{node}: waited {waited:.1f} s for its apply lock (its agent was converging)")
+            if record.read_text() != recorded_text:
+                raise LvsClusterError("the record changed meanwhile (a deploy or the agent)")
             for action in actions:
                 progress(f"{node}: {action.summary}: {action.reason}")
             backend.apply_under_lock(actions, frr_running=before.frr)
-            write_atomic(deployed_path(node, backend.netns), topology_snapshot(cluster))
+            write_atomic(record, topology_snapshot(cluster))
         return len(actions)
-    except LvsClusterError as exc:
+    except (LvsClusterError, OSError) as exc:
         progress(f"{node}: quick change not possible ({exc}): deploying the node whole")
         return deploy_nodes(cluster, namespaces, [node], progress)

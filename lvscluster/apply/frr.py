@@ -205,6 +205,20 @@ def addition_commands(current: list[tuple[str, ...]], text: str) -> list[str] | 
     return [command for key in added for command in ("configure terminal", *key, "end")]
 
 
+def owning_daemon(keys: set[tuple[str, ...]]) -> str | None:
+    """The one daemon every changed line belongs to (`ospfd` for a drain's `ip ospf cost`), so vtysh
+    connects to it alone (~1 s less under emulation than connecting to every daemon); None: several."""
+    def owner(key: tuple[str, ...]) -> str | None:
+        if key[0] == "router ospf" or (key[0].startswith("interface ") and len(key) > 1 and key[1].startswith("ip ospf")):
+            return "ospfd"
+        if key[0].startswith("router bgp ") and len(key) > 1:
+            return "bgpd"
+        return None
+
+    owners = {owner(key) for key in keys}
+    return owners.pop() if len(owners) == 1 and None not in owners else None
+
+
 def is_running(pathspace: str | None) -> bool:
     """True when zebra's vty socket of the pathspace (or the machine's FRR) exists."""
     return (run_dir(pathspace) if pathspace else RUN).joinpath("zebra.vty").exists()
@@ -303,10 +317,13 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
     try:
         commands = removal_commands(current, wanted)
         added = addition_commands(current, text)
+        daemon = None
         if added is not None:  # a small change (a drain's cost): removals and additions in one vtysh
             commands += added
+            daemon = owning_daemon(set(current) ^ set(wanted))
         if commands:
-            runner.run([*_vtysh(pathspace), *[x for c in commands for x in ("-c", c)]], check=False)
+            vtysh = _vtysh(pathspace) + (["-d", daemon] if daemon else [])
+            runner.run([*vtysh, *[x for c in commands for x in ("-c", c)]], check=False)
         if added is None:
             load_config(pathspace, text, runner)
         if config_shape(running_config(pathspace, runner)) == wanted:

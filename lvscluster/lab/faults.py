@@ -20,6 +20,7 @@ import time
 from pyroute2 import IPRoute
 
 from lvscluster.apply import frr
+from lvscluster.apply.backends import apply_lock
 from lvscluster.apply.processes import alive
 from lvscluster.errors import ApplyError
 from lvscluster.health.record import read_record
@@ -31,28 +32,37 @@ ROUTING_DAEMONS = ("ospfd", "bgpd")
 
 
 def kill_node(namespace: str) -> list[str]:
-    """Set every link of the node down and SIGKILL its FRR daemons; returns the links taken down."""
-    with Links(namespace) as links:
-        down = [name for name, info in links.links().items() if name != "lo" and info["up"]]
-        for name in down:
-            links.set_down(name)
-    for pid in frr.daemon_pids(frr.pathspace_for(namespace)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            continue
+    """Set every link of the node down and SIGKILL its FRR daemons; returns the links taken down.
+
+    Under the node's apply lock, and FRR's run directory cleared as a power cut clears /run: the
+    node's agent (alive in the lab, unlike on a dead machine) must not take the killed daemons
+    for crashed ones and start them again while the node is meant to be dead."""
+    with apply_lock(namespace):
+        with Links(namespace) as links:
+            down = [name for name, info in links.links().items() if name != "lo" and info["up"]]
+            for name in down:
+                links.set_down(name)
+        pathspace = frr.pathspace_for(namespace)
+        pids = frr.daemon_pids(pathspace)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+        frr.stop(pathspace)  # waits for the killed daemons to be gone, removes their pid files and sockets
     return down
 
 
 def revive_node(namespace: str, links_down: list[str], daemons: tuple[str, ...] = frr.DAEMONS) -> None:
     """Bring up the links `kill_node` took down and start FRR's `daemons` (clearing what the killed
-    daemons left)."""
-    with Links(namespace) as links:
-        for name in links_down:
-            links.set_up(name)
-    pathspace = frr.pathspace_for(namespace)
-    frr.stop(pathspace)  # stale pid files and vty sockets would make start() return early
-    frr.start(pathspace, namespace, daemons=daemons)
+    daemons left), under the node's apply lock."""
+    with apply_lock(namespace):
+        with Links(namespace) as links:
+            for name in links_down:
+                links.set_up(name)
+        pathspace = frr.pathspace_for(namespace)
+        frr.stop(pathspace)  # stale pid files and vty sockets would make start() return early
+        frr.start(pathspace, namespace, daemons=daemons)
 
 
 def crash_frr(namespace: str, daemons: tuple[str, ...] = ROUTING_DAEMONS) -> list[str]:

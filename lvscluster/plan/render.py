@@ -30,6 +30,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        auto_reload=False,  # package templates do not change under a running process (no stat per render)
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 STALL_SHARE = 0.10  # more of the run than this stalled: overloaded
 STARTED_SHARE = 0.90  # fewer new connections started than this share of rate x duration: overloaded
+PACE_SHARE = 0.80  # the live flows' messages echoed, below this share of their pace: overloaded
 VALID, OVERLOADED = "valid", "overloaded"
 VERDICT_TEXT = {VALID: "lab kept up: result valid", OVERLOADED: "lab overloaded: result not valid"}
 
@@ -44,6 +45,8 @@ def judge(summary: Mapping[str, Any] | None, run: Mapping[str, Any], ticks: Sequ
     wanted = rate * float(run.get("duration") or 0.0)
     if wanted and (summary.get("new_started") or 0) < STARTED_SHARE * wanted:
         reasons.append(f"the engine started {summary.get('new_started') or 0} of {wanted:.0f} new connections")
+    if (pace := flow_pace(ticks, float(run.get("interval") or 0.0))) is not None and pace < PACE_SHARE:
+        reasons.append(f"the live flows' messages kept only {pace:.0%} of their pace (the limit is {PACE_SHARE:.0%})")
     for node, probe in sorted((lab.get("probes") or {}).items()):
         if probe.get("error"):
             reasons.append(f"{node}'s test server, probed without IPVS: {probe['error']}")
@@ -51,11 +54,19 @@ def judge(summary: Mapping[str, Any] | None, run: Mapping[str, Any], ticks: Sequ
             reasons.append(f"{node}'s test server, probed without IPVS, took {probe['rtt_ms_max'] / 1000:.1f} s "
                            f"to answer (half the echo timeout is {timeout / 2:g} s)")
     verdict = OVERLOADED if reasons else VALID
-    return {"verdict": verdict, "verdict_text": VERDICT_TEXT[verdict], "reasons": reasons,
+    return {"verdict": verdict, "verdict_text": VERDICT_TEXT[verdict], "reasons": reasons, "flow_pace": pace,
             "loop_lag_ms_max": summary.get("loop_lag_ms_max"), "stalled_s": round(stalled, 2),
             "engine_stalled_s": lab.get("engine_stalled_s"), "probes": lab.get("probes") or {},
             "unjudged": lab.get("unjudged") or {},
             "stalled_seconds": [round(t.t, 2) for t in ticks if (getattr(t, "stall_ms", 0) or 0) >= 200]}
+
+
+def flow_pace(ticks: Sequence[Any], interval: float) -> float | None:
+    """Echoes received over those the live flows should have had (one per flow and interval), from
+    the ticks after the first full second; None without flows or ticks."""
+    counted = [t for t in ticks[1:] if not getattr(t, "final", False) and t.alive]
+    expected = sum(t.alive for t in counted) / interval if interval else 0.0
+    return round(sum(t.msgs_ok for t in counted) / expected, 3) if expected >= 10 else None
 
 
 def summary_lines(lab: Mapping[str, Any]) -> list[str]:

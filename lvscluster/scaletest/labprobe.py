@@ -17,7 +17,7 @@ import ctypes
 import os
 import socket
 
-LAG_GRACE = 0.1  # s: a pacer wake-up later than this is the engine being stalled
+LAG_GRACE = 0.5  # s: a pacer wake-up later than this is the engine being stalled (less is an emulated VM's jitter)
 PROBE_GRACE = 1.0  # s: a probe echo later than this is its test server being starved
 CLONE_NEWNET = 0x40000000
 

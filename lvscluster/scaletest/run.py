@@ -27,6 +27,7 @@ from lvscluster.lab import faults
 from lvscluster.model.cluster import Cluster
 from lvscluster.netlink import IpvsSocket, Links
 from lvscluster.netlink.connections import count_connections
+from lvscluster.plan.desired import plan_director
 from lvscluster.plan.render import frr_daemons
 from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.capacity import engine_argv, measure_capacity
@@ -152,6 +153,9 @@ class Orchestrator:
         self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
         self.flows_up_count = 0  # flows that have had their first echo so far
         self.calibration: dict | None = None  # what --rate auto measured
+        for event in test.churn:  # plan each drain once now: the templates compile before the traffic, not in it
+            if event.action in ("drain", "undrain"):
+                plan_director(cluster.with_node(event.node, drain=event.action == "drain"), event.node)
 
     def _follow(self, path: Path, traffic: subprocess.Popen):
         """The lines of the engine's output file as they come, until the engine has exited.

@@ -261,3 +261,16 @@ def test_an_overloaded_run_says_so_first_and_in_the_picture(tmp_path):
     assert "not evidence about the cluster" in "\n".join(text)
     path = plot_report(report, parse_traffic(lines).ticks, tmp_path / "report.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flows_that_fell_behind_their_pace_make_the_run_overloaded():
+    from lvscluster.scaletest.labhealth import judge
+    from lvscluster.scaletest.report import Tick
+
+    summary = {"t": 20.0, "new_started": 0, "loop_lag_ms_max": 300.0, "lab": {"stalled_s": 0.0, "probes": {}}}
+    run = {"duration": 20, "rate": 0, "echo_timeout": 5, "interval": 0.5}
+    kept = [Tick(t=float(s), alive=100, msgs_ok=195) for s in range(1, 21)]
+    halved = [Tick(t=float(s), alive=100, msgs_ok=100) for s in range(1, 21)]
+    assert judge(summary, run, kept)["verdict"] == "valid" and judge(summary, run, kept)["flow_pace"] == 0.975
+    lab = judge(summary, run, halved)
+    assert lab["verdict"] == "overloaded" and "kept only 50% of their pace" in lab["reasons"][0]
