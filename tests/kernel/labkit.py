@@ -203,6 +203,14 @@ def run_scaletest(topology, report, *args: str) -> tuple[int, str, dict]:
     return code, output, json.loads((report / "report.json").read_text())
 
 
+def scaletest_exit(report: dict) -> int:
+    """The exit code `lvscluster scaletest` owes this report: 3 when the lab judged itself overloaded
+    (a busy CI machine), else 1 when a flow broke, else 0."""
+    if report["lab"]["verdict"] != "valid":
+        return 3
+    return 1 if report["traffic"]["flows_broken"] else 0
+
+
 def deployed_lab(directory, topology: str, nodes: int):
     """Generator for a module fixture: `topology/<topology>.lvs.yml` copied to `directory`, its lab
     up without agents (8 would share the emulated VM's two CPUs with the scaletests) and deployed

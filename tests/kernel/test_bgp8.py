@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labkit import cli, deployed_lab, run_scaletest, wait_for_ecmp
+from labkit import cli, deployed_lab, run_scaletest, scaletest_exit, wait_for_ecmp
 
 
 VIP = "10.99.0.10"
@@ -31,7 +31,7 @@ def test_bgp_directors_churn_without_breaking_a_flow_and_one_is_removed(bgp8: Pa
     traffic, events = report["traffic"], {e["label"]: e for e in report["events"]}
     assert traffic["flows_established"] == 60
     assert traffic["flows_broken"] == 0, report["broken_flows"]
-    assert code == 0, output
+    assert code == scaletest_exit(report), (report["lab"], output)
     assert all(events[label]["ecmp_changed_after"] is not None
                for label in ("drain d3@8s", "undrain d3@25s", "kill d4@40s")), events
     print("measured: BGP churn: 0 of 60 flows broken, " + f"{traffic['new_ok']} new connections ok, "
