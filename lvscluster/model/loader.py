@@ -122,6 +122,14 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
 
 def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap]:
     """Parse and validate topology text; raise TopologyError with every problem found."""
+    topology, lines, _ = parse_topology_with_warnings(text, path)
+    return topology, lines
+
+
+def parse_topology_with_warnings(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap, list[str]]:
+    """`parse_topology`, plus the warnings (`FILE:LINE: path: warning: message`) of a valid topology.
+
+    A TopologyError lists the warnings too, among the errors in line order."""
     from lvscluster.model.checks import check_topology  # checks import the model, not the loader
 
     path = Path(path)
@@ -134,13 +142,18 @@ def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology
     except ValidationError as exc:
         raise TopologyError(_format(path, lines, _pydantic_problems(exc))) from None
     problems = check_topology(topology)
-    if problems:
+    if any(not p.warning for p in problems):
         raise TopologyError(_format(path, lines, problems))
-    return topology, lines
+    return topology, lines, _format(path, lines, problems)
 
 
 def load_topology(path: Path | str) -> Topology:
     """Read, parse and validate a topology file."""
+    return load_topology_with_warnings(path)[0]
+
+
+def load_topology_with_warnings(path: Path | str) -> tuple[Topology, list[str]]:
+    """`load_topology`, plus the warnings of a valid topology (what `validate` prints)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -148,12 +161,14 @@ def load_topology(path: Path | str) -> Topology:
         raise TopologyError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError([f"{path}: cannot read: {exc}"]) from None
-    return parse_topology(text, path)[0]
+    topology, _, warnings = parse_topology_with_warnings(text, path)
+    return topology, warnings
 
 
 def _format(path: Path, lines: LineMap, problems: list[Problem]) -> list[str]:
     ordered = sorted(problems, key=lambda p: (lines.line(p.loc), format_path(p.loc)))
-    return [f"{path}:{lines.line(p.loc)}: {format_path(p.loc)}: {p.message}" for p in ordered]
+    return [f"{path}:{lines.line(p.loc)}: {format_path(p.loc)}: {'warning: ' if p.warning else ''}{p.message}"
+            for p in ordered]
 
 
 def _plain(node: Any) -> Any:
