@@ -9,6 +9,7 @@ import difflib
 from collections import defaultdict
 
 from lvscluster.model.addressing import assign_addresses
+from lvscluster.model.checks_addresses import address_problems as placement_problems
 from lvscluster.model.checks_routing import routing_problems
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.problems import Problem
@@ -25,7 +26,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     cluster = Cluster(topology, interfaces)
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
-    problems += routing_problems(cluster)
+    problems += routing_problems(cluster) + placement_problems(cluster)
     return problems
 
 
