@@ -13,6 +13,7 @@ from lvscluster.model.checks_addresses import address_problems as placement_prob
 from lvscluster.model.checks_routing import routing_problems
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.problems import Problem
+from lvscluster.model.sysctls import sysctl_problems
 from lvscluster.model.topology import Health, Topology
 
 FLAG_SCHEDULER = {"mh-fallback": "mh", "mh-port": "mh", "sh-fallback": "sh", "sh-port": "sh"}
@@ -26,7 +27,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     cluster = Cluster(topology, interfaces)
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
-    problems += routing_problems(cluster) + placement_problems(cluster)
+    problems += routing_problems(cluster) + placement_problems(cluster) + sysctl_problems(cluster)
     return problems
 
 
