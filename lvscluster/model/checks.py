@@ -12,6 +12,7 @@ from lvscluster.model.addressing import assign_addresses
 from lvscluster.model.checks_addresses import address_problems as placement_problems
 from lvscluster.model.checks_pointless import pointless_settings
 from lvscluster.model.checks_routing import routing_problems
+from lvscluster.model.checks_services import service_problems
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.problems import Problem
 from lvscluster.model.sysctls import sysctl_problems
@@ -29,7 +30,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
     problems += routing_problems(cluster) + placement_problems(cluster) + sysctl_problems(cluster)
-    problems += pointless_settings(cluster)
+    problems += service_problems(cluster) + pointless_settings(cluster)
     return problems
 
 

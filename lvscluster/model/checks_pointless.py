@@ -11,7 +11,7 @@ import os
 import stat
 
 from lvscluster.model.cluster import Cluster
-from lvscluster.model.problems import Problem
+from lvscluster.model.problems import Problem, once
 
 
 def pointless_settings(cluster: Cluster) -> list[Problem]:
@@ -68,7 +68,7 @@ def _announce_settings(cluster: Cluster) -> list[Problem]:
                 problems.append(_warn(loc, (
                     f"bfd: true does nothing on {name}: ExaBGP has no BFD, so its router notices a dead director "
                     f"by the hold timer ({cluster.bgp(name).hold} s)")))
-    return _once(problems)
+    return once(problems)
 
 
 def _secrets(cluster: Cluster) -> list[Problem]:
@@ -108,13 +108,3 @@ def _idle(cluster: Cluster) -> list[Problem]:
             problems.append(_warn(("vips", vi, "real_servers"), (
                 f"every real server of VIP {vip.name!r} has weight 0 or is drained: its services accept no new connection")))
     return problems
-
-
-def _once(problems: list[Problem]) -> list[Problem]:
-    """The same warning at one place once (a shared defaults setting is found from every director)."""
-    seen, out = set(), []
-    for problem in problems:
-        if problem.loc not in seen:
-            seen.add(problem.loc)
-            out.append(problem)
-    return out

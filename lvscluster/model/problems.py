@@ -24,6 +24,18 @@ class Problem:
     warning: bool = False
 
 
+def once(problems: list[Problem]) -> list[Problem]:
+    """The first problem at each place (a rule that checks per service or per director finds a
+    shared setting's problem once for each)."""
+    seen: set[Loc] = set()
+    out = []
+    for problem in problems:
+        if problem.loc not in seen:
+            seen.add(problem.loc)
+            out.append(problem)
+    return out
+
+
 def format_path(loc: Loc) -> str:
     """`("vips", 0, "services", 1, "port")` -> `vips[0].services[1].port`."""
     out = ""
