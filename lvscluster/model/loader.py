@@ -21,6 +21,19 @@ from lvscluster.errors import TopologyError
 from lvscluster.model.problems import Loc, Problem, format_path
 from lvscluster.model.topology import Topology
 
+# keepalived.conf names an operator migrating to lvscluster types, and where the setting lives here
+KEEPALIVED_NAMES = {
+    "lb_algo": "'scheduler'", "lb_kind": "'forward' (dr, tun, nat)", "persistence_timeout": "'persistence'",
+    "persistence_granularity": "'netmask' (a prefix length)", "delay_loop": "'interval' in a health check",
+    "connect_port": "'port' in a health check", "connect_timeout": "'timeout' in a health check",
+    "retry": "'fall' in a health check", "virtualhost": "'host' in a health check",
+    "sorry_server_inhibit": "no setting (a sorry server always takes over with no healthy real server)",
+    "inhibit_on_failure": "no setting (a failed real server always stays at weight 0)",
+    "quorum_up": "no setting (lvscluster announces the VIP itself)", "ops": "flags: [one-packet]",
+    "virtual_router_id": "no setting (no VRRP: every director is active)", "priority": "no setting (no VRRP: every director is active)",
+}
+
+
 class LineMap:
     """Finds the line of any path in a ruamel round-trip document (1-based)."""
 
@@ -110,6 +123,8 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             known = sorted(model.model_fields) if model else []
             guess = difflib.get_close_matches(field, known, n=1)
             message = f"unknown field {field!r}" + (f"; did you mean {guess[0]!r}?" if guess else "")
+            if field in KEEPALIVED_NAMES:
+                message = f"unknown field {field!r}: that is keepalived's name; here it is {KEEPALIVED_NAMES[field]}"
             if known:
                 message += f" (allowed: {', '.join(known)})"
         elif error["type"] == "missing":

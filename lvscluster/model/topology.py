@@ -104,7 +104,16 @@ class OspfSettings(Strict):
     auth: OspfAuth | None = None
 
 
-ASN = Annotated[int, Field(ge=1, le=4294967294)]
+AS_TRANS = 23456  # RFC 6793: stands in for a 4-byte AS towards old speakers; no AS of its own
+
+
+def _not_as_trans(value: int) -> int:
+    if value == AS_TRANS:
+        raise ValueError(f"AS {AS_TRANS} is AS_TRANS (RFC 6793), a placeholder no BGP speaker may use as its own AS")
+    return value
+
+
+ASN = Annotated[int, Field(ge=1, le=4294967294), AfterValidator(_not_as_trans)]
 
 
 class BgpSettings(Strict):
