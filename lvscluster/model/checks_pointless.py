@@ -7,6 +7,7 @@ service nothing to do (every director drained, every real server at weight 0).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 
@@ -14,9 +15,15 @@ from lvscluster.model.cluster import Cluster
 from lvscluster.model.problems import Problem, once
 
 
+# schedulers that use a weight only to skip weight 0 (ip_vs_rr.c, ip_vs_lc.c, ip_vs_dh.c)
+WEIGHTLESS_SCHEDULERS = ("rr", "lc", "dh")
+LOCAL_MULTICAST = ipaddress.IPv4Network("224.0.0.0/24")  # never forwarded, whatever the TTL
+
+
 def pointless_settings(cluster: Cluster) -> list[Problem]:
     """Every warning of a topology whose fields parsed."""
-    return _services(cluster) + _announce_settings(cluster) + _secrets(cluster) + _idle(cluster)
+    return (_services(cluster) + _weights(cluster) + _sync_ttl(cluster) + _announce_settings(cluster)
+            + _secrets(cluster) + _idle(cluster))
 
 
 def _warn(loc: tuple, message: str) -> Problem:
@@ -40,6 +47,29 @@ def _services(cluster: Cluster) -> list[Problem]:
                 problems.append(_warn((*loc, "allow_multiple_directors"), (
                     "allow_multiple_directors with one director: there is no other director to allow")))
     return problems
+
+
+def _weights(cluster: Cluster) -> list[Problem]:
+    """Weights other than 0 and 1 mean nothing to rr, lc and dh (keepalived configs often have them)."""
+    problems = []
+    for vi, vip in enumerate(cluster.topology.vips):
+        schedulers = {svc.scheduler for svc in vip.services}
+        if not schedulers or not schedulers <= set(WEIGHTLESS_SCHEDULERS):
+            continue
+        for ri, ref in enumerate(vip.real_servers):
+            if ref.weight > 1:
+                problems.append(_warn(("vips", vi, "real_servers", ri, "weight"), (
+                    f"weight {ref.weight} does nothing with scheduler {', '.join(sorted(schedulers))} (it only skips "
+                    "weight 0); use wrr, wlc or mh to share by weight")))
+    return problems
+
+
+def _sync_ttl(cluster: Cluster) -> list[Problem]:
+    sync = cluster.topology.defaults.sync
+    if sync is None or sync.ttl == 1 or sync.group not in LOCAL_MULTICAST:
+        return []
+    return [_warn(("defaults", "sync", "ttl"), (
+        f"ttl {sync.ttl} does nothing for group {sync.group}: 224.0.0.0/24 is never forwarded beyond the link"))]
 
 
 def _announce_settings(cluster: Cluster) -> list[Problem]:
