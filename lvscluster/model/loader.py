@@ -19,7 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from lvscluster.errors import TopologyError
 from lvscluster.model.problems import Loc, Problem, format_path
-from lvscluster.model.topology import Topology
+from lvscluster.model.topology import IPVS_MAX_SECONDS, Topology
 
 # keepalived.conf names an operator migrating to lvscluster types, and where the setting lives here
 KEEPALIVED_NAMES = {
@@ -131,6 +131,8 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             message = f"required field {str(loc[-1])!r} is missing"
         elif isinstance(error.get("input"), (str, int, float, bool)) and error["type"] != "value_error":
             message += f" (got {error['input']!r})"
+            if error["type"] == "less_than_equal" and (error.get("ctx") or {}).get("le") == IPVS_MAX_SECONDS:
+                message += ": 31 days is ipvsadm's limit (the kernel keeps it in jiffies in a 32-bit field)"
         problems.append(Problem(loc, message))
     return problems
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,8 @@ def test_validate_prints_warnings_and_exits_0(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{path}: valid"
     assert ": warning: secret file " in done.stderr
+    as_json = subprocess.run([sys.executable, "-m", "lvscluster.cli", "validate", "--json", str(path)],
+                             capture_output=True, text=True, cwd=ROOT)
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 0 and report["valid"] is True and report["problems"] == {str(path): []}
+    assert len(report["warnings"][str(path)]) == 1
