@@ -3,7 +3,8 @@
 Deploy writes each one under `/proc/sys` and fails on a name the kernel lacks, so names are
 checked when the topology loads: `net.ipv4.vs.*` against Linux 6.1's IPVS sysctls
 (Documentation/networking/ipvs-sysctl.rst, plus the lblc/lblcr schedulers' own),
-`net.ipv4.conf.IFACE.*` against its per-interface names; other names by their form.
+`net.ipv4.conf.IFACE.*` against its per-interface names, other `net.ipv4.*` names against a list
+(a warning: they depend on the kernel's build); other names by their form.
 """
 
 from __future__ import annotations
@@ -31,6 +32,38 @@ INTERFACE_SYSCTLS = frozenset({
     "log_martians", "mc_forwarding", "medium_id", "promote_secondaries", "proxy_arp", "proxy_arp_pvlan",
     "route_localnet", "rp_filter", "secure_redirects", "send_redirects", "shared_media", "src_valid_mark", "tag",
 })
+# net.ipv4.* itself (a 6.18 kernel's names less those added after 6.1); an unknown one is a warning,
+# since which of these a kernel has depends on its build
+IPV4_SYSCTLS = frozenset("""
+    cipso_cache_bucket_size cipso_cache_enable cipso_rbm_optfmt cipso_rbm_strictvalid
+    fib_multipath_hash_fields fib_multipath_hash_policy fib_multipath_use_neigh
+    fib_notify_on_flag_change fib_sync_mem fwmark_reflect icmp_echo_enable_probe
+    icmp_echo_ignore_all icmp_echo_ignore_broadcasts icmp_errors_use_inbound_ifaddr
+    icmp_ignore_bogus_error_responses icmp_msgs_burst icmp_msgs_per_sec icmp_ratelimit
+    icmp_ratemask igmp_link_local_mcast_reports igmp_max_memberships igmp_max_msf igmp_qrv
+    inet_peer_maxttl inet_peer_minttl inet_peer_threshold ip_autobind_reuse ip_default_ttl
+    ip_dynaddr ip_early_demux ip_forward ip_forward_update_priority ip_forward_use_pmtu
+    ip_local_port_range ip_local_reserved_ports ip_no_pmtu_disc ip_nonlocal_bind
+    ip_unprivileged_port_start ipfrag_high_thresh ipfrag_low_thresh ipfrag_max_dist
+    ipfrag_secret_interval ipfrag_time nexthop_compat_mode ping_group_range raw_l3mdev_accept
+    tcp_abort_on_overflow tcp_adv_win_scale tcp_allowed_congestion_control tcp_app_win
+    tcp_autocorking tcp_available_congestion_control tcp_available_ulp tcp_base_mss
+    tcp_challenge_ack_limit tcp_child_ehash_entries tcp_comp_sack_delay_ns tcp_comp_sack_nr
+    tcp_comp_sack_slack_ns tcp_congestion_control tcp_dsack tcp_early_demux tcp_early_retrans
+    tcp_ecn tcp_ecn_fallback tcp_ehash_entries tcp_fack tcp_fastopen
+    tcp_fastopen_blackhole_timeout_sec tcp_fastopen_key tcp_fin_timeout tcp_frto tcp_fwmark_accept
+    tcp_invalid_ratelimit tcp_keepalive_intvl tcp_keepalive_probes tcp_keepalive_time
+    tcp_l3mdev_accept tcp_limit_output_bytes tcp_low_latency tcp_max_orphans tcp_max_reordering
+    tcp_max_syn_backlog tcp_max_tw_buckets tcp_mem tcp_migrate_req tcp_min_rtt_wlen tcp_min_snd_mss
+    tcp_min_tso_segs tcp_moderate_rcvbuf tcp_mtu_probe_floor tcp_mtu_probing tcp_no_metrics_save
+    tcp_no_ssthresh_metrics_save tcp_notsent_lowat tcp_orphan_retries tcp_pacing_ca_ratio
+    tcp_pacing_ss_ratio tcp_pingpong_thresh tcp_probe_interval tcp_probe_threshold tcp_recovery
+    tcp_reflect_tos tcp_reordering tcp_retrans_collapse tcp_retries1 tcp_retries2 tcp_rfc1337
+    tcp_rmem tcp_sack tcp_slow_start_after_idle tcp_stdurg tcp_syn_retries tcp_synack_retries
+    tcp_syncookies tcp_thin_linear_timeouts tcp_timestamps tcp_tso_win_divisor tcp_tw_reuse
+    tcp_window_scaling tcp_wmem tcp_workaround_signed_windows udp_early_demux udp_l3mdev_accept
+    udp_mem udp_rmem_min udp_wmem_min xfrm4_gc_thresh
+""".split())
 ALWAYS_THERE = ("all", "default", "lo", "tunl0")  # interfaces every director has (tunl0 once ipip is loaded)
 ROOTS = ("abi", "debug", "dev", "fs", "kernel", "net", "user", "vm")
 _PART = re.compile(r"^[A-Za-z0-9_@:+-]+$")
@@ -69,6 +102,9 @@ def _check(loc: tuple, name: str, value: str, interfaces: set[str]) -> list[Prob
         return _ipvs(loc, name, parts, value)
     if parts[:3] == ["net", "ipv4", "conf"]:
         return _interface(loc, name, parts, value, interfaces)
+    if parts[:2] == ["net", "ipv4"] and len(parts) == 3 and parts[2] not in IPV4_SYSCTLS:
+        return [Problem(loc, f"sysctl {name!r} is not one of Linux 6.1's net.ipv4 sysctls that lvscluster knows"
+                             f"{_guess(parts[2], IPV4_SYSCTLS, lambda g: 'net.ipv4.' + g)}", warning=True)]
     return []
 
 
