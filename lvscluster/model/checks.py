@@ -1,6 +1,9 @@
 """Rules that relate several fields of a topology; each returns Problems, none raises.
 
-`check_topology` runs them all so a user sees every problem in one pass.
+`check_topology` runs them all so a user sees every problem in one pass: the references, roles
+and services rules here, and by theme: `checks_routing` (uplinks, OSPF, BGP), `checks_addresses`
+(VIPs, subnets, where servers are), `checks_services` (IPVS state deploy must be able to create),
+`sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do nothing).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import difflib
 from collections import defaultdict
 
 from lvscluster.model.addressing import assign_addresses
-from lvscluster.model.checks_addresses import address_problems as placement_problems
+from lvscluster.model.checks_addresses import placement_problems
 from lvscluster.model.checks_pointless import pointless_settings
 from lvscluster.model.checks_routing import routing_problems
 from lvscluster.model.checks_services import service_problems

@@ -13,7 +13,7 @@ IPV6_MIN_MTU = 1280
 LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
-def address_problems(cluster: Cluster) -> list[Problem]:
+def placement_problems(cluster: Cluster) -> list[Problem]:
     """Every address problem of a topology whose fields parsed."""
     problems = _vip_kinds(cluster) + _subnets(cluster) + _sync_group(cluster)
     nodes = cluster.topology.nodes
