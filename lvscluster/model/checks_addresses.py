@@ -19,7 +19,7 @@ def placement_problems(cluster: Cluster) -> list[Problem]:
     nodes = cluster.topology.nodes
     if any(ep.node not in nodes for link in cluster.topology.links for ep in link.endpoints):
         return problems  # `_links` names the unknown node first
-    return problems + _targets(cluster) + _nat_return_path(cluster)
+    return problems + _targets(cluster) + _nat_return_path(cluster) + _sync_reach(cluster)
 
 
 def unusable_vip(address) -> str | None:
@@ -75,11 +75,33 @@ def _sync_group(cluster: Cluster) -> list[Problem]:
         f"group {sync.group} is not a multicast address (224.0.0.0/4): the sync daemons send to a multicast group"))]
 
 
+def _sync_reach(cluster: Cluster) -> list[Problem]:
+    """Sync messages are multicast on one link: every director's sync interface must reach the others."""
+    sync = cluster.topology.defaults.sync
+    if sync is None or len(cluster.directors) < 2 or any(link.name == sync.interface for link in cluster.topology.links):
+        return []  # a link name: `checks._sync` names the directors that are not on it
+    for director in cluster.directors:
+        name = cluster.sync_interface(director)
+        iface = next((i for i in cluster.interfaces_of(director) if i.name == name), None)
+        if iface is None:
+            continue  # `checks._sync` reports a director without it
+        members = {m.node for m in cluster.link_members(iface.link_index)}
+        missing = [d for d in cluster.directors if d not in members]
+        if missing:
+            return [Problem(("defaults", "sync", "interface"), (
+                f"{director}'s sync interface {name} is on links[{iface.link_index}], and {', '.join(missing)} "
+                "not: sync is multicast on one link, so those directors would never receive each other's "
+                "connections; name the link all directors share"))]
+    return []
+
+
 def _targets(cluster: Cluster) -> list[Problem]:
     """A real server's explicit address or a sorry server may not be a VIP; a DR real server's
     explicit address lies on a link it shares with every director."""
     topology, problems = cluster.topology, []
     vips = {vip.address: vip.name for vip in topology.vips}
+    others = {ipaddress.ip_address(i.ip): (i.node, i.name) for i in cluster.interfaces
+              if cluster.role(i.node) != "real_server"}
     shared = [li for li in range(len(topology.links))
               if cluster.directors and all(cluster.interface_on(d, li) for d in cluster.directors)]
     for vi, vip in enumerate(topology.vips):
@@ -91,6 +113,10 @@ def _targets(cluster: Cluster) -> list[Problem]:
             if ref.address in vips:
                 problems.append(Problem(loc, (
                     f"address {ref.address} is VIP {vips[ref.address]!r}: the director would forward the service to itself")))
+            elif ref.address in others and others[ref.address][0] != ref.node:
+                node, iface = others[ref.address]
+                problems.append(Problem(loc, (
+                    f"address {ref.address} is {node}:{iface}'s, a {cluster.role(node)}: the service would be sent there")))
             elif "dr" in forwards and ref.node in topology.nodes and cluster.directors:
                 mine = [li for li in shared if cluster.interface_on(ref.node, li)
                         and ref.address.version == topology.links[li].subnet.version
@@ -104,6 +130,10 @@ def _targets(cluster: Cluster) -> list[Problem]:
         if sorry is not None and sorry.address in vips:
             problems.append(Problem(("vips", vi, "sorry_server", "address"), (
                 f"sorry server {sorry.address} is VIP {vips[sorry.address]!r}: the director would forward the service to itself")))
+        elif sorry is not None and sorry.address in others and cluster.role(others[sorry.address][0]) != "client":
+            node, iface = others[sorry.address]
+            problems.append(Problem(("vips", vi, "sorry_server", "address"), (
+                f"sorry server {sorry.address} is {node}:{iface}'s, a {cluster.role(node)}, which serves no connections")))
     return problems
 
 
