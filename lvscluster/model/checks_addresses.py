@@ -122,7 +122,8 @@ def _targets(cluster: Cluster) -> list[Problem]:
                         and ref.address.version == topology.links[li].subnet.version
                         and ref.address in topology.links[li].subnet]
                 if not mine:
-                    where = ", ".join(str(topology.links[li].subnet) for li in shared if cluster.interface_on(ref.node, li))
+                    where = ", ".join(str(topology.links[li].subnet) for li in shared if cluster.interface_on(ref.node, li)
+                                      and topology.links[li].subnet.version == ref.address.version)
                     problems.append(Problem(loc, (
                         f"DR reaches {ref.node} at {ref.address} by its MAC address, so the address must be in the subnet "
                         f"of a link {ref.node} shares with every director ({where or 'it shares none'})")))
