@@ -14,7 +14,7 @@ import typer
 from lvscluster import __version__
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError, TopologyError
 from lvscluster.cli.common import JsonFlag, TopologyFile, err, load_cluster, out, print_json
-from lvscluster.model.loader import load_topology
+from lvscluster.model.loader import load_topology_with_warnings
 from lvscluster.model.topology import Topology
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.files import write_tree
@@ -41,20 +41,22 @@ def validate(
 ) -> None:
     """Check topology files and print every problem as FILE:LINE: path: message.
 
-    Exits 0 when every file is valid, 1 otherwise. Nothing on any machine is touched.
+    Exits 0 when every file is valid (warnings, `FILE:LINE: path: warning: ...`, do not count),
+    1 otherwise. Nothing on any machine is touched.
     """
-    results = {}
+    results, warnings = {}, {}
     for path in files:
         try:
-            load_topology(path)
+            warnings[str(path)] = load_topology_with_warnings(path)[1]
             results[str(path)] = []
         except TopologyError as exc:
             results[str(path)] = exc.problems
+            warnings[str(path)] = []
     if as_json:
-        print_json({"valid": not any(results.values()), "problems": results})
+        print_json({"valid": not any(results.values()), "problems": results, "warnings": warnings})
     else:
         for path, problems in results.items():
-            for line in problems:
+            for line in problems or warnings[path]:
                 err.print(line, markup=False)
             if not problems:
                 out.print(f"{path}: valid", markup=False)

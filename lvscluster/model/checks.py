@@ -1,6 +1,9 @@
 """Rules that relate several fields of a topology; each returns Problems, none raises.
 
-`check_topology` runs them all so a user sees every problem in one pass.
+`check_topology` runs them all so a user sees every problem in one pass: the references, roles
+and services rules here, and by theme: `checks_routing` (uplinks, OSPF, BGP), `checks_addresses`
+(VIPs, subnets, where servers are), `checks_services` (IPVS state deploy must be able to create),
+`sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do nothing).
 """
 
 from __future__ import annotations
@@ -9,8 +12,13 @@ import difflib
 from collections import defaultdict
 
 from lvscluster.model.addressing import assign_addresses
+from lvscluster.model.checks_addresses import placement_problems
+from lvscluster.model.checks_pointless import pointless_settings
+from lvscluster.model.checks_routing import routing_problems
+from lvscluster.model.checks_services import service_problems
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.problems import Problem
+from lvscluster.model.sysctls import sysctl_problems
 from lvscluster.model.topology import Health, Topology
 
 FLAG_SCHEDULER = {"mh-fallback": "mh", "mh-port": "mh", "sh-fallback": "sh", "sh-port": "sh"}
@@ -24,6 +32,8 @@ def check_topology(topology: Topology) -> list[Problem]:
     cluster = Cluster(topology, interfaces)
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
+    problems += routing_problems(cluster) + placement_problems(cluster) + sysctl_problems(cluster)
+    problems += service_problems(cluster) + pointless_settings(cluster)
     return problems
 
 

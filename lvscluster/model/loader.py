@@ -19,7 +19,20 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from lvscluster.errors import TopologyError
 from lvscluster.model.problems import Loc, Problem, format_path
-from lvscluster.model.topology import Topology
+from lvscluster.model.topology import IPVS_MAX_SECONDS, Topology
+
+# keepalived.conf names an operator migrating to lvscluster types, and where the setting lives here
+KEEPALIVED_NAMES = {
+    "lb_algo": "'scheduler'", "lb_kind": "'forward' (dr, tun, nat)", "persistence_timeout": "'persistence'",
+    "persistence_granularity": "'netmask' (a prefix length)", "delay_loop": "'interval' in a health check",
+    "connect_port": "'port' in a health check", "connect_timeout": "'timeout' in a health check",
+    "retry": "'fall' in a health check", "virtualhost": "'host' in a health check",
+    "sorry_server_inhibit": "no setting (a sorry server always takes over with no healthy real server)",
+    "inhibit_on_failure": "no setting (a failed real server always stays at weight 0)",
+    "quorum_up": "no setting (lvscluster announces the VIP itself)", "ops": "flags: [one-packet]",
+    "virtual_router_id": "no setting (no VRRP: every director is active)", "priority": "no setting (no VRRP: every director is active)",
+}
+
 
 class LineMap:
     """Finds the line of any path in a ruamel round-trip document (1-based)."""
@@ -110,18 +123,30 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             known = sorted(model.model_fields) if model else []
             guess = difflib.get_close_matches(field, known, n=1)
             message = f"unknown field {field!r}" + (f"; did you mean {guess[0]!r}?" if guess else "")
+            if field in KEEPALIVED_NAMES:
+                message = f"unknown field {field!r}: that is keepalived's name; here it is {KEEPALIVED_NAMES[field]}"
             if known:
                 message += f" (allowed: {', '.join(known)})"
         elif error["type"] == "missing":
             message = f"required field {str(loc[-1])!r} is missing"
         elif isinstance(error.get("input"), (str, int, float, bool)) and error["type"] != "value_error":
             message += f" (got {error['input']!r})"
+            if error["type"] == "less_than_equal" and (error.get("ctx") or {}).get("le") == IPVS_MAX_SECONDS:
+                message += ": 31 days is ipvsadm's limit (the kernel keeps it in jiffies in a 32-bit field)"
         problems.append(Problem(loc, message))
     return problems
 
 
 def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap]:
     """Parse and validate topology text; raise TopologyError with every problem found."""
+    topology, lines, _ = parse_topology_with_warnings(text, path)
+    return topology, lines
+
+
+def parse_topology_with_warnings(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap, list[str]]:
+    """`parse_topology`, plus the warnings (`FILE:LINE: path: warning: message`) of a valid topology.
+
+    A TopologyError lists the warnings too, among the errors in line order."""
     from lvscluster.model.checks import check_topology  # checks import the model, not the loader
 
     path = Path(path)
@@ -134,13 +159,18 @@ def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology
     except ValidationError as exc:
         raise TopologyError(_format(path, lines, _pydantic_problems(exc))) from None
     problems = check_topology(topology)
-    if problems:
+    if any(not p.warning for p in problems):
         raise TopologyError(_format(path, lines, problems))
-    return topology, lines
+    return topology, lines, _format(path, lines, problems)
 
 
 def load_topology(path: Path | str) -> Topology:
     """Read, parse and validate a topology file."""
+    return load_topology_with_warnings(path)[0]
+
+
+def load_topology_with_warnings(path: Path | str) -> tuple[Topology, list[str]]:
+    """`load_topology`, plus the warnings of a valid topology (what `validate` prints)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -148,12 +178,14 @@ def load_topology(path: Path | str) -> Topology:
         raise TopologyError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError([f"{path}: cannot read: {exc}"]) from None
-    return parse_topology(text, path)[0]
+    topology, _, warnings = parse_topology_with_warnings(text, path)
+    return topology, warnings
 
 
 def _format(path: Path, lines: LineMap, problems: list[Problem]) -> list[str]:
     ordered = sorted(problems, key=lambda p: (lines.line(p.loc), format_path(p.loc)))
-    return [f"{path}:{lines.line(p.loc)}: {format_path(p.loc)}: {p.message}" for p in ordered]
+    return [f"{path}:{lines.line(p.loc)}: {format_path(p.loc)}: {'warning: ' if p.warning else ''}{p.message}"
+            for p in ordered]
 
 
 def _plain(node: Any) -> Any:

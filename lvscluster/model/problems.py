@@ -1,4 +1,9 @@
-"""A validation problem and how its location is printed (`vips[0].services[1].port`)."""
+"""A validation problem and how its location is printed (`vips[0].services[1].port`).
+
+A problem is an error (the topology cannot work: `validate` exits 1) or, with `warning=True`, a
+setting that is merely pointless (ignored by the mode in use, a secret others can read): printed
+as `FILE:LINE: path: warning: message`, and the topology is still valid.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,19 @@ class Problem:
 
     loc: Loc
     message: str
+    warning: bool = False
+
+
+def once(problems: list[Problem]) -> list[Problem]:
+    """The first problem at each place (a rule that checks per service or per director finds a
+    shared setting's problem once for each)."""
+    seen: set[Loc] = set()
+    out = []
+    for problem in problems:
+        if problem.loc not in seen:
+            seen.add(problem.loc)
+            out.append(problem)
+    return out
 
 
 def format_path(loc: Loc) -> str:

@@ -7,6 +7,7 @@ node, a VIP inside a link subnet, too many directors) live in `lvscluster.model.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -31,9 +32,10 @@ NAME_RE = r"^[a-z][a-z0-9_-]*$"
 
 
 class Strict(BaseModel):
-    """Base for every topology model: unknown fields are errors (typos must not pass)."""
+    """Base for every topology model: unknown fields are errors (typos must not pass), and so are
+    non-finite numbers (`.inf`, `.nan`) in any float field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_ifname(value: str) -> str:
@@ -57,7 +59,11 @@ IPNetwork = Annotated[IPvAnyNetwork, BeforeValidator(_text_only)]
 InterfaceName = Annotated[str, AfterValidator(_check_ifname)]
 NodeName = Annotated[str, Field(pattern=NAME_RE, max_length=32)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-Seconds = Annotated[int, Field(ge=0)]
+# ipvsadm's limit for persistence and timeouts (MAX_TIMEOUT, 31 days): the kernel keeps them in
+# jiffies in 32-bit fields, and a larger value overflows (or fails deploy's u32 packing)
+IPVS_MAX_SECONDS = 86400 * 31
+Seconds = Annotated[int, Field(ge=0, le=IPVS_MAX_SECONDS)]
+SYSCTL_INT_MAX = 2**31 - 1  # the kernel's int sysctls
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
@@ -98,7 +104,16 @@ class OspfSettings(Strict):
     auth: OspfAuth | None = None
 
 
-ASN = Annotated[int, Field(ge=1, le=4294967294)]
+AS_TRANS = 23456  # RFC 6793: stands in for a 4-byte AS towards old speakers; no AS of its own
+
+
+def _not_as_trans(value: int) -> int:
+    if value == AS_TRANS:
+        raise ValueError(f"AS {AS_TRANS} is AS_TRANS (RFC 6793), a placeholder no BGP speaker may use as its own AS")
+    return value
+
+
+ASN = Annotated[int, Field(ge=1, le=4294967294), AfterValidator(_not_as_trans)]
 
 
 class BgpSettings(Strict):
@@ -144,7 +159,7 @@ class IpvsDefense(Strict):
     """IPVS's defences against a flood of connections (`/proc/sys/net/ipv4/vs/`): 0 off, 1 on
     automatically while free memory is below `amemthresh`, 3 always on."""
 
-    amemthresh: Annotated[int, Field(ge=0)] = 1024  # free memory (pages) below which automatic defences engage
+    amemthresh: Annotated[int, Field(ge=0, le=SYSCTL_INT_MAX)] = 1024  # free memory (pages) below which automatic defences engage
     drop_entry: DefenseMode = 1  # drop connection entries at random to make room
     drop_packet: DefenseMode = 1  # drop a share of new connections' first packets
     secure_tcp: DefenseMode = 1  # stricter TCP state transitions and shorter timeouts
@@ -163,9 +178,11 @@ class Timeouts(Strict):
 
 
 def _sysctl_text(value: Any) -> Any:
-    """Sysctl values are written as text: `1`, `true` and `"1"` all become `"1"`."""
+    """Sysctl values are written as text: `1`, `true` and `"1"` all become `"1"`; `.inf` and `.nan` are errors."""
     if isinstance(value, bool):
         return str(int(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"a sysctl value must be a finite number or text, got {value!r}")
     return str(value) if isinstance(value, (int, float)) else value
 
 

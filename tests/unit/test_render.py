@@ -105,10 +105,12 @@ vips:
     services: [{protocol: tcp, port: 80, forward: nat, scheduler: wlc}]
     real_servers: [{node: rs2, port: 8080, weight: 5}]
 nodes:
+  r1: {role: router, router_id: 10.255.0.1}
   d1: {role: director, router_id: 10.255.0.11, timeouts: {tcp: 30, tcp_fin: 5, udp: 60}}
   rs1: {role: real_server}
   rs2: {role: real_server}
 links:
+  - {endpoints: [r1:d1, d1:up0], subnet: 10.1.1.0/30}
   - {name: lan0, endpoints: [d1:lan0, rs1:eth0, rs2:eth0], subnet: 10.2.0.0/24}
 """
 

@@ -1,4 +1,5 @@
-"""Every bad topology in tests/errors/ fails with exactly the messages in its .log file.
+"""Every bad topology in tests/errors/ fails with exactly the messages in its .log file; a
+`warnings_*` case is valid and warns with exactly those messages.
 
 Set LVS_UPDATE_GOLDEN=1 to rewrite the .log files, then review the diff before committing.
 """
@@ -11,16 +12,21 @@ from pathlib import Path
 import pytest
 
 from lvscluster.errors import TopologyError
-from lvscluster.model.loader import parse_topology
+from lvscluster.model.loader import parse_topology, parse_topology_with_warnings
 
 CASES = sorted((Path(__file__).parent.parent / "errors").glob("*.lvs.yml"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name.removesuffix(".lvs.yml") for c in CASES])
 def test_error_case(case: Path) -> None:
-    with pytest.raises(TopologyError) as caught:
-        parse_topology(case.read_text(), case.name)
-    got = "\n".join(caught.value.problems) + "\n"
+    if case.name.startswith("warnings_"):
+        _, _, warnings = parse_topology_with_warnings(case.read_text(), case.name)
+        got = "\n".join(warnings) + "\n"
+        assert warnings and all(": warning: " in line for line in warnings)
+    else:
+        with pytest.raises(TopologyError) as caught:
+            parse_topology(case.read_text(), case.name)
+        got = "\n".join(caught.value.problems) + "\n"
     expected = case.with_name(case.name.removesuffix(".lvs.yml") + ".log")
     if os.environ.get("LVS_UPDATE_GOLDEN"):
         expected.write_text(got)
