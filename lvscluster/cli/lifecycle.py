@@ -107,9 +107,12 @@ def register_lifecycle(app: typer.Typer) -> None:
 def director_drain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 30) -> None:
     """Stop attracting new traffic to a director without dropping flows; report what it still carries.
 
-    Sets `drain: true` on the node, deploys it (OSPF cost 1000 on its VIPs; IPVS and sync keep
-    running), waits for the router's ECMP set to leave it out, and prints its remaining IPVS
-    connection entries and packet rate (entries linger until their timeout; the rate falls to 0).
+    Sets `drain: true` on the node and applies the change (OSPF cost 1000 on its VIPs, or a
+    longer BGP AS path; IPVS and sync keep running): from the topology deploy last applied to
+    the director, in one vtysh run (~1 s under emulation), or as a whole deploy of the node when
+    there is no such record. Waits for the router's ECMP set to leave it out, and prints its
+    remaining IPVS connection entries and packet rate (entries linger until their timeout; the
+    rate falls to 0).
     """
     _drain_director(file, name, True, no_edit, timeout)
 
