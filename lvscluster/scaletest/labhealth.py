@@ -15,7 +15,6 @@ from typing import Any, Mapping, Sequence
 
 STALL_SHARE = 0.10  # more of the run than this stalled: overloaded
 STARTED_SHARE = 0.90  # fewer new connections started than this share of rate x duration: overloaded
-PACE_SHARE = 0.80  # the live flows' messages echoed, below this share of their pace: overloaded
 VALID, OVERLOADED = "valid", "overloaded"
 VERDICT_TEXT = {VALID: "lab kept up: result valid", OVERLOADED: "lab overloaded: result not valid"}
 
@@ -45,8 +44,8 @@ def judge(summary: Mapping[str, Any] | None, run: Mapping[str, Any], ticks: Sequ
     wanted = rate * float(run.get("duration") or 0.0)
     if wanted and (summary.get("new_started") or 0) < STARTED_SHARE * wanted:
         reasons.append(f"the engine started {summary.get('new_started') or 0} of {wanted:.0f} new connections")
-    if (pace := flow_pace(ticks, float(run.get("interval") or 0.0))) is not None and pace < PACE_SHARE:
-        reasons.append(f"the live flows' messages kept only {pace:.0%} of their pace (the limit is {PACE_SHARE:.0%})")
+    # shown, not judged: a flow silent across an ECMP change or a black hole lowers it as much as a slow lab
+    pace = flow_pace(ticks, float(run.get("interval") or 0.0))
     for node, probe in sorted((lab.get("probes") or {}).items()):
         if probe.get("error"):
             reasons.append(f"{node}'s test server, probed without IPVS: {probe['error']}")

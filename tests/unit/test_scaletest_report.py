@@ -263,7 +263,9 @@ def test_an_overloaded_run_says_so_first_and_in_the_picture(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_flows_that_fell_behind_their_pace_make_the_run_overloaded():
+def test_the_flows_pace_is_reported_but_not_judged():
+    """Echoes per live flow and interval: a flow silent across an ECMP change lowers it as much as a
+    slow lab, so it is a figure in the report, not a reason for the verdict."""
     from lvscluster.scaletest.labhealth import judge
     from lvscluster.scaletest.report import Tick
 
@@ -273,4 +275,4 @@ def test_flows_that_fell_behind_their_pace_make_the_run_overloaded():
     halved = [Tick(t=float(s), alive=100, msgs_ok=100) for s in range(1, 21)]
     assert judge(summary, run, kept)["verdict"] == "valid" and judge(summary, run, kept)["flow_pace"] == 0.975
     lab = judge(summary, run, halved)
-    assert lab["verdict"] == "overloaded" and "kept only 50% of their pace" in lab["reasons"][0]
+    assert lab["verdict"] == "valid" and lab["flow_pace"] == 0.5
