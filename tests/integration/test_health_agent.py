@@ -142,7 +142,10 @@ def test_no_healthy_real_server_withdraws_the_vip(lab: str) -> None:
 def test_a_second_agent_for_a_director_says_why_it_cannot_start(lab: str, tmp_path: Path) -> None:
     """The lab's agent for d1 holds the metrics port in d1's namespace: another one ends with one
     line naming the port and the likely cause, not a traceback, and the first keeps running."""
-    first = read_record("d1", f"{lab}.d1")["pid"]
+    # the agent writes its record after its first round, which a busy machine (CI beside the VM) delays
+    record = wait_until(lambda: read_record("d1", f"{lab}.d1"), 60)
+    assert record, "d1's agent wrote no record within 60 s"
+    first = record["pid"]
     second = subprocess.run([sys.executable, "-m", "lvscluster.cli", "agent", str(tmp_path / "agents.lvs.yml"), "--node", "d1"],
                             capture_output=True, text=True, timeout=60)
     assert second.returncode == 1, second.stderr
