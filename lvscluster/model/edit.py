@@ -21,12 +21,13 @@ from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import parse_topology
 from lvscluster.model.topology import Topology
+from lvscluster.model.yamlread import read_yaml, round_trip_yaml
 
 Change = Callable[[Any], None]
 
 
 def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
+    yaml = round_trip_yaml()
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap the user's long lines
     return yaml
@@ -38,7 +39,7 @@ def edit_topology(path: Path, change: Change) -> tuple[Topology, bool]:
     yaml = _yaml()
     mapping, offset = _guess_indent(text)
     yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
-    document = yaml.load(text)  # one parse: ruamel is pure Python, ~2 s per topology in the lab VM
+    document = read_yaml(path, text, yaml)  # one parse: ruamel is pure Python, ~2 s per topology in the lab VM
     baseline = _dump(yaml, document)
     change(document)
     new_text = _keep_untouched_lines(text, baseline, _dump(yaml, document))

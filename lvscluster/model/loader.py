@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 
 from lvscluster.errors import TopologyError
 from lvscluster.model.problems import Loc, Problem, format_path
+from lvscluster.model.secrets import Secret
 from lvscluster.model.topology import IPVS_MAX_SECONDS, Topology
+from lvscluster.model.yamlread import read_yaml
 
 # keepalived.conf names an operator migrating to lvscluster types, and where the setting lives here
 KEEPALIVED_NAMES = {
@@ -56,22 +56,6 @@ class LineMap:
             except (AttributeError, KeyError, TypeError, IndexError):
                 break
         return line
-
-
-def _read_yaml(path: Path, text: str) -> Any:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        return yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-        if "duplicate key" in str(exc):
-            what = str(exc.problem or exc).splitlines()[0].split(" with value")[0]
-        raise TopologyError([f"{path}:{line}: yaml: {what}"]) from None
-    except YAMLError as exc:
-        raise TopologyError([f"{path}:1: yaml: {exc}"]) from None
 
 
 def _model_at(loc: Loc) -> type[BaseModel] | None:
@@ -112,6 +96,11 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
+def _in_secret(loc: Loc) -> bool:
+    """True when `loc` is a Secret field or lies inside one."""
+    return any(_model_at((*loc[:end], "value")) is Secret for end in range(1, len(loc) + 1))
+
+
 def _pydantic_problems(exc: ValidationError) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
@@ -129,6 +118,9 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
                 message += f" (allowed: {', '.join(known)})"
         elif error["type"] == "missing":
             message = f"required field {str(loc[-1])!r} is missing"
+        elif _in_secret(loc) and error["type"] != "value_error":  # never echo what was given: it may be the secret
+            if error["type"] == "model_type":
+                message += "; a secret is written as {file: PATH} or {env: NAME}, never as its value"
         elif isinstance(error.get("input"), (str, int, float, bool)) and error["type"] != "value_error":
             message += f" (got {error['input']!r})"
             if error["type"] == "less_than_equal" and (error.get("ctx") or {}).get("le") == IPVS_MAX_SECONDS:
@@ -150,7 +142,7 @@ def parse_topology_with_warnings(text: str, path: Path | str = "<topology>") -> 
     from lvscluster.model.checks import check_topology  # checks import the model, not the loader
 
     path = Path(path)
-    document = _read_yaml(path, text)
+    document = read_yaml(path, text)
     lines = LineMap(document)
     if not isinstance(document, CommentedMap):
         raise TopologyError([f"{path}:1: (top): the file should be a mapping with name, nodes, links, vips"])
@@ -189,9 +181,11 @@ def _format(path: Path, lines: LineMap, problems: list[Problem]) -> list[str]:
 
 
 def _plain(node: Any) -> Any:
-    """ruamel's commented containers -> plain dicts and lists (keys as strings)."""
+    """ruamel's commented containers -> plain dicts and lists (keys as strings), tagged scalars -> their text."""
     if isinstance(node, dict):
         return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    if isinstance(node, TaggedScalar):  # `!!str 5`: the text
+        return node.value
     return node

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 
 REDACTED = "<redacted>"
+SECRET_FILE_MAX = 64 * 1024  # bytes: a key file, not a disk image
 # FRR config lines that carry a secret, with the secret as the last group
 _SECRET_LINES = (
     re.compile(r"^(\s*ip ospf message-digest-key \d+ md5 )(\S+)(.*)$"),
@@ -24,6 +26,30 @@ _SECRET_LINES = (
     re.compile(r"^(\s*neighbor \S+ password )(\S+)(.*)$"),
     re.compile(r'^(\s*md5-password ")([^"]*)(".*)$'),  # ExaBGP
 )
+
+
+def _first_line(path: str) -> str:
+    """The first line of a secret file: a regular file of at most SECRET_FILE_MAX bytes (never a
+    device such as /dev/zero, which has no end, or a FIFO, which would block until written)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise ValueError(f"secret file {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"secret file {path} is not a regular file")
+        if info.st_size > SECRET_FILE_MAX:
+            raise ValueError(f"secret file {path} is {info.st_size} bytes; a secret file holds at most {SECRET_FILE_MAX}")
+        text = os.read(fd, SECRET_FILE_MAX + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read secret file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        os.close(fd)
+    lines = text.splitlines()[:1]
+    return lines[0].strip() if lines else ""
 
 
 class Secret(BaseModel):
@@ -49,13 +75,7 @@ class Secret(BaseModel):
         if (self.file is None) == (self.env is None):
             raise ValueError("a secret is {file: PATH} or {env: NAME}: exactly one of them")
         if self.file is not None:
-            try:
-                value = Path(self.file).read_text(encoding="utf-8").splitlines()[:1]
-            except FileNotFoundError:
-                raise ValueError(f"secret file {self.file} does not exist") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"cannot read secret file {self.file}: {exc.strerror or exc}") from None
-            value = value[0].strip() if value else ""
+            value = _first_line(self.file)
             where = f"secret file {self.file}"
         else:
             if self.env not in os.environ:

@@ -4,6 +4,7 @@ never printed (plans, reasons, repr), written mode 0600, and both ends of an upl
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -123,3 +124,18 @@ def test_an_unknown_node_on_a_link_is_reported_not_a_crash(keyed: Path) -> None:
     with pytest.raises(TopologyError) as error:
         load_topology(keyed)
     assert "unknown node 'rs2'" in str(error.value)
+
+
+@pytest.mark.parametrize("name,make,message", [
+    ("zero", lambda p: p.symlink_to("/dev/zero"), "secret file {path} is not a regular file"),
+    ("fifo", lambda p: os.mkfifo(p), "secret file {path} is not a regular file"),
+    ("dir", lambda p: p.mkdir(), "secret file {path} is not a regular file"),
+    ("huge", lambda p: p.write_text("k" * 70000), "secret file {path} is 70000 bytes; a secret file holds at most 65536"),
+])
+def test_a_secret_file_is_a_small_regular_file(tmp_path: Path, name: str, make, message: str) -> None:
+    """/dev/zero once ran out of memory and a FIFO blocked the load for ever."""
+    make(tmp_path / name)
+    path = with_defaults(tmp_path, f"  ospf: {{auth: {{key: {{file: {name}}}}}}}\n")
+    with pytest.raises(TopologyError) as error:
+        load_topology(path)
+    assert error.value.problems == [f"{path}:5: defaults.ospf.auth.key: " + message.format(path=(tmp_path / name).resolve())]
