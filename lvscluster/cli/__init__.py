@@ -73,22 +73,44 @@ def schema() -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
+def _output_directory(value: str | Path) -> Path:
+    """`render -o`: a directory (made if missing), never "" (the current directory by accident)
+    nor an existing file."""
+    value = str(value)
+    if not value.strip():
+        raise typer.BadParameter("is empty; name a directory, e.g. -o out (use -o . for the current directory)")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{value} exists and is not a directory; render writes one directory per node into it")
+    return path
+
+
 @app.command()
 def render(
     file: TopologyFile,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write <node>/{frr.conf,daemons,state.json} into.")] = Path("out"),
+    output: Annotated[Path, typer.Option("-o", "--output", parser=_output_directory, metavar="DIR",
+                                         help="Directory to write <node>/{frr.conf,daemons,state.json} into (made if missing).")] = Path("out"),
 ) -> None:
     """Write each node's FRR config, FRR daemons file and desired state (state.json).
 
-    Rendering is pure: it reads only the topology and writes only into OUTPUT.
+    Rendering is pure: it reads only the topology and writes only into OUTPUT. A directory in
+    OUTPUT that is not a node of this topology (an earlier render's) is named, not removed.
     """
     cluster = load_cluster(file)
     states = plan_cluster(cluster)
     secret = any(holds_secret(s.frr or "") for s in states.values())  # keys and passwords: owner only
-    written = write_tree(output, render_files(cluster, states), mode=0o600 if secret else 0o644)
+    try:
+        written = write_tree(output, render_files(cluster, states), mode=0o600 if secret else 0o644)
+    except OSError as exc:
+        raise LvsClusterError(f"render: cannot write into {output}: {exc.strerror or exc}"
+                              + (f" ({exc.filename})" if exc.filename else "")) from None
     nodes = sorted({p.parent.name for p in written})
     out.print(f"rendered {len(written)} files for {len(nodes)} nodes into {output}/"
               + (" (mode 0600: they hold secrets)" if secret else ""), markup=False)
+    stale = sorted(p.name for p in output.iterdir() if p.is_dir() and p.name not in nodes and (p / "state.json").exists())
+    if stale:
+        err.print(f"note: {output}/ also holds {', '.join(stale)}: not nodes of {file.name} (an earlier render?); left as they are",
+                  markup=False)
 
 
 @app.command("exabgp-bridge", hidden=True)

@@ -27,14 +27,19 @@ def genhash(
     Exits 0 for a 2xx answer. For any other status the digest is printed all the same (a check may expect that status with `expect_status`) and the command exits 1; it exits 1 too when the page cannot be fetched.
     """
     from lvscluster.health.checks import CheckFailed
-    from lvscluster.health.genhash import fetch_digest
+    from lvscluster.health.genhash import fetch_digest, redact_url
+
+    shown = redact_url(url)  # never repeat a user:password@ from the URL
+    if shown != url:
+        err.print(f"genhash: note: the user:password in {shown} is not sent (the http check sends no credentials)",
+                  markup=False)
 
     try:
         status, digest, length = asyncio.run(fetch_digest(url, verify_tls=verify_tls, timeout=timeout))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="URL") from None
     except CheckFailed as exc:
-        err.print(f"genhash: cannot fetch {url}: {exc}", markup=False)
+        err.print(f"genhash: cannot fetch {shown}: {exc}", markup=False)
         raise typer.Exit(EXIT_FAILURE) from None
     out.print(f"MD5SUM = {digest}", markup=False)
     out.print(f"HTTP status: {status}", markup=False)

@@ -8,6 +8,17 @@ from urllib.parse import urlsplit
 from lvscluster.health.checks import CheckFailed, describe_error, http_get, md5_hex
 
 
+def redact_url(url: str) -> str:
+    """The URL as it may be printed: any `user:password@` replaced by `***@`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{tail}"
+
+
 async def fetch_digest(url: str, *, verify_tls: bool = False, timeout: float = 5.0) -> tuple[int, str, int]:
     """GET an http:// or https:// URL; returns (HTTP status, MD5 hex of the body, body length).
 
@@ -16,11 +27,11 @@ async def fetch_digest(url: str, *, verify_tls: bool = False, timeout: float = 5
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+        raise ValueError(f"{redact_url(url)!r} is not an http:// or https:// URL with a host")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
+        raise ValueError(f"{redact_url(url)!r} has an invalid port") from None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.netloc.rpartition("@")[2]  # the Host header: no user:password@
     try:

@@ -112,7 +112,11 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             known = sorted(model.model_fields) if model else []
             guess = difflib.get_close_matches(field, known, n=1)
             message = f"unknown field {field!r}" + (f"; did you mean {guess[0]!r}?" if guess else "")
-            if field in KEEPALIVED_NAMES:
+            if model is Secret:  # `key: {hunter2}` makes the secret a field name: never echo it
+                loc = loc[:-1]
+                message = "unknown field (its name is not shown: it may be the secret itself)" + (
+                    f"; did you mean {guess[0]!r}?" if guess else "; a secret is written as {file: PATH} or {env: NAME}")
+            elif field in KEEPALIVED_NAMES:
                 message = f"unknown field {field!r}: that is keepalived's name; here it is {KEEPALIVED_NAMES[field]}"
             if known:
                 message += f" (allowed: {', '.join(known)})"

@@ -23,6 +23,8 @@ SCALAR_TAGS = {f"{CORE}{name}" for name in ("str", "int", "float", "bool", "null
 NODE_KINDS = {f"{CORE}map": MappingNode, f"{CORE}seq": SequenceNode, **{tag: ScalarNode for tag in SCALAR_TAGS}}
 # Nodes the document may expand to through aliases, beyond the nodes written in it.
 ALIAS_BUDGET = 100_000
+# Fields whose value is a secret: no message echoes what is written under them.
+SECRET_FIELDS = {"key", "password"}
 
 
 class _Rejected(Exception):
@@ -68,13 +70,13 @@ def _check_nodes(root: Node, yaml: YAML) -> None:
     """Reject what a topology cannot hold before it is constructed (see the module docstring)."""
     sizes: dict[int, int] = {}  # id(node) -> nodes it expands to, aliases included
     written = 0  # distinct nodes in the text
-    stack: list[tuple[Node, bool]] = [(root, False)]
+    stack: list[tuple[Node, bool, bool]] = [(root, False, False)]  # node, children done, inside a secret
     on_path: set[int] = set()
     while stack:
-        node, children_done = stack.pop()
+        node, children_done, secret = stack.pop()
         if children_done:
             on_path.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child, _ in _children(node, secret))
             if sizes[id(node)] > written + ALIAS_BUDGET:
                 raise _Rejected(node, f"aliases here expand to more than {ALIAS_BUDGET} nodes; write the values out")
             continue
@@ -83,23 +85,26 @@ def _check_nodes(root: Node, yaml: YAML) -> None:
         if id(node) in on_path:
             raise _Rejected(node, "an alias refers to the collection that contains it")
         written += 1
-        _check_tag(node, yaml)
+        _check_tag(node, yaml, secret)
         on_path.add(id(node))
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+        stack.append((node, True, secret))
+        stack.extend((child, False, inside) for child, inside in _children(node, secret) if id(child) not in sizes)
 
 
-def _children(node: Node) -> list[Node]:
+def _children(node: Node, secret: bool) -> list[tuple[Node, bool]]:
+    """A node's children, each with whether it lies inside a secret (under a `key:` or `password:`)."""
     if isinstance(node, MappingNode):
-        return [part for pair in node.value for part in pair]
+        return [(part, secret or (isinstance(key, ScalarNode) and key.value in SECRET_FIELDS))
+                for key, value in node.value for part in (key, value)]
     if isinstance(node, SequenceNode):
-        return list(node.value)
+        return [(child, secret) for child in node.value]
     return []
 
 
-def _check_tag(node: Node, yaml: YAML) -> None:
+def _check_tag(node: Node, yaml: YAML, secret: bool) -> None:
     tag = str(node.tag)
     short = tag.replace(CORE, "!!")
+    hidden = "(not shown: it lies in a secret)"
     if tag not in NODE_KINDS:
         raise _Rejected(node, f"tag {short} is not allowed (a topology holds strings, numbers, booleans, "
                               "null, mappings and lists)")
@@ -108,11 +113,16 @@ def _check_tag(node: Node, yaml: YAML) -> None:
     if isinstance(node, ScalarNode) and tag != f"{CORE}str":
         implicit = str(yaml.resolver.resolve(ScalarNode, node.value, (True, False)))
         if implicit != tag and not (tag == f"{CORE}float" and implicit == f"{CORE}int"):
-            raise _Rejected(node, f"{node.value!r} is not a valid {short}")
+            raise _Rejected(node, f"a value {hidden} is not a valid {short}" if secret
+                                else f"{node.value!r} is not a valid {short}")
     if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
         for key, _ in node.value:
             if not isinstance(key, ScalarNode):
                 raise _Rejected(key, f"a mapping key must be a plain value, not a {_kind(key)}")
+            if key.value in seen:  # checked here, not by ruamel, so a secret written as a key is not echoed
+                raise _Rejected(key, f"duplicate key {hidden if secret else repr(key.value)} (first on line {seen[key.value]})")
+            seen[key.value] = key.start_mark.line + 1 if key.start_mark else 1
 
 
 def _kind(node: Node) -> str:

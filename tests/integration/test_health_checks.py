@@ -495,3 +495,16 @@ def test_genhash_connection_error_and_bad_url():
     assert done.exit_code == 1 and "connect refused" in done.stderr and "MD5SUM" not in done.stdout
     done = CliRunner().invoke(genhash_app(), ["ftp://example.test/"], env={"COLUMNS": "200"})
     assert done.exit_code == 2 and "not an http:// or https:// URL" in done.output
+
+
+@pytest.mark.parametrize("url", ["http://admin:s3cret@127.0.0.1:{port}/", "ftp://admin:s3cret@example.test/",
+                                 "http://admin:s3cret@example.test:99999/"])
+def test_genhash_never_repeats_user_and_password(url, http_port):
+    done = CliRunner().invoke(genhash_app(), [url.format(port=free_port())], env={"COLUMNS": "200"})
+    assert done.exit_code in (1, 2) and "s3cret" not in done.output and "admin" not in done.output, done.output
+    assert "***@" in done.output and "is not sent" in done.output
+
+
+def test_genhash_with_credentials_in_the_url_still_fetches(http_port):
+    done = CliRunner().invoke(genhash_app(), [f"http://user:pw@127.0.0.1:{http_port}/ok"])
+    assert done.exit_code == 0 and f"MD5SUM = {md5(OK_BODY)}" in done.stdout and "pw@" not in done.output

@@ -50,6 +50,40 @@ def test_usage_error_exits_2() -> None:
     assert lvscluster("no-such-command").returncode == 2
 
 
+def test_render_output_must_be_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("keep me\n")
+    done = subprocess.run([sys.executable, "-m", "lvscluster.cli", "render", str(DEMO), "-o", "a-file"],
+                          capture_output=True, text=True, cwd=tmp_path, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2 and "a-file exists and is not a directory" in done.stderr, done.stderr
+    assert (tmp_path / "a-file").read_text() == "keep me\n"
+    for empty in ("", " "):
+        done = subprocess.run([sys.executable, "-m", "lvscluster.cli", "render", str(DEMO), "-o", empty],
+                              capture_output=True, text=True, cwd=tmp_path, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 2 and "is empty; name a directory" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing written into the cwd
+
+
+def test_render_into_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    done = lvscluster("render", str(DEMO), "-o", str(tmp_path / "a-file" / "sub"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"render: cannot write into {tmp_path / 'a-file' / 'sub'}: Not a directory"), done.stderr
+
+
+def test_render_names_directories_of_nodes_not_in_the_topology(tmp_path: Path) -> None:
+    assert lvscluster("render", str(DEMO), "-o", str(tmp_path)).returncode == 0
+    done = lvscluster("render", str(ROOT / "topology" / "tun.lvs.yml"), "-o", str(tmp_path))
+    assert done.returncode == 0
+    stale = sorted({p.name for p in tmp_path.iterdir()} - _node_names(ROOT / "topology" / "tun.lvs.yml"))
+    assert stale and f"also holds {', '.join(stale)}: not nodes of tun.lvs.yml" in done.stderr
+
+
+def _node_names(topology: Path) -> set[str]:
+    from lvscluster.model.loader import load_topology
+
+    return set(load_topology(topology).nodes)
+
+
 def test_schema_is_json_schema_of_the_topology() -> None:
     schema = json.loads(lvscluster("schema").stdout)
     assert schema["additionalProperties"] is False

@@ -70,7 +70,7 @@ def test_an_environment_secret_and_the_bgp_password(tmp_path: Path, monkeypatch:
     ("{key: {env: LVS_TEST_LONG}}", {"LVS_TEST_LONG": "x" * 17}, "an OSPF MD5 key is at most 16 characters; Secret(env='LVS_TEST_LONG') holds 17"),
     ("{key: {env: LVS_TEST_SPACE}}", {"LVS_TEST_SPACE": "two words"}, "the secret may not contain spaces or quotes"),
     ("{key: {env: A, file: b}}", {}, "exactly one of them"),
-    ("{key: {value: plain}}", {}, "unknown field 'value' (allowed: env, file)"),
+    ("{key: {value: plain}}", {}, "unknown field (its name is not shown: it may be the secret itself); a secret is written as {{file: PATH}} or {{env: NAME}} (allowed: env, file)"),
 ])
 def test_a_bad_secret_is_a_file_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str, env: dict, message: str) -> None:
     monkeypatch.delenv("LVS_TEST_UNSET", raising=False)

@@ -37,3 +37,13 @@ def test_every_case_has_a_log() -> None:
     assert CASES, "no error cases found"
     for case in CASES:
         assert case.with_name(case.name.removesuffix(".lvs.yml") + ".log").exists(), case
+
+
+def test_no_secret_case_repeats_its_secret() -> None:
+    """The secret_* cases write secrets (hunter2, s3cret-pw) where they do not belong: no message
+    may repeat them, whatever else it says."""
+    cases = [c for c in CASES if c.name.startswith("secret_")]
+    assert len(cases) >= 4
+    for case in cases:
+        log = case.with_name(case.name.removesuffix(".lvs.yml") + ".log").read_text()
+        assert "hunter" not in log and "s3cret" not in log, case.name
