@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """Write `text` to `path` so a reader (or a crash) never sees a partial file; `mode` 0o600
-    for a file holding a secret (it has that mode from its first byte on)."""
+    for a file holding a secret (it has that mode from its first byte on); `owner` (uid, gid)
+    to keep a replaced file's owner."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -17,7 +18,10 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.chmod(tmp, mode)  # whatever the umask
+    if owner is not None:
+        with contextlib.suppress(PermissionError):  # only root may give a file away
+            os.chown(tmp, *owner)
+    os.chmod(tmp, mode)  # whatever the umask (and after chown, which clears set-id bits)
     os.replace(tmp, path)
 
 

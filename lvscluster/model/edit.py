@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import io
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from lvscluster.errors import LvsClusterError
+from lvscluster.errors import LvsClusterError, TopologyError
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import parse_topology
@@ -34,8 +35,17 @@ def _yaml() -> YAML:
 
 
 def edit_topology(path: Path, change: Change) -> tuple[Topology, bool]:
-    """Apply `change` to the file's YAML document; returns the new topology and whether the text changed."""
-    text = path.read_text()
+    """Apply `change` to the file's YAML document; returns the new topology and whether the text changed.
+
+    The file stays what it was: a symlink's target is edited (the link stays a link), CRLF line
+    endings, the mode and the owner are kept. An edit that would make the file invalid writes
+    nothing and raises TopologyError citing the lines of the file as it is now.
+    """
+    target = path.resolve()
+    with open(target, encoding="utf-8", newline="") as handle:  # newline="": CRLF seen as written
+        raw = handle.read()
+    crlf = "\r\n" in raw
+    text = raw.replace("\r\n", "\n")
     yaml = _yaml()
     mapping, offset = _guess_indent(text)
     yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
@@ -43,10 +53,36 @@ def edit_topology(path: Path, change: Change) -> tuple[Topology, bool]:
     baseline = _dump(yaml, document)
     change(document)
     new_text = _keep_untouched_lines(text, baseline, _dump(yaml, document))
-    topology, _ = parse_topology(new_text, path)  # raises TopologyError naming FILE:LINE; nothing written
+    try:
+        topology, _ = parse_topology(new_text, path)
+    except TopologyError as exc:  # nothing written
+        raise TopologyError(_as_now(exc.problems, path, text, new_text)) from None
     if new_text != text:
-        write_atomic(path, new_text)
+        status = target.stat()
+        write_atomic(target, new_text.replace("\n", "\r\n") if crlf else new_text, mode=status.st_mode & 0o7777,
+                     owner=(status.st_uid, status.st_gid))
     return topology, new_text != text
+
+
+def _as_now(problems: list[str], path: Path, text: str, new_text: str) -> list[str]:
+    """The edited file's problems, their line numbers mapped back to the file as it is now (a line
+    the edit adds or changes is named as such): the user reads the file they have, not ours."""
+    now: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(a=text.splitlines(), b=new_text.splitlines(), autojunk=False)
+    for tag, a1, _, b1, b2 in matcher.get_opcodes():
+        if tag == "equal":
+            now.update({b1 + k + 1: a1 + k + 1 for k in range(b2 - b1)})
+    prefix = re.compile(rf"^{re.escape(str(path))}:(\d+): ")
+    mapped = [f"the edit was not made: it would leave {path} invalid:"]
+    for problem in problems:
+        match = prefix.match(problem)
+        if match is None:
+            mapped.append(problem)
+            continue
+        line = int(match.group(1))
+        where = f"{path}:{now[line]}: " if line in now else f"{path}: (a line this edit writes) "
+        mapped.append(where + problem[match.end():])
+    return mapped
 
 
 def _guess_indent(text: str) -> tuple[int, int]:
@@ -176,7 +212,8 @@ def add_director(cluster: Cluster, name: str, router_id: str, router: str | None
     for index, link in enumerate(cluster.topology.links):
         members = cluster.link_members(index)
         on_it = {m.node: m.name for m in members if m.node in cluster.directors}
-        if len(members) > 2 and set(on_it) == set(cluster.directors):
+        only_directors = len(on_it) == len(members)  # a sync link of the directors alone (tun.lvs.yml's lan0)
+        if (len(members) > 2 or only_directors) and set(on_it) == set(cluster.directors):
             shared.append((index, _common(set(on_it.values()), "lan0")))
 
     def change(document: Any) -> None:

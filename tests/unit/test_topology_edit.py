@@ -87,3 +87,54 @@ def test_adding_a_director_wires_it_like_the_others(ecmp8: Path) -> None:
         add_director(Cluster.from_topology(topology), "d9", "10.255.0.29")
     with pytest.raises(TopologyError, match="router_id 10.255.0.11 is also used by d1"):
         edit_topology(ecmp8, add_director(Cluster.from_topology(topology), "d10", "10.255.0.11"))
+
+
+def test_adding_a_director_joins_a_sync_link_of_the_directors_alone(tmp_path: Path) -> None:
+    from lvscluster.model.edit import add_director
+
+    path = tmp_path / "tun.lvs.yml"
+    shutil.copy(ROOT / "topology" / "tun.lvs.yml", path)  # its lan0 holds d1 and d2 only
+    topology, _ = edit_topology(path, add_director(Cluster.from_topology(load_topology(path)), "d3", "10.255.0.13"))
+    cluster = Cluster.from_topology(topology)
+    assert cluster.sync_interface("d3") == "lan0"
+    assert "  - {name: lan0, endpoints: [d1:lan0, d2:lan0, d3:lan0], subnet: 10.2.0.0/29}" in path.read_text()
+    assert addresses(path)[("d3", "lan0")] == "10.2.0.3"
+
+
+def test_an_edit_keeps_the_link_the_line_endings_and_the_mode(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "demo.lvs.yml"
+    real.parent.mkdir()
+    real.write_bytes((ROOT / "topology" / "demo.lvs.yml").read_bytes().replace(b"\n", b"\r\n"))
+    real.chmod(0o640)
+    link = tmp_path / "demo.lvs.yml"
+    link.symlink_to(real)
+    edit_topology(link, set_node_field("d2", "drain", True))
+    assert link.is_symlink() and link.resolve() == real  # the link still points at the user's file
+    data = real.read_bytes()
+    assert b"  d2: {role: director, router_id: 10.255.0.12, drain: true}\r\n" in data
+    assert data.count(b"\n") == data.count(b"\r\n")  # no line lost its CR
+    assert real.stat().st_mode & 0o777 == 0o640
+    edit_topology(link, drop_node_field("d2", "drain"))
+    data = real.read_bytes()
+    assert b"drain" not in data and data.count(b"\n") == data.count(b"\r\n") and link.is_symlink()
+
+
+def test_an_invalid_edit_cites_the_lines_of_the_file_as_it_is(tmp_path: Path) -> None:
+    """d0 goes in before d1, so every later line moves down one: the duplicate router id is
+    d2's, on line 22 of the file the user has (23 in the text the edit would have written)."""
+    from ruamel.yaml.comments import CommentedMap
+
+    path = tmp_path / "demo.lvs.yml"
+    shutil.copy(ROOT / "topology" / "demo.lvs.yml", path)
+    original = path.read_text()
+
+    def change(document) -> None:
+        document["nodes"].insert(2, "d0", CommentedMap([("role", "director"), ("router_id", "10.255.0.12")]))
+
+    with pytest.raises(TopologyError) as raised:
+        edit_topology(path, change)
+    problems = raised.value.problems
+    assert problems[0] == f"the edit was not made: it would leave {path} invalid:"
+    assert f"{path}:22: nodes.d2.router_id: router_id 10.255.0.12 is also used by d0" in problems
+    assert any(p.startswith(f"{path}: (a line this edit writes) nodes.d0") for p in problems), problems
+    assert path.read_text() == original
