@@ -25,8 +25,20 @@ def _progress(message: str) -> None:
     err.print(f"[dim]deploy:[/dim] {escape(message)}")
 
 
+def _state_directory(value: str | Path) -> Path:
+    """`plan --against`: an existing directory (a typo must not silently plan from empty nodes)."""
+    path = Path(str(value))
+    if not str(value).strip():
+        raise typer.BadParameter("is empty; name a directory an earlier `lvscluster render -o DIR` wrote")
+    if not path.is_dir():
+        raise typer.BadParameter(f"{value} {'is not a directory' if path.exists() else 'does not exist'}; "
+                                 "name a directory an earlier `lvscluster render -o DIR` wrote")
+    return path
+
+
 def load_observed(directory: Path, desired: dict[str, NodeState]) -> dict[str, NodeState]:
-    """Observed states from `<dir>/<node>/state.json` (missing nodes count as empty)."""
+    """Observed states from `<dir>/<node>/state.json`; nodes without one count as empty, and are
+    named; a directory holding none of the nodes is an error (the wrong directory, surely)."""
     observed = {}
     for name in desired:
         path = directory / name / "state.json"
@@ -35,6 +47,13 @@ def load_observed(directory: Path, desired: dict[str, NodeState]) -> dict[str, N
                 observed[name] = NodeState.model_validate_json(path.read_text())
             except ValueError as exc:
                 raise LvsClusterError(f"{path}: not a node state: {str(exc).splitlines()[0]}") from None
+    missing = [name for name in desired if name not in observed]
+    if desired and not observed:
+        raise LvsClusterError(f"{directory} holds no node state (<node>/state.json) for any node of this topology "
+                              f"({', '.join(desired)}); was it written by `lvscluster render -o {directory}`?")
+    if missing:
+        err.print(f"plan: {directory} has no state.json for {', '.join(missing)}: planned from empty nodes",
+                  markup=False)
     return observed
 
 
@@ -124,7 +143,7 @@ def register(app: typer.Typer) -> None:
     def plan(
         file: TopologyFile,
         against: Annotated[Optional[Path], typer.Option(
-            help="Compare with node states saved in DIR/<node>/state.json (e.g. an earlier `render`) "
+            parser=_state_directory, metavar="DIR", help="Compare with node states saved in DIR/<node>/state.json (e.g. an earlier `render`) "
                  "instead of observing the nodes.")] = None,
         offline: Annotated[bool, typer.Option(help="Plan against empty nodes, without observing anything.")] = False,
         as_json: JsonFlag = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ BAD = ROOT / "tests" / "errors" / "references.lvs.yml"
 
 
 def lvscluster(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lvscluster.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "lvscluster.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "300"})  # usage errors' boxes unwrapped
 
 
 def test_validate_ok() -> None:
@@ -124,6 +126,21 @@ def test_bad_observed_state_file(tmp_path: Path) -> None:
     (tmp_path / "d1" / "state.json").write_text("{not json")
     done = lvscluster("plan", str(DEMO), "--against", str(tmp_path))
     assert done.returncode == 1 and "d1/state.json: not a node state" in done.stderr
+
+
+def test_plan_against_a_directory_that_is_not_one_of_states(tmp_path: Path) -> None:
+    """A typo in --against must not quietly plan every node from empty."""
+    missing = lvscluster("plan", "--offline", str(DEMO), "--against", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    empty = lvscluster("plan", str(DEMO), "--against", str(tmp_path))
+    assert empty.returncode == 1 and "holds no node state (<node>/state.json) for any node" in empty.stderr
+    lvscluster("render", str(DEMO), "-o", str(tmp_path / "r"))
+    for state in (tmp_path / "r" / "d2").iterdir():
+        state.unlink()
+    partial = lvscluster("plan", "--json", str(DEMO), "--against", str(tmp_path / "r"))
+    assert partial.returncode == 0, partial.stderr
+    assert f"{tmp_path / 'r'} has no state.json for d2: planned from empty nodes" in partial.stderr
+    assert [n for n, actions in json.loads(partial.stdout)["nodes"].items() if actions] == ["d2"]
 
 
 def all_commands() -> list[list[str]]:
