@@ -65,8 +65,7 @@ def lvscluster_checker(count: int, interval: float, cpu: int) -> None:
 
     logging.getLogger("lvscluster.agent").setLevel(logging.ERROR)  # thousands of up/down lines otherwise
     from lvscluster.health.agent import Agent, TargetStatus
-    from lvscluster.health.targets import DestKey, HealthTarget
-    from lvscluster.health.verdict import HealthBook
+    from lvscluster.plan.health import DestKey, HealthBook, HealthTarget
     from lvscluster.model.topology import Health
 
     spec = Health(type="tcp", interval=interval, timeout=min(interval, 1.0))

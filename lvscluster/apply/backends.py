@@ -28,6 +28,7 @@ from lvscluster.errors import ApplyError
 from lvscluster.files import write_atomic
 from lvscluster.plan.actions import Action
 from lvscluster.state import NodeState
+from lvscluster.runfiles import journal_path
 
 ACTIONS = TypeAdapter(list[Action])
 
@@ -47,18 +48,6 @@ class NodeBackend(Protocol):
         """Sysctl values as they were before deploy first changed them."""
 
 
-JOURNAL_DIR = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "journal"
-
-
-def journal_path(netns: str | None) -> Path:
-    """Where a node's original sysctl values are kept (tmpfs: a reboot resets them anyway).
-
-    A named namespace is keyed by its name; the current one by its identity, so a node reached
-    over ssh inside a namespace of a shared machine never mixes with the machine's own journal.
-    """
-    if netns:
-        return JOURNAL_DIR / f"{netns}.json"
-    return JOURNAL_DIR / f"netns-{os.stat('/proc/self/ns/net').st_ino}.json"
 
 
 @contextlib.contextmanager

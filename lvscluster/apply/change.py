@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 
 from lvscluster.apply.backends import KernelBackend, apply_lock
-from lvscluster.apply.deploy import (agent_verdict, backend_for, deployed_path, read_deployed,
-                                     topology_snapshot)
+from lvscluster.apply.deploy import agent_verdict, backend_for, read_deployed, topology_snapshot
 from lvscluster.apply.lifecycle import deploy_nodes
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.plan.desired import plan_director
 from lvscluster.plan.diff import diff_node
+from lvscluster.runfiles import deployed_path
 
 Progress = Callable[[str], None]
 

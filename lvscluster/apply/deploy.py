@@ -28,15 +28,14 @@ from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Topology
 from lvscluster.plan.actions import Action
-from lvscluster.health.record import read_verdict
-from lvscluster.health.verdict import HealthVerdict
+from lvscluster.plan.health import HealthVerdict
 from lvscluster.plan.desired import plan_cluster, plan_director
 from lvscluster.plan.diff import diff_node
 from lvscluster.state import NodeState
+from lvscluster.runfiles import deployed_path, read_health_record
 
 Progress = Callable[[str], None]
 OBSERVE_WORKERS = 8  # nodes observed at once
-DEPLOYED_DIR = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "deployed"
 ROLLOUT_ROLES = ("real_server", "router", "director")
 
 
@@ -70,7 +69,8 @@ def agent_verdict(cluster: Cluster, node: str, backend: NodeBackend) -> HealthVe
     """The health verdict of a director's running agent (None: no agent, or not a director)."""
     if cluster.role(node) != "director" or not isinstance(backend, KernelBackend):
         return None  # an ssh node's agent is not consulted yet
-    verdict = read_verdict(node, backend.netns)
+    record = read_health_record(node, backend.netns)
+    verdict = HealthVerdict.from_json(record["verdict"]) if record and "verdict" in record else None
     return verdict if verdict and (verdict.quiesced or verdict.withdrawn or verdict.sorry) else None
 
 
@@ -219,11 +219,6 @@ def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> Non
             actions = diff_node(plan.desired[name], backend.observe(plan.desired[name]))
         backend.apply_under_lock(actions)
         _record_deployed(plan, name)
-
-
-def deployed_path(node: str, netns: str | None) -> Path:
-    """Where deploy keeps the topology it last applied to a director on this machine."""
-    return DEPLOYED_DIR / f"{netns or 'local'}.{node}.json"
 
 
 def read_deployed(node: str, netns: str | None) -> Cluster | None:

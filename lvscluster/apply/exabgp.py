@@ -26,16 +26,16 @@ from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
 from lvscluster.model.secrets import holds_secret
 from lvscluster.plan.render import EXABGP_DIR, LVSCLUSTER_COMMAND
+from lvscluster.runfiles import exabgp_dir
 from lvscluster.state import ExabgpState
 
-ROOT = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "exabgp"
 CONFIG, ROUTES, ANNOUNCED, PID, LOG = "exabgp.conf", "routes", "announced", "exabgp.pid", "exabgp.log"
 ANNOUNCE_TIMEOUT = 120.0  # seconds for ExaBGP to confirm a change (a cold start under emulation: ~30-60 s)
 
 
 def directory(netns: str | None) -> Path:
     """The director's ExaBGP directory."""
-    return ROOT / (netns or "host")
+    return exabgp_dir(netns)
 
 
 def materialize(config: str, netns: str | None) -> str:

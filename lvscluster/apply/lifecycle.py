@@ -18,6 +18,7 @@ from lvscluster.apply.backends import KernelBackend
 from lvscluster.apply.deploy import apply_plan, plan_deploy, plan_teardown
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
+from lvscluster.runfiles import WITHDRAWALS
 
 Progress = Callable[[str], None]
 
@@ -148,7 +149,6 @@ def sync_caught_up(cluster: Cluster, namespaces: dict[str, str] | None, director
     return mine >= share * others[len(others) // 2]
 
 
-WITHDRAWALS = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "withdrawals.json"
 REANNOUNCE_HOLD = 8.0  # seconds: FRR re-adds a VIP withdrawn moments ago only after 6-9 s anyway
 
 

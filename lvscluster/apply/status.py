@@ -100,9 +100,9 @@ def _director(backend: KernelBackend, desired, observed) -> dict:
 
 def _health(node: str, netns: str | None) -> dict[tuple[str, str], str]:
     """What the director's running agent says of each checked dest: `up`, or `down: <why>`."""
-    from lvscluster.health.record import read_record
+    from lvscluster.runfiles import read_health_record
 
-    record = read_record(node, netns) or {}
+    record = read_health_record(node, netns) or {}
     return {(t["service"], t["address"]): "up" if t["up"] else f"down: {t['detail']}"
             for t in record.get("targets", {}).values()}
 

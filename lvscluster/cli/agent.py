@@ -66,7 +66,7 @@ def agent(
     from lvscluster.apply.deploy import backend_for
     from lvscluster.cli.deploy import lab_namespaces
     from lvscluster.health.agent import Agent
-    from lvscluster.health.record import record_path
+    from lvscluster.runfiles import health_record_path
 
     listen = _listen_address(metrics)
     cluster = load_cluster(file)
@@ -97,7 +97,7 @@ def agent(
     try:
         asyncio.run(_run_until_signal(runner))
     finally:
-        record_path(node, backend.netns).unlink(missing_ok=True)
+        health_record_path(node, backend.netns).unlink(missing_ok=True)
     err.print(f"agent {node}: stopped", markup=False)
 
 

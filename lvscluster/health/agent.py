@@ -23,18 +23,17 @@ from pathlib import Path
 
 from lvscluster.apply import exabgp, frr
 from lvscluster.apply.backends import KernelBackend, apply_lock
-from lvscluster.apply.deploy import deployed_path, read_deployed
+from lvscluster.apply.deploy import read_deployed
 from lvscluster.apply.status import bgp_peers, ospf_neighbors
 from lvscluster.errors import LvsClusterError
 from lvscluster.health.checks import CheckResult, CheckTarget, run_check
-from lvscluster.health.record import record_path, write_record
-from lvscluster.health.targets import DestKey, HealthTarget, health_targets
-from lvscluster.health.verdict import HealthBook, HealthVerdict
+from lvscluster.plan.health import DestKey, HealthBook, HealthTarget, HealthVerdict, health_targets
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_director, vip_prefix
 from lvscluster.plan.diff import diff_node
 from lvscluster.plan.render import frr_daemons
+from lvscluster.runfiles import deployed_path, health_record_path, write_health_record
 
 log = logging.getLogger("lvscluster.agent")
 
@@ -223,7 +222,7 @@ class Agent:
                 "checked_at": round(status.checked_at, 3), "changed_at": round(status.changed_at, 3),
                 "checks": status.checks, "failures": status.failures,
             }
-        write_record(record_path(self.node, self.backend.netns), {
+        write_health_record(health_record_path(self.node, self.backend.netns), {
             "node": self.node, "pid": os.getpid(), "topology": str(self.topology_path),
             "verdict": self.verdict.to_json(), "targets": targets, "updated": round(time.time(), 3),
         })

@@ -23,7 +23,7 @@ from lvscluster.apply import frr
 from lvscluster.apply.backends import apply_lock
 from lvscluster.apply.processes import alive
 from lvscluster.errors import ApplyError
-from lvscluster.health.record import read_record
+from lvscluster.runfiles import read_health_record
 from lvscluster.netlink import Links
 
 SYNC_PORT = 8848  # IPVS connection sync (the kernel's default port)
@@ -121,7 +121,7 @@ def plug_cables(namespace: str, links_down: list[str], gateway: str | None) -> N
 
 def kill_agent(node: str, namespace: str, timeout: float = 10) -> int | None:
     """kill -9 of the director's health-check agent (by the pid in its record); returns that pid."""
-    pid = (read_record(node, namespace) or {}).get("pid")
+    pid = (read_health_record(node, namespace) or {}).get("pid")
     if not pid or not alive(pid):
         return None
     os.kill(pid, signal.SIGKILL)

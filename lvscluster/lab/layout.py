@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from lvscluster.health.targets import health_targets
+from lvscluster.plan.health import health_targets
 from lvscluster.model.cluster import Cluster
 from lvscluster.plan.render import frr_daemons
 

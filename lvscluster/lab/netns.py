@@ -27,8 +27,9 @@ from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
 from lvscluster.lab.layout import LabLayout, Veth
 from lvscluster.netlink.netns import socket_in_netns
+from lvscluster.runfiles import LABS_DIR, forget_namespace
 
-STATE_ROOT = Path(os.environ.get("LVSCLUSTER_RUN_DIR", "/run/lvscluster")) / "labs"
+STATE_ROOT = LABS_DIR
 Progress = Callable[[str], None]
 
 
@@ -114,10 +115,8 @@ def grow(layout: LabLayout, topology_path: Path, progress: Progress = quiet, run
 
 def _forget(space: str) -> None:
     """What dies with a lab node: deploy's sysctl journal, its ExaBGP, its agent's records."""
-    (STATE_ROOT.parent / "journal" / f"{space}.json").unlink(missing_ok=True)
     exabgp.stop(space)
-    for record in (STATE_ROOT.parent / "health").glob(f"{space}.*.json"):
-        record.unlink(missing_ok=True)
+    forget_namespace(space)
 
 
 def shrink(lab: str, node: str, progress: Progress = quiet) -> bool:

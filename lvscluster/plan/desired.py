@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from lvscluster.health.targets import DestKey, service_label
-from lvscluster.health.verdict import HealthVerdict
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Service, Vip
+from lvscluster.plan.health import DestKey, HealthVerdict, service_label
 from lvscluster.plan.render import render_exabgp, render_frr
 from lvscluster.state import InterfaceAddress, IpvsDest, IpvsService, IpvsState, IpvsTimeouts, NodeState, SyncDaemon
 

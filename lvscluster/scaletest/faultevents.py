@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from lvscluster.apply import frr
 from lvscluster.apply.lifecycle import deploy_nodes
-from lvscluster.health.record import read_record
+from lvscluster.runfiles import read_health_record
 from lvscluster.lab import faults
 from lvscluster.lab import netns as lab_provider
 from lvscluster.lab.layout import plan_lab
@@ -62,7 +62,7 @@ class FaultEvents:
             faults.plug_cables(self.namespaces[node], links, self.gateways.get(node))
         for node in sorted(self.crashed):
             namespace = self.namespaces[node]
-            if read_record(node, namespace) is not None:
+            if read_health_record(node, namespace) is not None:
                 continue  # its agent restarts FRR and reloads the configuration
             if frr.restart_dead(frr.pathspace_for(namespace), namespace, frr_daemons(current, node)):
                 self.progress(f"{node}: no agent runs there; FRR started again and the node deployed")

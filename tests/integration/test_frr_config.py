@@ -238,7 +238,7 @@ def test_exabgp_announces_drains_and_withdraws_through_its_api(namespaces: Names
     leaves d2 only; d2's VIP withdrawn (its agent's verdict) falls back to the drained d1; observing
     reads back what ExaBGP confirmed; stopping ExaBGP takes its route away at once."""
     from lvscluster.apply import exabgp
-    from lvscluster.health.verdict import HealthVerdict
+    from lvscluster.plan.health import HealthVerdict
     from lvscluster.plan.desired import plan_director
 
     demo = (ROOT / "topology" / "demo.lvs.yml").read_text()
@@ -302,16 +302,17 @@ def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, names
     """`change_director` (the scaletest's and `director drain`'s step) drains and undrains from
     deploy's record, with no observing: one vtysh run per change, the record rewritten, and the
     router's ECMP set follows (the VM's figures: bench/README.md)."""
+    from lvscluster import runfiles
     from lvscluster.apply import change, commands, deploy
 
-    monkeypatch.setattr(deploy, "DEPLOYED_DIR", tmp_path)
+    monkeypatch.setattr(runfiles, "DEPLOYED_DIR", tmp_path)
     cluster = Cluster.from_topology(load_topology(ROOT / "topology" / f"{topology}.lvs.yml"))
     ns = wire_routers_and_directors(cluster, namespaces)
     router, vip = ns[cluster.routers[0]], f"{cluster.topology.vips[0].address}/32"
     address = {u.director.node: str(u.director.address.ip) for u in cluster.uplinks(cluster.routers[0])}
     every = sorted(address.values())
     assert wait_for_hops(router, vip, every) == every
-    deploy.deployed_path("d1", ns["d1"]).write_text(deploy.topology_snapshot(cluster))  # as deploy leaves it
+    runfiles.deployed_path("d1", ns["d1"]).write_text(deploy.topology_snapshot(cluster))  # as deploy leaves it
 
     ran: list[list[str]] = []
     real_run = commands.Runner.run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lvscluster.health.record import read_record
+from lvscluster.runfiles import read_health_record as read_record
 from lvscluster.lab import netns as provider
 
 pytestmark = [

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from lvscluster.apply import frr
-from lvscluster.apply.backends import ACCEPT_NEW_HOST_KEYS_ENV, JOURNAL_DIR, SshBackend
+from lvscluster.apply.backends import ACCEPT_NEW_HOST_KEYS_ENV, SshBackend
+from lvscluster.runfiles import JOURNAL_DIR
 from lvscluster.errors import ApplyError
 from lvscluster.netlink import Links, read_sysctls
 from lvscluster.plan.diff import diff_node

@@ -22,7 +22,7 @@ from labkit import (broken_flows, cli, http_answers, in_node, open_flows, run_sc
                     wait_for_ecmp)
 
 from lvscluster.apply import frr
-from lvscluster.health.record import read_record
+from lvscluster.runfiles import read_health_record as read_record
 from lvscluster.lab import netns as lab_provider
 from lvscluster.lab.layout import TestServer
 from lvscluster.netlink import IpvsSocket

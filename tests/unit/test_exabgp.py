@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lvscluster.apply.exabgp_bridge import commands
-from lvscluster.health.verdict import HealthVerdict
+from lvscluster.plan.health import HealthVerdict
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import parse_topology
 from lvscluster.model.secrets import REDACTED, redact_frr

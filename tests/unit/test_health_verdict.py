@@ -7,8 +7,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvscluster.health.targets import DestKey, health_targets
-from lvscluster.health.verdict import HealthBook, HealthVerdict, RiseFall, decide
+from lvscluster.plan.health import DestKey, HealthBook, HealthVerdict, RiseFall, decide, health_targets
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_director
