@@ -89,7 +89,7 @@ def _output_directory(value: str | Path) -> Path:
 def render(
     file: TopologyFile,
     output: Annotated[Path, typer.Option("-o", "--output", parser=_output_directory, metavar="DIR",
-                                         help="Directory to write <node>/{frr.conf,daemons,state.json} into (made if missing).")] = Path("out"),
+                                         help="Directory to write `<node>/{frr.conf,daemons,state.json}` into (made if missing).")] = Path("out"),
 ) -> None:
     """Write each node's FRR config, FRR daemons file and desired state (state.json).
 

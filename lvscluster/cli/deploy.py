@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
     def plan(
         file: TopologyFile,
         against: Annotated[Optional[Path], typer.Option(
-            parser=_state_directory, metavar="DIR", help="Compare with node states saved in DIR/<node>/state.json (e.g. an earlier `render`) "
+            parser=_state_directory, metavar="DIR", help="Compare with node states saved in `DIR/<node>/state.json` (e.g. an earlier `render`) "
                  "instead of observing the nodes.")] = None,
         offline: Annotated[bool, typer.Option(help="Plan against empty nodes, without observing anything.")] = False,
         as_json: JsonFlag = False,

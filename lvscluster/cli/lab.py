@@ -21,7 +21,7 @@ from lvscluster.lab.layout import namespace_name, plan_lab
 lab_app = typer.Typer(
     help=(
         "Build a topology as a lab on this machine: one network namespace per node (named "
-        "<lab>.<node>), veth cables, bridges for shared LANs, FRR daemons on routers and "
+        "`<lab>.<node>`), veth cables, bridges for shared LANs, FRR daemons on routers and "
         "directors, and test servers on real servers that answer with their own name. "
         "The lab is bare machines: `lvscluster deploy` configures them."
     ),

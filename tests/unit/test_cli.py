@@ -170,6 +170,25 @@ def test_every_command_has_help(command: list[str]) -> None:
     done = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
     assert done.exit_code == 0 and "Usage:" in done.output, done.output
     assert len(done.output.splitlines()) > 8  # a description and the options, not just a usage line
+    for shown in {tuple(command[:1]), tuple(command)}:  # the group's help and the command's
+        wide = CliRunner().invoke(app, [*shown, "--help"], env={"COLUMNS": "1000"}).output
+        for placeholder in _placeholders(list(shown)):  # markdown help drops a bare <node> as an HTML tag
+            assert placeholder in wide, f"{placeholder} missing from `{' '.join(shown)} --help`"
+
+
+def _placeholders(command: list[str]) -> set[str]:
+    """The `<name>` placeholders the command's help texts (its own and its options') hold."""
+    import re
+
+    import typer.main
+
+    from lvscluster.cli import app
+
+    node = typer.main.get_command(app)
+    for name in command:
+        node = node.commands[name]
+    texts = [node.help or "", *(getattr(param, "help", None) or "" for param in node.params)]
+    return {m for text in texts for m in re.findall(r"<[a-z][a-z_ -]*>", text)}
 
 
 def test_lifecycle_commands_name_the_wrong_node(tmp_path: Path) -> None:
