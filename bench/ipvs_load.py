@@ -27,7 +27,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lvscluster.netlink import IpvsSocket, apply, observe  # noqa: E402
+from lvscluster.apply.kernel import apply_to_kernel  # noqa: E402
+from lvscluster.netlink import IpvsSocket, observe  # noqa: E402
 from lvscluster.plan.actions import Action  # noqa: E402
 from lvscluster.plan.diff import diff_node  # noqa: E402
 from lvscluster.state import IpvsDest, IpvsService, IpvsState, NodeState  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> int:
     actions = build_actions(services)
     r["build_actions"] = time.perf_counter() - t
     t = time.perf_counter()
-    res = apply(NS_LIB, actions)
+    res = apply_to_kernel(NS_LIB, actions)
     r["library_full_load"] = time.perf_counter() - t
     r["library_writes"] = res.ipvs_writes
     r["ratio_library_vs_ipvsadm"] = r["library_full_load"] / r["ipvsadm_restore"]
@@ -108,7 +109,7 @@ def main() -> int:
     have = {svc.key: svc for svc in seen.services}  # the dump follows the kernel's hash table
     want = {svc.key: svc for svc in services}
     todo = [k for k, svc in want.items() if have.get(k) != svc] + [k for k in have if k not in want]
-    apply(NS_LIB, [])
+    apply_to_kernel(NS_LIB, [])
     r["noop_reapply"] = time.perf_counter() - t
     t = time.perf_counter()
     observe(NS_LIB)
@@ -132,7 +133,7 @@ def main() -> int:
     with IpvsSocket(NS_LIB) as sock:
         before = sock.writes
         t = time.perf_counter()
-        apply(NS_LIB, [Action(node="bench", kind="set_dest", reason="bench", service=svc.without_dests(), dest=changed)], ipvs_socket=sock)
+        apply_to_kernel(NS_LIB, [Action(node="bench", kind="set_dest", reason="bench", service=svc.without_dests(), dest=changed)], ipvs_socket=sock)
         r["single_weight_change"] = time.perf_counter() - t
         r["single_weight_change_writes"] = sock.writes - before
         assert sock.writes - before == 1, "a weight change must be exactly one netlink write"

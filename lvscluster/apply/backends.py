@@ -128,8 +128,7 @@ class KernelBackend:
     def apply_under_lock(self, actions: list[Action], frr_running: str | None = None) -> None:
         """`apply` for a caller that already holds `apply_lock(netns)` (the agent, a quick change).
         `frr_running`: FRR's running config as the caller knows it (else the last observed one)."""
-        from lvscluster.netlink import NETLINK_KINDS
-        from lvscluster.netlink import apply as netlink_apply
+        from lvscluster.apply.kernel import NETLINK_KINDS, apply_to_kernel
 
         if frr_running is not None:
             self._frr_running = frr_running
@@ -141,7 +140,7 @@ class KernelBackend:
                 continue
             if batch:
                 if not self.runner.dry_run:
-                    netlink_apply(self.netns, batch)
+                    apply_to_kernel(self.netns, batch)
                 batch = []
             if action is None:
                 break

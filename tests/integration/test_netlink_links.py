@@ -13,8 +13,9 @@ import uuid
 
 import pytest
 
+from lvscluster.apply.kernel import apply_to_kernel
 from lvscluster.errors import EnvironmentProblem, NetlinkOperationError
-from lvscluster.netlink import Links, apply, observe, read_sysctl, read_sysctls, write_sysctl, write_sysctls
+from lvscluster.netlink import Links, observe, read_sysctl, read_sysctls, write_sysctl, write_sysctls
 from lvscluster.plan.actions import Action
 from lvscluster.state import InterfaceAddress
 
@@ -149,12 +150,12 @@ def test_apply_and_observe_real_server_side(ns):
     ]
     with Links(ns) as links:
         links.set_up("lo")
-    result = apply(ns, actions)
+    result = apply_to_kernel(ns, actions)
     assert result.actions == 3 and result.ipvs_writes == 0
     seen = observe(ns, sysctls=["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce"], ipvs=False)
     assert seen.addresses == (vip,)
     assert seen.sysctls == {"net.ipv4.conf.all.arp_ignore": "1", "net.ipv4.conf.all.arp_announce": "2"}
-    apply(ns, [Action(node="rs1", kind="del_address", reason="VIP gone", address=vip)])
+    apply_to_kernel(ns, [Action(node="rs1", kind="del_address", reason="VIP gone", address=vip)])
     assert observe(ns, ipvs=False).addresses == ()
     with pytest.raises(ValueError, match="not a netlink action"):
-        apply(ns, [Action(node="rs1", kind="set_frr", reason="x", frr="")])
+        apply_to_kernel(ns, [Action(node="rs1", kind="set_frr", reason="x", frr="")])

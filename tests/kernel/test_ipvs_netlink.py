@@ -14,8 +14,9 @@ import uuid
 
 import pytest
 
+from lvscluster.apply.kernel import apply_to_kernel
 from lvscluster.errors import EnvironmentProblem, NetlinkOperationError
-from lvscluster.netlink import IpvsSocket, apply, observe, observe_node, read_sysctl
+from lvscluster.netlink import IpvsSocket, observe, observe_node, read_sysctl
 from lvscluster.plan.actions import Action
 from lvscluster.state import IpvsDest, IpvsService, IpvsState, IpvsTimeouts, NodeState, SyncDaemon
 
@@ -246,7 +247,7 @@ def test_apply_pipeline_stops_at_first_error_and_names_it(ns):
     actions += [Action(node="d1", kind="add_dest", reason="t", service=SVC, dest=IpvsDest(address=f"10.2.0.{i}")) for i in range(1, 4)]
     actions += [Action(node="d1", kind="add_service", reason="t", service=bad)]
     with pytest.raises(NetlinkOperationError, match='^cannot add service tcp/10.99.0.11:80: scheduler "nosuch"'):
-        apply(ns, actions)
+        apply_to_kernel(ns, actions)
     assert len(adm_services(ns)["TCP 10.99.0.10:80"]["dests"]) == 3
 
 
@@ -263,7 +264,7 @@ def test_observe_and_apply_a_director(ns):
     actions += [Action(node="d1", kind="add_dest", reason="t", service=svc.without_dests(), dest=d) for d in reversed(svc.dests)]
     actions.append(Action(node="d1", kind="add_daemon", reason="t", daemon=daemon))
     actions.append(Action(node="d1", kind="set_timeouts", reason="t", timeouts=IpvsTimeouts(tcp=900)))
-    result = apply(ns, actions)
+    result = apply_to_kernel(ns, actions)
     assert result.ipvs_writes == 6
     assert read_sysctl(ns, "net.ipv4.vs.sloppy_tcp") == "1"
     assert sh(f"ip netns exec {ns} sysctl -n net.ipv4.vs.sync_threshold").split() == ["3", "50"]
@@ -280,7 +281,7 @@ def test_tunl0_for_tun_real_servers(ns):
     if subprocess.run(["ip", "-n", ns, "link", "show", "tunl0"], capture_output=True).returncode:
         # a namespace made before ipip was loaded has no tunl0: use a fresh one
         sh(f"ip netns del {ns} && ip netns add {ns} && ip -n {ns} link set lo up")
-    apply(ns, [Action(node="rs", kind="add_tunnel", reason="TUN", tunnel="tunl0"),
+    apply_to_kernel(ns, [Action(node="rs", kind="add_tunnel", reason="TUN", tunnel="tunl0"),
                Action(node="rs", kind="add_address", reason="VIP", address={"interface": "tunl0", "address": "10.99.0.10/32"}),
                Action(node="rs", kind="set_sysctl", reason="TUN", sysctl="net.ipv4.conf.tunl0.rp_filter", value="0")])
     assert "UP" in sh(f"ip -n {ns} link show tunl0").split(">")[0]

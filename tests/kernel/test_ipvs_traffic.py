@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from lvscluster.netlink import IpvsSocket, apply, observe
+from lvscluster.apply.kernel import apply_to_kernel
+from lvscluster.netlink import IpvsSocket, observe
 from lvscluster.plan.actions import Action
 from lvscluster.state import InterfaceAddress, IpvsDest, IpvsService
 
@@ -82,7 +83,7 @@ def test_dr_service_answers_through_the_director(lab):
     svc = IpvsService(protocol="tcp", address=VIP, port=PORT, scheduler="mh", flags=("mh-port",))
     dests = (IpvsDest(address=LAN["rs1"], port=PORT), IpvsDest(address=LAN["rs2"], port=PORT))
     for rs in ("rs1", "rs2"):
-        apply(lab[rs], [
+        apply_to_kernel(lab[rs], [
             Action(node=rs, kind="set_sysctl", reason="DR", sysctl="net.ipv4.conf.all.arp_ignore", value="1"),
             Action(node=rs, kind="set_sysctl", reason="DR", sysctl="net.ipv4.conf.all.arp_announce", value="2"),
             Action(node=rs, kind="add_address", reason="VIP", address=vip),
@@ -90,7 +91,7 @@ def test_dr_service_answers_through_the_director(lab):
     actions = [Action(node="d1", kind="add_address", reason="VIP", address=vip),
                Action(node="d1", kind="add_service", reason="t", service=svc)]
     actions += [Action(node="d1", kind="add_dest", reason="t", service=svc, dest=d) for d in reversed(dests)]
-    apply(lab["director"], actions)
+    apply_to_kernel(lab["director"], actions)
     assert observe(lab["director"]).ipvs.services[0].dests == dests
 
     answers = []
@@ -115,7 +116,7 @@ def test_dr_service_answers_through_the_director(lab):
     assert int(line.split()[2]) == stats.conns
 
     # quiesce rs1 (weight 0 with mh-fallback would re-hash; without it mh keeps the slots)
-    apply(lab["director"], [Action(node="d1", kind="set_service", reason="t", service=svc.model_copy(update={"flags": ("mh-fallback", "mh-port")})),
+    apply_to_kernel(lab["director"], [Action(node="d1", kind="set_service", reason="t", service=svc.model_copy(update={"flags": ("mh-fallback", "mh-port")})),
                             Action(node="d1", kind="set_dest", reason="t", service=svc, dest=dests[0].model_copy(update={"weight": 0}))])
     time.sleep(0.1)
     for _ in range(4):
