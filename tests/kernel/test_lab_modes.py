@@ -50,23 +50,12 @@ def traffic(name: str, vip: str, count: int, timeout: float = 60) -> dict:
         time.sleep(2)
 
 
-@pytest.mark.parametrize("lab", ["tun"], indirect=True)
-def test_tun_topology_carries_traffic(lab) -> None:
-    name, topology = lab
-    up_and_deploy(topology)
-    answers = traffic(name, "10.99.0.20", 60)
-    assert sum(answers["http"].values()) == 60 and set(answers["http"]) == {"rs1", "rs2"}
-    assert answers["udp"] in ("rs1 ping", "rs2 ping")
-    with IpvsSocket(f"{name}.d1") as sock:
-        http = next(s for s in sock.services() if s.port == 80)
-    assert {(d.address, d.forward, d.tun_type) for d in http.dests} == {("10.3.0.2", "tun", None), ("10.3.0.3", "tun", None)}
+def tun_specifics(name: str, topology: Path, answers: dict) -> None:
+    """The VIP lives on the real servers' tunnel device; the directors announce through ExaBGP
+    (tun.lvs.yml: announcer exabgp), which deploy started; destroy stops it first, and the
+    router drops the VIP at once."""
     addresses = in_node(name, "rs1", "ip", "-j", "addr", "show", "tunl0").stdout
-    assert "10.99.0.20" in addresses  # the VIP lives on the tunnel device
-    code, output = cli("deploy", "--yes", str(topology))
-    assert code == 0 and output.strip().endswith("no changes"), output
-
-    # the directors announce through ExaBGP (tun.lvs.yml: announcer exabgp), which deploy started;
-    # destroy stops it first, and the router drops the VIP at once
+    assert "10.99.0.20" in addresses
     assert all(exabgp.pid(f"{name}.{d}") for d in ("d1", "d2"))
     assert sorted(wait_for_ecmp(name, "r1", "10.99.0.20", 2)) == ["10.1.1.2", "10.1.2.2"]
     code, output = cli("destroy", "--yes", str(topology))
@@ -75,17 +64,33 @@ def test_tun_topology_carries_traffic(lab) -> None:
     assert not any(exabgp.pid(f"{name}.{d}") for d in ("d1", "d2"))
 
 
-@pytest.mark.parametrize("lab", ["nat"], indirect=True)
-def test_nat_topology_remaps_ports_and_returns_through_the_director(lab) -> None:
+def nat_specifics(name: str, topology: Path, answers: dict) -> None:
+    """The real servers' replies return through the director: it is their gateway."""
+    route = json.loads(in_node(name, "rs1", "ip", "-j", "route", "show", "default").stdout)
+    assert route[0]["gateway"] == "10.2.0.1"  # the director's LAN address
+
+
+# mode: (VIP, requests, the HTTP service's dests in d1's kernel as (address, port, forward, tunnel type), what else to check)
+MODES = {
+    "tun": ("10.99.0.20", 60, {("10.3.0.2", 80, "tun", None), ("10.3.0.3", 80, "tun", None)}, tun_specifics),
+    "nat": ("10.99.0.30", 40, {("10.2.0.2", 8080, "nat", None), ("10.2.0.3", 8080, "nat", None)}, nat_specifics),
+}
+
+
+@pytest.mark.parametrize("lab", list(MODES), indirect=True)
+def test_forwarding_mode_carries_traffic(lab) -> None:
+    """TUN: encapsulated to real servers in another subnet. NAT: VIP:80 rewritten to the real
+    servers' 8080. Both: every request answered by a real server, the dests as the topology
+    says, and a second deploy changes nothing."""
     name, topology = lab
+    vip, requests, dests, specifics = MODES[name]
     up_and_deploy(topology)
-    answers = traffic(name, "10.99.0.30", 40)
-    assert sum(answers["http"].values()) == 40 and set(answers["http"]) == {"rs1", "rs2"}
+    answers = traffic(name, vip, requests)
+    assert sum(answers["http"].values()) == requests and set(answers["http"]) == {"rs1", "rs2"}
     assert answers["udp"] in ("rs1 ping", "rs2 ping")
     with IpvsSocket(f"{name}.d1") as sock:
         http = next(s for s in sock.services() if s.port == 80)
-    assert {(d.port, d.forward) for d in http.dests} == {(8080, "nat")}
-    route = json.loads(in_node(name, "rs1", "ip", "-j", "route", "show", "default").stdout)
-    assert route[0]["gateway"] == "10.2.0.1"  # the director's LAN address
+    assert {(d.address, d.port, d.forward, d.tun_type) for d in http.dests} == dests
     code, output = cli("deploy", "--yes", str(topology))
     assert code == 0 and output.strip().endswith("no changes"), output
+    specifics(name, topology, answers)

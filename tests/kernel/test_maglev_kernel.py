@@ -31,6 +31,7 @@ from lvscluster.netlink.connections import connections
 from lvscluster.netlink.netns import socket_in_netns
 from lvscluster.plan import maglev
 from lvscluster.state import IpvsDest, IpvsService
+from maglev_pinned import PINNED
 
 pytestmark = pytest.mark.kernel
 
@@ -53,18 +54,6 @@ SERVICES = {
     88: ("sh", ("sh-fallback", "sh-port"), (1, 2, 0, 1, 5, 2), {}),
     89: ("sh", ("sh-port",), (1, 2, 0, 1, 5, 2), {}),
 }
-
-
-# (VIP port, client, source port, dest): computed with lvscluster.plan.maglev, sent to the kernel
-# below and asserted; tests/unit/test_maglev.py pins the same values.
-PINNED = [
-    (80, "10.77.130.7", 40000, "10.77.2.15:80"), (80, "10.77.250.3", 33333, "10.77.2.11:80"),
-    (81, "10.77.130.7", 40000, "10.77.2.12:81"), (81, "10.77.143.21", 55555, "10.77.2.11:81"),
-    (82, "10.77.130.7", 40000, "10.77.2.13:82"), (82, "10.77.200.99", 1024, "10.77.2.12:82"),
-    (84, "10.77.200.99", 1024, "10.77.2.16:84"), (84, "10.77.250.3", 33333, "10.77.2.14:84"),
-    (86, "10.77.130.7", 40000, "10.77.2.14:86"), (86, "10.77.200.99", 1024, "10.77.2.16:86"),
-    (88, "10.77.143.21", 55555, "10.77.2.15:88"), (88, "10.77.250.3", 33333, "10.77.2.15:88"),
-]
 
 
 def run(cmd: str) -> None:

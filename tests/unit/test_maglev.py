@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from lvscluster.plan import maglev
 from lvscluster.state import IpvsDest, IpvsService
+from maglev_pinned import PINNED
 
 M = maglev.MH_TABLE_SIZE
 VIP = "10.77.255.254"
@@ -64,15 +65,6 @@ def test_ipv6_addresses_fold_to_the_xor_of_their_words() -> None:
 
 # -------------------------------------------------------------------------- kernel-confirmed values
 
-# (VIP port, client, source port, dest the kernel chose); the services are the kernel test's.
-PINNED = [
-    (80, "10.77.130.7", 40000, "10.77.2.15:80"), (80, "10.77.250.3", 33333, "10.77.2.11:80"),
-    (81, "10.77.130.7", 40000, "10.77.2.12:81"), (81, "10.77.143.21", 55555, "10.77.2.11:81"),
-    (82, "10.77.130.7", 40000, "10.77.2.13:82"), (82, "10.77.200.99", 1024, "10.77.2.12:82"),
-    (84, "10.77.200.99", 1024, "10.77.2.16:84"), (84, "10.77.250.3", 33333, "10.77.2.14:84"),
-    (86, "10.77.130.7", 40000, "10.77.2.14:86"), (86, "10.77.200.99", 1024, "10.77.2.16:86"),
-    (88, "10.77.143.21", 55555, "10.77.2.15:88"), (88, "10.77.250.3", 33333, "10.77.2.15:88"),
-]
 KERNEL_TEST_SERVICES = {
     80: kernel_test_service(80, "mh", ("mh-port",), (1, 2, 3, 1, 5, 2, 1)),
     81: kernel_test_service(81, "mh", (), (1, 2, 3, 1, 5, 2, 1)),
