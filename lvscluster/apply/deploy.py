@@ -115,11 +115,14 @@ def require_root(backends: dict[str, NodeBackend]) -> None:
 
 
 def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progress: Progress = _quiet,
-                runner: Runner = DEFAULT_RUNNER, only: list[str] | None = None) -> DeployPlan:
-    """Observe every managed node (or the `only` ones) and compute its actions (changes nothing)."""
+                runner: Runner = DEFAULT_RUNNER, only: list[str] | None = None,
+                backends: dict[str, NodeBackend] | None = None) -> DeployPlan:
+    """Observe every managed node (or the `only` ones) and compute its actions (changes nothing).
+    `backends` reaches the nodes some other way (tests: `apply.memory.MemoryBackend`)."""
     desired = {name: state for name, state in plan_cluster(cluster, only).items() if managed(state)}
     order = rollout_order(cluster, list(desired))
-    backends = {name: backend_for(cluster, name, lab_namespaces, runner) for name in order}
+    given = backends or {}
+    backends = {name: given.get(name) or backend_for(cluster, name, lab_namespaces, runner) for name in order}
     require_root(backends)
     for name in order:  # a director's running agent has quiesced or withdrawn: plan with its verdict
         verdict = agent_verdict(cluster, name, backends[name])

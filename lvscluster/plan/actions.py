@@ -1,7 +1,7 @@
 """Actions: one change to one node, with the reason it is needed.
 
 The diff engine (`lvscluster.plan.diff`) produces them in the order they must run; the
-backends (`lvscluster.netlink.apply`, FRR) carry them out. An action holds everything its
+backends (`lvscluster.apply.kernel`, FRR, ExaBGP) carry them out. An action holds everything its
 backend needs, so applying never re-reads the topology.
 """
 
