@@ -44,7 +44,9 @@ def _links(cluster: Cluster) -> list[Problem]:
     for li, link in enumerate(cluster.topology.links):
         if link.name:
             if link.name in names:
-                problems.append(Problem(("links", li, "name"), f"link name {link.name!r} is also used by links[{names[link.name]}]"))
+                sync = cluster.topology.defaults.sync
+                why = "; defaults.sync.interface names it, and cannot say which link it means" if sync and sync.interface == link.name else ""
+                problems.append(Problem(("links", li, "name"), f"link name {link.name!r} is also used by links[{names[link.name]}]{why}"))
             names.setdefault(link.name, li)
         nodes_on_link = set()
         for ei, ep in enumerate(link.endpoints):
@@ -272,8 +274,10 @@ def _sync(cluster: Cluster) -> list[Problem]:
     sync = cluster.topology.defaults.sync
     if sync is None or not cluster.directors:
         return []
-    link_names = {link.name for link in cluster.topology.links if link.name}
+    link_names = [link.name for link in cluster.topology.links if link.name]
     loc = ("defaults", "sync", "interface")
+    if link_names.count(sync.interface) > 1:
+        return []  # `_links` reports the duplicated link name: which link sync means is not known
     if sync.interface in link_names:
         missing = [d for d in cluster.directors if cluster.sync_interface(d) is None]
         if missing:
@@ -281,7 +285,7 @@ def _sync(cluster: Cluster) -> list[Problem]:
         return []
     missing = [d for d in cluster.directors if sync.interface not in {i.name for i in cluster.interfaces_of(d)}]
     if missing:
-        known = sorted(link_names) or ["(no named links)"]
+        known = sorted(set(link_names)) or ["(no named links)"]
         return [Problem(loc, f"{sync.interface!r} is neither a link name ({', '.join(known)}) nor an interface of {', '.join(missing)}")]
     return []
 
