@@ -3,7 +3,9 @@
 `check_topology` runs them all so a user sees every problem in one pass: the references, roles
 and services rules here, and by theme: `checks_routing` (uplinks, OSPF, BGP), `checks_addresses`
 (VIPs, subnets, where servers are), `checks_services` (IPVS state deploy must be able to create),
-`sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do nothing).
+`checks_fields` (a field's value its type lets through but the kernel, ssh or the health agent
+cannot use), `sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do
+nothing).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections import defaultdict
 
 from lvscluster.model.addressing import assign_addresses
 from lvscluster.model.checks_addresses import placement_problems
+from lvscluster.model.checks_fields import field_problems
 from lvscluster.model.checks_pointless import pointless_settings
 from lvscluster.model.checks_routing import routing_problems
 from lvscluster.model.checks_services import service_problems
@@ -33,7 +36,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
     problems += routing_problems(cluster) + placement_problems(cluster) + sysctl_problems(cluster)
-    problems += service_problems(cluster) + pointless_settings(cluster)
+    problems += service_problems(cluster) + field_problems(cluster) + pointless_settings(cluster)
     return problems
 
 
