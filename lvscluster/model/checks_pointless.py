@@ -153,7 +153,8 @@ def _idle(cluster: Cluster) -> list[Problem]:
 def _slow_bfd(cluster: Cluster) -> list[Problem]:
     """BFD that detects a dead neighbour no sooner than OSPF's dead interval or BGP's hold time adds nothing."""
     topology, problems = cluster.topology, []
-    ospf_users = [r for r in cluster.routers if "ospf" in cluster.router_protocols(r)]
+    known = all(ep.node in topology.nodes for link in topology.links for ep in link.endpoints)
+    ospf_users = [r for r in cluster.routers if known and "ospf" in cluster.router_protocols(r)]  # uplinks need known nodes
     ospf_users += [d for d in cluster.directors if cluster.announce(d) == "ospf"]
     for name in ospf_users:
         ospf = cluster.ospf(name)
