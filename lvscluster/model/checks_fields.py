@@ -100,7 +100,7 @@ def _health_values(loc: tuple, health: Health) -> list[Problem]:
         elif any(c.isspace() for c in program):
             problems.append(Problem((*loc, "command", 0), (
                 f"command[0] {program!r} holds a space: the command runs without a shell, so this names one program "
-                f"of that whole name; write its arguments as list items, e.g. {_as_list(program)}"), warning=True))
+                f"of that whole name; write its arguments as list items, e.g. {as_list(program)}"), warning=True))
     return problems
 
 
@@ -121,5 +121,6 @@ def _dns_name_problem(name: str) -> str | None:
     return None
 
 
-def _as_list(command: str) -> str:
+def as_list(command: str) -> str:
+    """A shell-style command string as the argument list a check's `command` is: `[a, --b]`."""
     return "[" + ", ".join(command.split()) + "]"

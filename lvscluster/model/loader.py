@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 
 from lvscluster.errors import TopologyError
+from lvscluster.model.checks_fields import as_list
 from lvscluster.model.problems import Loc, Problem, format_path
 from lvscluster.model.secrets import Secret
 from lvscluster.model.topology import IPVS_MAX_SECONDS, Topology
@@ -150,7 +151,7 @@ def _value_hint(error: dict, loc: Loc) -> str:
     `HTTP_GET` for `http`, a dotted netmask for a prefix length, an asdot AS number."""
     value, field = error["input"], str(loc[-1]) if loc else ""
     if error["type"] == "list_type" and field == "command" and isinstance(value, str):
-        return f": command is an argument list run without a shell, e.g. {_as_list(value)}"
+        return f": command is an argument list run without a shell, e.g. {as_list(value)}"
     if error["type"] == "literal_error" and isinstance(value, str):
         options = re.findall(r"'([^']*)'", (error.get("ctx") or {}).get("expected", ""))
         whose, names = KEEPALIVED_VALUES.get(field, ("", {}))
@@ -171,10 +172,6 @@ def _value_hint(error: dict, loc: Loc) -> str:
         if field in ("asn", "director_asn", "router_asn") and match and max(int(match[1]), int(match[2])) < 65536:
             return f": write an AS number as one number; asdot {value.strip()} is {int(match[1]) * 65536 + int(match[2])}"
     return ""
-
-
-def _as_list(command: str) -> str:
-    return "[" + ", ".join(command.split()) + "]"
 
 
 def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap]:
