@@ -3,7 +3,9 @@
 `check_topology` runs them all so a user sees every problem in one pass: the references, roles
 and services rules here, and by theme: `checks_routing` (uplinks, OSPF, BGP), `checks_addresses`
 (VIPs, subnets, where servers are), `checks_services` (IPVS state deploy must be able to create),
-`sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do nothing).
+`checks_fields` (a field's value its type lets through but the kernel, ssh or the health agent
+cannot use), `sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do
+nothing).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections import defaultdict
 
 from lvscluster.model.addressing import assign_addresses
 from lvscluster.model.checks_addresses import placement_problems
+from lvscluster.model.checks_fields import field_problems
 from lvscluster.model.checks_pointless import pointless_settings
 from lvscluster.model.checks_routing import routing_problems
 from lvscluster.model.checks_services import service_problems
@@ -33,7 +36,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
     problems += routing_problems(cluster) + placement_problems(cluster) + sysctl_problems(cluster)
-    problems += service_problems(cluster) + pointless_settings(cluster)
+    problems += service_problems(cluster) + field_problems(cluster) + pointless_settings(cluster)
     return problems
 
 
@@ -44,7 +47,9 @@ def _links(cluster: Cluster) -> list[Problem]:
     for li, link in enumerate(cluster.topology.links):
         if link.name:
             if link.name in names:
-                problems.append(Problem(("links", li, "name"), f"link name {link.name!r} is also used by links[{names[link.name]}]"))
+                sync = cluster.topology.defaults.sync
+                why = "; defaults.sync.interface names it, and cannot say which link it means" if sync and sync.interface == link.name else ""
+                problems.append(Problem(("links", li, "name"), f"link name {link.name!r} is also used by links[{names[link.name]}]{why}"))
             names.setdefault(link.name, li)
         nodes_on_link = set()
         for ei, ep in enumerate(link.endpoints):
@@ -272,8 +277,10 @@ def _sync(cluster: Cluster) -> list[Problem]:
     sync = cluster.topology.defaults.sync
     if sync is None or not cluster.directors:
         return []
-    link_names = {link.name for link in cluster.topology.links if link.name}
+    link_names = [link.name for link in cluster.topology.links if link.name]
     loc = ("defaults", "sync", "interface")
+    if link_names.count(sync.interface) > 1:
+        return []  # `_links` reports the duplicated link name: which link sync means is not known
     if sync.interface in link_names:
         missing = [d for d in cluster.directors if cluster.sync_interface(d) is None]
         if missing:
@@ -281,7 +288,7 @@ def _sync(cluster: Cluster) -> list[Problem]:
         return []
     missing = [d for d in cluster.directors if sync.interface not in {i.name for i in cluster.interfaces_of(d)}]
     if missing:
-        known = sorted(link_names) or ["(no named links)"]
+        known = sorted(set(link_names)) or ["(no named links)"]
         return [Problem(loc, f"{sync.interface!r} is neither a link name ({', '.join(known)}) nor an interface of {', '.join(missing)}")]
     return []
 

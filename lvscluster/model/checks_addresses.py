@@ -11,6 +11,17 @@ from lvscluster.model.problems import Problem
 
 IPV6_MIN_MTU = 1280
 LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# ranges no interface address may come from: the kernel drops packets from them as martians
+# (0/8, 127/8 without route_localnet, 224/4 and the limited broadcast as sources), IPv6 likewise
+MARTIAN_SUBNETS = {
+    ipaddress.ip_network("0.0.0.0/8"): "'this network' (0.0.0.0/8), which no packet may come from",
+    ipaddress.ip_network("127.0.0.0/8"): "loopback (127.0.0.0/8): the kernel drops it on a wire as a martian",
+    ipaddress.ip_network("224.0.0.0/4"): "multicast (224.0.0.0/4): an interface needs a unicast address",
+    ipaddress.ip_network("255.255.255.255/32"): "the limited broadcast address",
+    ipaddress.ip_network("::/128"): "the unspecified address",
+    ipaddress.ip_network("::1/128"): "loopback (::1)",
+    ipaddress.ip_network("ff00::/8"): "multicast (ff00::/8): an interface needs a unicast address",
+}
 
 
 def placement_problems(cluster: Cluster) -> list[Problem]:
@@ -51,7 +62,8 @@ def _vip_kinds(cluster: Cluster) -> list[Problem]:
 
 
 def _subnets(cluster: Cluster) -> list[Problem]:
-    """Subnets that overlap without being equal (equal ones are `checks._addresses`'); IPv6 links need MTU 1280."""
+    """Subnets that overlap without being equal (equal ones are `checks._addresses`'), subnets no
+    interface address may come from; IPv6 links need MTU 1280."""
     problems = []
     links = cluster.topology.links
     for li, link in enumerate(links):
@@ -61,6 +73,10 @@ def _subnets(cluster: Cluster) -> list[Problem]:
                 problems.append(Problem(("links", li, "subnet"), (
                     f"subnet {link.subnet} overlaps links[{lj}] subnet {other}: their routes and addresses would conflict")))
                 break
+        martian = next((net for net in MARTIAN_SUBNETS if net.version == link.subnet.version and link.subnet.overlaps(net)), None)
+        if martian:
+            verb = "is" if link.subnet.subnet_of(martian) else "includes"
+            problems.append(Problem(("links", li, "subnet"), f"subnet {link.subnet} {verb} {MARTIAN_SUBNETS[martian]}"))
         if link.subnet.version == 6 and link.mtu is not None and link.mtu < IPV6_MIN_MTU:
             problems.append(Problem(("links", li, "mtu"), (
                 f"mtu {link.mtu} on an IPv6 link: IPv6 needs at least {IPV6_MIN_MTU} (the kernel disables IPv6 below it)")))

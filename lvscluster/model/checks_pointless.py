@@ -1,8 +1,10 @@
 """Settings that work but do nothing, or do less than they seem to: warnings, not errors.
 
 The options a mode ignores (one-packet scheduling on TCP, a tunnel type without `forward: tun`,
-OSPF settings on a BGP director), a secret file every user can read, and settings that leave a
-service nothing to do (every director drained, every real server at weight 0).
+OSPF settings on a BGP director), a secret file every user can read, settings that leave a
+service nothing to do (every director drained, every real server at weight 0), and values that
+defeat their own purpose (BFD slower than OSPF's dead interval, automatic defences with
+amemthresh 0, persistence with netmask /0, a flag listed twice).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ LOCAL_MULTICAST = ipaddress.IPv4Network("224.0.0.0/24")  # never forwarded, what
 def pointless_settings(cluster: Cluster) -> list[Problem]:
     """Every warning of a topology whose fields parsed."""
     return (_services(cluster) + _weights(cluster) + _sync_ttl(cluster) + _announce_settings(cluster)
-            + _secrets(cluster) + _idle(cluster))
+            + _secrets(cluster) + _idle(cluster) + _slow_bfd(cluster) + _defense(cluster))
 
 
 def _warn(loc: tuple, message: str) -> Problem:
@@ -43,6 +45,14 @@ def _services(cluster: Cluster) -> list[Problem]:
             if "tunnel" in svc.model_fields_set and svc.forward != "tun":
                 problems.append(_warn((*loc, "tunnel"), (
                     f"tunnel {svc.tunnel} applies only to forward: tun; forward: {svc.forward} ignores it")))
+            flags = svc.flags or []
+            for fi, flag in enumerate(flags):
+                if flag in flags[:fi]:
+                    problems.append(_warn((*loc, "flags", fi), f"flag {flag!r} is already listed as flags[{flags.index(flag)}]"))
+            if svc.netmask == 0 and svc.persistence:
+                problems.append(_warn((*loc, "netmask"), (
+                    "netmask /0 makes every client one persistence group: for the persistence time, all of the "
+                    "service's new connections go to one real server")))
             if svc.allow_multiple_directors and svc.forward == "nat" and directors == 1:
                 problems.append(_warn((*loc, "allow_multiple_directors"), (
                     "allow_multiple_directors with one director: there is no other director to allow")))
@@ -137,4 +147,49 @@ def _idle(cluster: Cluster) -> list[Problem]:
         if idle and all(idle):
             problems.append(_warn(("vips", vi, "real_servers"), (
                 f"every real server of VIP {vip.name!r} has weight 0 or is drained: its services accept no new connection")))
+    return problems
+
+
+def _slow_bfd(cluster: Cluster) -> list[Problem]:
+    """BFD that detects a dead neighbour no sooner than OSPF's dead interval or BGP's hold time adds nothing."""
+    topology, problems = cluster.topology, []
+    known = all(ep.node in topology.nodes for link in topology.links for ep in link.endpoints)
+    ospf_users = [r for r in cluster.routers if known and "ospf" in cluster.router_protocols(r)]  # uplinks need known nodes
+    ospf_users += [d for d in cluster.directors if cluster.announce(d) == "ospf"]
+    for name in ospf_users:
+        ospf = cluster.ospf(name)
+        detect = ospf.bfd_interval_ms * ospf.bfd_multiplier / 1000
+        if ospf.bfd and detect >= ospf.dead:
+            where = ("nodes", name, "ospf") if topology.nodes[name].ospf else ("defaults", "ospf")
+            problems.append(_warn((*where, "bfd_interval_ms"), (
+                f"BFD notices a dead neighbour after {detect:g} s ({ospf.bfd_interval_ms} ms x {ospf.bfd_multiplier}), "
+                f"no sooner than OSPF's dead interval ({ospf.dead} s): bfd adds nothing")))
+    for name in cluster.directors:
+        bgp = cluster.bgp(name)
+        if cluster.announce(name) != "bgp" or cluster.announcer(name) != "frr" or not bgp.bfd:
+            continue
+        detect = bgp.bfd_interval_ms * bgp.bfd_multiplier / 1000
+        if detect >= bgp.hold:
+            own = topology.nodes[name].bgp
+            where = ("nodes", name, "bgp") if own and own.model_fields_set & {"bfd_interval_ms", "bfd_multiplier"} else ("defaults", "bgp")
+            problems.append(_warn((*where, "bfd_interval_ms"), (
+                f"BFD notices a dead neighbour after {detect:g} s ({bgp.bfd_interval_ms} ms x {bgp.bfd_multiplier}), "
+                f"no sooner than BGP's hold time ({bgp.hold} s): bfd adds nothing")))
+    return once(problems)
+
+
+def _defense(cluster: Cluster) -> list[Problem]:
+    """Mode 1 (automatic) defences engage while free memory is below amemthresh: with 0, never."""
+    topology = cluster.topology
+    places = [(("defaults", "ipvs_defense"), topology.defaults.ipvs_defense)]
+    places += [(("nodes", name, "ipvs_defense"), node.ipvs_defense) for name, node in topology.nodes.items()
+               if node.role == "director" and node.ipvs_defense is not None]
+    problems = []
+    for loc, defense in places:
+        automatic = [name for name in ("drop_entry", "drop_packet", "secure_tcp") if getattr(defense, name) == 1]
+        if defense.amemthresh == 0 and automatic:
+            problems.append(_warn((*loc, "amemthresh"), (
+                f"amemthresh 0: free memory is never below 0 pages, so {', '.join(automatic)} at 1 (automatic) never "
+                f"engage{'s' if len(automatic) == 1 else ''}; use 3 to keep {'it' if len(automatic) == 1 else 'them'} on, "
+                "or a threshold in pages")))
     return problems

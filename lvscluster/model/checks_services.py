@@ -93,13 +93,30 @@ def _nat_adjacency(cluster: Cluster) -> list[Problem]:
 
 
 def _gateways(cluster: Cluster) -> list[Problem]:
+    """A default route must point at a node that forwards: a router or a director on the link."""
     problems = []
+    owners = {ipaddress.ip_address(i.ip): i for i in cluster.interfaces}
     for name, node in cluster.topology.nodes.items():
         if node.gateway is None:
             continue
+        loc = ("nodes", name, "gateway")
+        mine = [i for i in cluster.interfaces_of(name) if node.gateway in i.address.network]
+        owner = owners.get(node.gateway)
         if any(ipaddress.ip_address(i.ip) == node.gateway for i in cluster.interfaces_of(name)):
-            problems.append(Problem(("nodes", name, "gateway"), (
+            problems.append(Problem(loc, (
                 f"gateway {node.gateway} is {name}'s own address: a default route must point at another node")))
+        elif any(node.gateway in (i.address.network.network_address, i.address.network.broadcast_address)
+                 and i.address.network.prefixlen < i.address.network.max_prefixlen - 1 for i in mine):
+            problems.append(Problem(loc, (
+                f"gateway {node.gateway} is the network or broadcast address of {mine[0].address.network}, never a node's")))
+        elif owner is not None and cluster.role(owner.node) in ("client", "real_server"):
+            problems.append(Problem(loc, (
+                f"gateway {node.gateway} is {owner.node}:{owner.name}'s, a {cluster.role(owner.node)}, which does not "
+                "forward packets: point the default route at a router (or, for NAT, a director)")))
+        elif owner is None and mine:
+            problems.append(Problem(loc, (
+                f"gateway {node.gateway} is no node's address on {name}'s link {mine[0].address.network}: a lab has "
+                "nothing there (fine only for a machine outside the topology)"), warning=True))
     return problems
 
 

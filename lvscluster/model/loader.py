@@ -7,6 +7,8 @@ a user never sees a traceback for bad input.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 
 from lvscluster.errors import TopologyError
+from lvscluster.model.checks_fields import as_list
 from lvscluster.model.problems import Loc, Problem, format_path
 from lvscluster.model.secrets import Secret
 from lvscluster.model.topology import IPVS_MAX_SECONDS, Topology
@@ -31,6 +34,15 @@ KEEPALIVED_NAMES = {
     "inhibit_on_failure": "no setting (a failed real server always stays at weight 0)",
     "quorum_up": "no setting (lvscluster announces the VIP itself)", "ops": "flags: [one-packet]",
     "virtual_router_id": "no setting (no VRRP: every director is active)", "priority": "no setting (no VRRP: every director is active)",
+}
+
+
+# values keepalived.conf (its checkers) or ipvsadm (its forwarding options) spell differently, by
+# field: whose name it is, and what it is here
+KEEPALIVED_VALUES = {
+    "type": ("keepalived", {"http_get": "http", "ssl_get": "https", "tcp_check": "tcp", "udp_check": "udp",
+                            "dns_check": "dns", "misc_check": "exec"}),
+    "forward": ("ipvsadm", {"masq": "nat", "masquerading": "nat", "gate": "dr", "gatewaying": "dr", "ipip": "tun"}),
 }
 
 
@@ -129,8 +141,37 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             message += f" (got {error['input']!r})"
             if error["type"] == "less_than_equal" and (error.get("ctx") or {}).get("le") == IPVS_MAX_SECONDS:
                 message += ": 31 days is ipvsadm's limit (the kernel keeps it in jiffies in a 32-bit field)"
+            message += _value_hint(error, loc)
         problems.append(Problem(loc, message))
     return problems
+
+
+def _value_hint(error: dict, loc: Loc) -> str:
+    """What the operator likely meant by a value of the wrong form: `RR` for `rr`, keepalived's
+    `HTTP_GET` for `http`, a dotted netmask for a prefix length, an asdot AS number."""
+    value, field = error["input"], str(loc[-1]) if loc else ""
+    if error["type"] == "list_type" and field == "command" and isinstance(value, str):
+        return f": command is an argument list run without a shell, e.g. {as_list(value)}"
+    if error["type"] == "literal_error" and isinstance(value, str):
+        options = re.findall(r"'([^']*)'", (error.get("ctx") or {}).get("expected", ""))
+        whose, names = KEEPALIVED_VALUES.get(field, ("", {}))
+        if value.strip().lower() in names and (field != "type" or "health" in loc):
+            return f": that is {whose}'s name; here it is {names[value.strip().lower()]!r}"
+        same = [o for o in options if o.lower() == value.strip().lower()]
+        if same:
+            return f"; did you mean {same[0]!r}? (exactly as written here: case and spaces count)"
+    if error["type"] == "int_parsing" and isinstance(value, str):
+        if field == "netmask":
+            if value.strip().startswith("/") and value.strip()[1:].isdigit():
+                return f": netmask is a prefix length; write {value.strip()[1:]}, without the slash"
+            try:
+                return f": netmask is a prefix length; {value} is {ipaddress.IPv4Network('0.0.0.0/' + value.strip()).prefixlen}"
+            except ValueError:
+                return ""
+        match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", value)
+        if field in ("asn", "director_asn", "router_asn") and match and max(int(match[1]), int(match[2])) < 65536:
+            return f": write an AS number as one number; asdot {value.strip()} is {int(match[1]) * 65536 + int(match[2])}"
+    return ""
 
 
 def parse_topology(text: str, path: Path | str = "<topology>") -> tuple[Topology, LineMap]:

@@ -4,7 +4,8 @@ Deploy writes each one under `/proc/sys` and fails on a name the kernel lacks, s
 checked when the topology loads: `net.ipv4.vs.*` against Linux 6.1's IPVS sysctls
 (Documentation/networking/ipvs-sysctl.rst, plus the lblc/lblcr schedulers' own),
 `net.ipv4.conf.IFACE.*` against its per-interface names, other `net.ipv4.*` names against a list
-(a warning: they depend on the kernel's build); other names by their form.
+(a warning: they depend on the kernel's build); other names by their form. A NAT director keeps
+forwarding on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import difflib
 import re
 
 from lvscluster.model.cluster import Cluster
-from lvscluster.model.problems import Problem
+from lvscluster.model.problems import Problem, once
 
 IPVS_SYSCTLS = frozenset({
     "am_droprate", "amemthresh", "backup_only", "cache_bypass", "conn_reuse_mode", "conntrack", "drop_entry",
@@ -82,7 +83,29 @@ def sysctl_problems(cluster: Cluster) -> list[Problem]:
     for loc, sysctls in places:
         for name, value in sysctls.items():
             problems += _check(loc + (name,), name, value, interfaces)
-    return problems
+    return problems + _forwarding(cluster)
+
+
+FORWARDING = ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding")
+
+
+def _forwarding(cluster: Cluster) -> list[Problem]:
+    """NAT replies pass the director's FORWARD path, where IPVS rewrites them: forwarding stays on."""
+    topology = cluster.topology
+    if not any(svc.forward == "nat" for vip in topology.vips for svc in vip.services):
+        return []
+    problems = []
+    for director in cluster.directors:
+        own = topology.nodes[director].sysctls
+        for loc, sysctls in ((("nodes", director, "sysctls"), own), (("defaults", "sysctls"), topology.defaults.sysctls)):
+            name = next((n for n in sysctls if ".".join(_parts(n)) in FORWARDING), None)
+            if name is not None:
+                if _NUMBER.match(sysctls[name].strip()) and int(sysctls[name].strip(), 0) == 0:
+                    problems.append(Problem((*loc, name), (
+                        f"{name} 0 on {director}, which has NAT services: their replies pass its FORWARD path, where "
+                        "IPVS rewrites them, so with forwarding off they are dropped")))
+                break  # a node's own setting overrides the defaults'
+    return once(problems)
 
 
 def _parts(name: str) -> list[str]:
