@@ -12,6 +12,7 @@ parameters, `~SEQ`/`~LST`) is returned as skipped lines, never dropped silently.
 from __future__ import annotations
 
 import glob
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,7 @@ class _Reader:
             raise ConfError(f"{where}: include {pattern}: no such file")
         base = Path(where.file).parent
         for match in matches:
-            shown = match if Path(pattern).is_absolute() else str(base / Path(match).relative_to(directory))
+            shown = match if Path(pattern).is_absolute() else os.path.normpath(base / Path(match).relative_to(directory))
             self.read_file(Path(match), shown, where)
 
 

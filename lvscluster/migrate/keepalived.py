@@ -319,14 +319,19 @@ def _global_defs(stmt: Statement, imported: Imported) -> None:
 
 def _sync(stmt: Statement, imported: Imported) -> None:
     """`lvs_sync_daemon IFACE [inst VRRP] [id N] [maxlen N] [port N] [ttl N] [group ADDR]`."""
-    words, sync = stmt.args[1:], {"interface": "lan0"}
-    for name, value in zip(words[::2], words[1::2]):
+    words, sync, i = stmt.args[1:], {"interface": "lan0"}, 0
+    while i < len(words):
+        name, value = words[i], words[i + 1] if i + 1 < len(words) else ""
         if name == "id":
             sync["syncid"] = _int(Statement([name, value], stmt.where), 1, 0, 255)
         elif name in ("maxlen", "port", "ttl"):
             sync[name] = _int(Statement([name, value], stmt.where), 1, 0, 65535)
         elif name == "group":
             sync["group"] = value
+        elif name != "inst":
+            i += 1  # the VRRP instance, named without `inst` (keepalived's older form)
+            continue
+        i += 2
     imported.sync = sync
     imported.note(stmt.where, stmt.text, f"sync runs on every director's LAN link (lan0), not on "
                   f"{stmt.args[0] if stmt.args else '?'}, as master and backup at once", approximated=True)
