@@ -140,6 +140,9 @@ register_agent(app)
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(node_app, name="node")
+from lvscluster.cli.migrate import export_app, import_app  # noqa: E402
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
 
 
 def _version(value: bool) -> None:
