@@ -26,7 +26,7 @@ from lvscluster.migrate.keepalived import import_keepalived
 from lvscluster.migrate.to_topology import write_topology
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import parse_topology
-from lvscluster.netlink import apply
+from lvscluster.apply.kernel import apply_to_kernel
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.plan.diff import diff_ipvs
 from lvscluster.state import IpvsState
@@ -110,7 +110,7 @@ def test_keepalived_and_lvscluster_program_the_same_table(conf: Path, netns, tmp
 
     ours_ns = netns()
     early, late = diff_ipvs(director, wanted, IpvsState())
-    apply(ours_ns, early + late)
+    apply_to_kernel(ours_ns, early + late)
     ours = saved(ours_ns)
     assert ours == theirs, f"keepalived:\n{theirs}\nlvscluster:\n{ours}\nimported topology:\n{text}"
     assert "\n".join(save_rules(wanted)) + "\n" == theirs  # export ipvsadm prints the same
