@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import shlex
-from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Protocol
 

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lvscluster.apply import frr
 from lvscluster.apply.backends import DockerBackend, KernelBackend, NodeBackend, SshBackend, apply_lock

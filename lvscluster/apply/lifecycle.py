@@ -9,7 +9,6 @@ and connection counts) until traffic has really moved.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -107,11 +107,3 @@ async def _run_until_signal(runner) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await runner.run(stop)
-
-
-def register(app: typer.Typer) -> None:
-    """Add `agent` and `genhash` to the app."""
-    from lvscluster.cli.health import genhash
-
-    app.command()(agent)
-    app.command()(genhash)

@@ -136,69 +136,64 @@ def _forward_changes_to_vm(cluster: Cluster, file: Path, ask: bool) -> None:
     forward_to_vm(vm, file)
 
 
-def register(app: typer.Typer) -> None:
-    """Add `plan` and `deploy` to the main app."""
+def plan(
+    file: TopologyFile,
+    against: Annotated[Optional[Path], typer.Option(
+        parser=_state_directory, metavar="DIR", help="Compare with node states saved in `DIR/<node>/state.json` (e.g. an earlier `render`) "
+             "instead of observing the nodes.")] = None,
+    offline: Annotated[bool, typer.Option(help="Plan against empty nodes, without observing anything.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the ordered actions, each with its reason, that would bring the nodes to the topology.
 
-    @app.command()
-    def plan(
-        file: TopologyFile,
-        against: Annotated[Optional[Path], typer.Option(
-            parser=_state_directory, metavar="DIR", help="Compare with node states saved in `DIR/<node>/state.json` (e.g. an earlier `render`) "
-                 "instead of observing the nodes.")] = None,
-        offline: Annotated[bool, typer.Option(help="Plan against empty nodes, without observing anything.")] = False,
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Show the ordered actions, each with its reason, that would bring the nodes to the topology.
+    Changes nothing (it is `deploy --dry-run`). The nodes are observed when a lab built from
+    FILE is up or the nodes have `access:`; otherwise, or with --offline, the plan starts from
+    empty nodes. "no changes" means every node already matches.
+    """
+    cluster = load_cluster(file)
+    if against is None and not offline and (vm := lab_vm(cluster.name)):
+        forward_to_vm(vm, file)
+    lab = lab_namespaces(cluster)
+    if against is not None or offline or not _reachable(cluster, lab):
+        if against is None and not offline:
+            err.print("plan: no lab is up for this topology and no node has access:, so this plan starts "
+                      "from empty nodes", markup=False)
+        desired = {n: s for n, s in plan_cluster(cluster).items() if managed(s)}
+        actions = diff_cluster(desired, load_observed(against, desired) if against else {})
+    else:
+        actions = plan_deploy(cluster, lab, progress=_progress).actions
+    if as_json:
+        print_json(plan_json(actions))
+    else:
+        print_plan(actions)
 
-        Changes nothing (it is `deploy --dry-run`). The nodes are observed when a lab built from
-        FILE is up or the nodes have `access:`; otherwise, or with --offline, the plan starts from
-        empty nodes. "no changes" means every node already matches.
-        """
-        cluster = load_cluster(file)
-        if against is None and not offline and (vm := lab_vm(cluster.name)):
-            forward_to_vm(vm, file)
-        lab = lab_namespaces(cluster)
-        if against is not None or offline or not _reachable(cluster, lab):
-            if against is None and not offline:
-                err.print("plan: no lab is up for this topology and no node has access:, so this plan starts "
-                          "from empty nodes", markup=False)
-            desired = {n: s for n, s in plan_cluster(cluster).items() if managed(s)}
-            actions = diff_cluster(desired, load_observed(against, desired) if against else {})
-        else:
-            actions = plan_deploy(cluster, lab, progress=_progress).actions
-        if as_json:
-            print_json(plan_json(actions))
-        else:
-            print_plan(actions)
+def deploy(
+    file: TopologyFile,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan (same as `plan`).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Observe every node, show the plan, ask, and apply it node by node.
 
-    @app.command()
-    def deploy(
-        file: TopologyFile,
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan (same as `plan`).")] = False,
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Observe every node, show the plan, ask, and apply it node by node.
-
-        Order: real servers, routers, then directors one at a time (each fully set up before it
-        announces the VIP). The first failure stops the rollout and names the node and action;
-        nodes not reached are left as they were. Running deploy again continues from there, and
-        on a converged cluster prints "no changes".
-        """
-        cluster = load_cluster(file)
-        _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run or as_json))
-        lab = lab_namespaces(cluster)
-        plan_ = plan_deploy(cluster, lab, progress=_progress)
-        if as_json and (dry_run or plan_.total == 0):
-            print_json({**plan_json(plan_.actions), "applied": []})
-            return
-        changed = _show_confirm_apply(plan_, yes=yes, dry_run=dry_run, show=not as_json)
-        if changed is None:
-            return
-        if as_json:
-            print_json({**plan_json(plan_.actions), "applied": changed})
-        else:
-            out.print(f"applied {plan_.total} changes to {len(changed)} nodes", markup=False)
+    Order: real servers, routers, then directors one at a time (each fully set up before it
+    announces the VIP). The first failure stops the rollout and names the node and action;
+    nodes not reached are left as they were. Running deploy again continues from there, and
+    on a converged cluster prints "no changes".
+    """
+    cluster = load_cluster(file)
+    _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run or as_json))
+    lab = lab_namespaces(cluster)
+    plan_ = plan_deploy(cluster, lab, progress=_progress)
+    if as_json and (dry_run or plan_.total == 0):
+        print_json({**plan_json(plan_.actions), "applied": []})
+        return
+    changed = _show_confirm_apply(plan_, yes=yes, dry_run=dry_run, show=not as_json)
+    if changed is None:
+        return
+    if as_json:
+        print_json({**plan_json(plan_.actions), "applied": changed})
+    else:
+        out.print(f"applied {plan_.total} changes to {len(changed)} nodes", markup=False)
 
 
 def _print_status(report: dict) -> None:
@@ -239,62 +234,57 @@ def _print_status(report: dict) -> None:
             out.print(f"  [yellow]{name}: {escape(line)}[/yellow]")
 
 
-def register_status(app: typer.Typer) -> None:
-    """Add `status` and `destroy` to the main app."""
+def status(
+    file: TopologyFile,
+    connections: Annotated[bool, typer.Option("--connections", help="List every IPVS connection entry of every "
+                                              "director (client, VIP, real server, state, expiry, local or sync), "
+                                              "as `ipvsadm -lnc` does.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show the cluster: per director OSPF, VIP announcement, IPVS services and dests with connections,
+    sync daemons and whether its dest order (so its mh table) matches the others; per router the
+    ECMP next hops of each VIP; per node whether it matches the topology. Changes nothing."""
+    from lvscluster.apply.status import cluster_status
 
-    @app.command()
-    def status(
-        file: TopologyFile,
-        connections: Annotated[bool, typer.Option("--connections", help="List every IPVS connection entry of every "
-                                                  "director (client, VIP, real server, state, expiry, local or sync), "
-                                                  "as `ipvsadm -lnc` does.")] = False,
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Show the cluster: per director OSPF, VIP announcement, IPVS services and dests with connections,
-        sync daemons and whether its dest order (so its mh table) matches the others; per router the
-        ECMP next hops of each VIP; per node whether it matches the topology. Changes nothing."""
-        from lvscluster.apply.status import cluster_status
+    cluster = load_cluster(file)
+    if (vm := lab_vm(cluster.name)) is not None:
+        forward_to_vm(vm, file)
+    observed = plan_deploy(cluster, lab_namespaces(cluster))
+    report = cluster_status(observed)
+    if connections:
+        from lvscluster.apply.backends import KernelBackend
+        from lvscluster.netlink.connections import connections as read_connections
 
-        cluster = load_cluster(file)
-        if (vm := lab_vm(cluster.name)) is not None:
-            forward_to_vm(vm, file)
-        observed = plan_deploy(cluster, lab_namespaces(cluster))
-        report = cluster_status(observed)
-        if connections:
-            from lvscluster.apply.backends import KernelBackend
-            from lvscluster.netlink.connections import connections as read_connections
-
-            report["connections"] = {
-                name: [c.as_dict() for c in read_connections(backend.netns)]
-                for name, backend in observed.backends.items()
-                if cluster.role(name) == "director" and isinstance(backend, KernelBackend)}
-        if as_json:
-            print_json(report)
-            return
-        _print_status(report)
-        for name, entries in report.get("connections", {}).items():
-            out.print(f"[bold]{name}[/bold] connections ({len(entries)})")
-            for c in entries:
-                out.print(f"  {c['protocol']} {c['client']} -> {c['vip']} -> {c['dest']} {c['state']} "
-                          f"{c['expires']}s {c['origin']}", markup=False)
+        report["connections"] = {
+            name: [c.as_dict() for c in read_connections(backend.netns)]
+            for name, backend in observed.backends.items()
+            if cluster.role(name) == "director" and isinstance(backend, KernelBackend)}
+    if as_json:
+        print_json(report)
+        return
+    _print_status(report)
+    for name, entries in report.get("connections", {}).items():
+        out.print(f"[bold]{name}[/bold] connections ({len(entries)})")
+        for c in entries:
+            out.print(f"  {c['protocol']} {c['client']} -> {c['vip']} -> {c['dest']} {c['state']} "
+                      f"{c['expires']}s {c['origin']}", markup=False)
 
 
-    @app.command()
-    def destroy(
-        file: TopologyFile,
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be removed.")] = False,
-    ) -> None:
-        """Remove what deploy added and nothing else: withdraw the VIPs (FRR config emptied), remove
-        the VIP addresses, the topology's IPVS services and sync daemons, and set the sysctls deploy
-        changed back to their earlier values. Directors first, then routers, then real servers."""
-        from lvscluster.apply.deploy import plan_teardown
+def destroy(
+    file: TopologyFile,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be removed.")] = False,
+) -> None:
+    """Remove what deploy added and nothing else: withdraw the VIPs (FRR config emptied), remove
+    the VIP addresses, the topology's IPVS services and sync daemons, and set the sysctls deploy
+    changed back to their earlier values. Directors first, then routers, then real servers."""
+    from lvscluster.apply.deploy import plan_teardown
 
-        cluster = load_cluster(file)
-        _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run))
-        teardown = plan_teardown(plan_deploy(cluster, lab_namespaces(cluster), progress=_progress))
-        changed = _show_confirm_apply(teardown, yes=yes, dry_run=dry_run)
-        if changed is None:
-            return
-        out.print(f"removed: {teardown.total} changes on {len(changed)} nodes", markup=False)
+    cluster = load_cluster(file)
+    _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run))
+    teardown = plan_teardown(plan_deploy(cluster, lab_namespaces(cluster), progress=_progress))
+    changed = _show_confirm_apply(teardown, yes=yes, dry_run=dry_run)
+    if changed is None:
+        return
+    out.print(f"removed: {teardown.total} changes on {len(changed)} nodes", markup=False)
 

@@ -97,12 +97,6 @@ def _drain_director(file: Path, name: str, drained: bool, no_edit: bool, timeout
     return cluster
 
 
-def register_lifecycle(app: typer.Typer) -> None:
-    """Add the `director` and `rs` groups to the main app."""
-    app.add_typer(director_app, name="director")
-    app.add_typer(rs_app, name="rs")
-
-
 @director_app.command("drain")
 def director_drain(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeout: Timeout = 30) -> None:
     """Stop attracting new traffic to a director without dropping flows; report what it still carries.

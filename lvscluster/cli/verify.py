@@ -44,31 +44,27 @@ def print_report(report: VerifyReport) -> None:
             out.print(f"  [dim]note: {escape(note)}[/dim]")
 
 
-def register(app: typer.Typer) -> None:
-    """Add `verify` to the main app."""
+def verify(file: TopologyFile, as_json: JsonFlag = False) -> None:
+    """Check that every director would send each new flow to the same real server.
 
-    @app.command()
-    def verify(file: TopologyFile, as_json: JsonFlag = False) -> None:
-        """Check that every director would send each new flow to the same real server.
+    Reads every director's IPVS services as the kernel holds them (dest order and weights, as `status` observes them) and recomputes, per service, the lookup table the kernel's mh (Maglev, 4093 slots) or sh (256 buckets) scheduler builds from them, exactly as Linux 6.1 does.
 
-        Reads every director's IPVS services as the kernel holds them (dest order and weights, as `status` observes them) and recomputes, per service, the lookup table the kernel's mh (Maglev, 4093 slots) or sh (256 buckets) scheduler builds from them, exactly as Linux 6.1 does.
+    Directors whose tables, available dests or hash flags (mh-port, mh-fallback) differ from the majority would send some flows to another real server when ECMP moves them: each is listed with the reasons, the share of table slots and of 1000 sample flows that differ, and example flows. A service missing on a director counts as a difference.
 
-        Directors whose tables, available dests or hash flags (mh-port, mh-fallback) differ from the majority would send some flows to another real server when ECMP moves them: each is listed with the reasons, the share of table slots and of 1000 sample flows that differ, and example flows. A service missing on a director counts as a difference.
+    Exits 0 when all directors agree, 1 when any differs. Changes nothing.
+    """
+    from lvscluster.apply.deploy import plan_deploy
+    from lvscluster.cli.deploy import lab_namespaces
 
-        Exits 0 when all directors agree, 1 when any differs. Changes nothing.
-        """
-        from lvscluster.apply.deploy import plan_deploy
-        from lvscluster.cli.deploy import lab_namespaces
-
-        cluster = load_cluster(file)
-        if (vm := lab_vm(cluster.name)) is not None:
-            forward_to_vm(vm, file)
-        observed = plan_deploy(cluster, lab_namespaces(cluster)).observed
-        directors = {name: state for name, state in observed.items() if cluster.role(name) == "director"}
-        report = verify_directors(directors)
-        if as_json:
-            print_json(report.to_json())
-        else:
-            print_report(report)
-        if not report.consistent:
-            raise typer.Exit(EXIT_FAILURE)
+    cluster = load_cluster(file)
+    if (vm := lab_vm(cluster.name)) is not None:
+        forward_to_vm(vm, file)
+    observed = plan_deploy(cluster, lab_namespaces(cluster)).observed
+    directors = {name: state for name, state in observed.items() if cluster.role(name) == "director"}
+    report = verify_directors(directors)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        print_report(report)
+    if not report.consistent:
+        raise typer.Exit(EXIT_FAILURE)

@@ -14,7 +14,8 @@ from lvscluster.model.problems import Problem
 from lvscluster.model.topology import Health
 
 # /proc/sys/net/ipv{4,6}/conf/ holds `all` and `default`: an interface of either name cannot
-# register its own sysctl directory (systemd refuses both names for that reason)
+# register its own sysctl directory, so the kernel refuses to create it (measured on 6.18:
+# `ip link add all type veth peer name x` answers "RTNETLINK answers: Invalid argument")
 SYSCTL_CONF_NAMES = ("all", "default")
 DNS_NAME_MAX = 253  # characters of a name in text form, without the final dot (RFC 1035: 255 octets on the wire)
 DNS_LABEL_MAX = 63
