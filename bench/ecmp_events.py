@@ -76,14 +76,15 @@ def run(path: str, rounds: int, steps: tuple[str, ...] = STEPS, ways: tuple[str,
     """Every step in both ways, `rounds` times; the figures per way and step."""
     from lvscluster.apply.change import change_director
     from lvscluster.apply.lifecycle import deploy_nodes
-    from lvscluster.cli.deploy import lab_namespaces
+    from lvscluster.cli.deploy import lab_placements
     from lvscluster.lab import faults
     from lvscluster.plan.render import frr_daemons
 
     cluster = Cluster.from_topology(load_topology(path))
-    namespaces = lab_namespaces(cluster)
-    if not namespaces:
+    lab = lab_placements(cluster)
+    if not lab:
         raise SystemExit(f"no lab is up for {path}: lvscluster lab up {path} && lvscluster deploy --yes {path}")
+    namespaces = {node: placement.target for node, placement in lab.items()}
     director, router = cluster.directors[-1], namespaces[cluster.routers[0]]
     prefix = f"{cluster.topology.vips[0].address}/32"
     def quiet(message: str) -> None:
@@ -94,9 +95,9 @@ def run(path: str, rounds: int, steps: tuple[str, ...] = STEPS, ways: tuple[str,
         for way, results_of in results.items():
             def apply(target: Cluster, revived: bool = False) -> None:
                 if way == "deploy":
-                    deploy_nodes(target, namespaces, [director], quiet)
+                    deploy_nodes(target, lab, [director], quiet)
                 else:
-                    change_director(target, namespaces, director, quiet, frr_restarted=revived)
+                    change_director(target, lab, director, quiet, frr_restarted=revived)
 
             drained = cluster.with_node(director, drain=True)
             results_of["drain"].append(timed(lambda: apply(drained), router, prefix))

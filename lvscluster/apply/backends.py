@@ -6,7 +6,8 @@
 `KernelBackend` works on this machine: in a network namespace (lab nodes, `netns:NAME`) or
 in the current one (`local`), through the netlink library and FRR's frr-reload.
 `SshBackend` (ssh) and `DockerBackend` (docker exec) run `lvscluster node observe|apply` on the
-node with JSON on stdin, so the far side is the same `KernelBackend`.
+node with JSON on stdin, so the far side is the same `KernelBackend`. `backend_for(placement)`
+picks one; every backend says where it works (`placement`), so callers never ask for its type.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import TypeAdapter
 
 from lvscluster.apply import exabgp, frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, CommandFailed, Runner
+from lvscluster.apply.placement import Placement
 from lvscluster.errors import ApplyError
 from lvscluster.files import write_atomic
 from lvscluster.plan.actions import Action
@@ -36,6 +38,8 @@ class NodeBackend(Protocol):
     """What deploy needs from a node."""
 
     description: str
+    placement: Placement  # where the node is: on this machine (its lock and records here) or not
+    dry_run: bool  # nothing is changed (commands are printed, not run)
 
     def observe(self, desired: NodeState) -> NodeState:
         """The node's current state, shaped like `desired`."""
@@ -69,8 +73,14 @@ class KernelBackend:
         self.netns = netns
         self.frr_pathspace = frr_pathspace
         self.runner = runner
+        self.placement = Placement("netns", netns) if netns else Placement("local")
         self.description = f"netns {netns}" if netns else "this machine"
         self._frr_running: str | None = None  # FRR's running config as observe last read it
+
+    @property
+    def dry_run(self) -> bool:
+        """Commands are printed, not run."""
+        return self.runner.dry_run
 
     def originals(self) -> dict[str, str]:
         """Sysctl values as they were before deploy first changed them."""
@@ -164,8 +174,14 @@ class NodeCommandBackend:
     on stdin and stdout, so the far side is the same `KernelBackend`. Subclasses say how to get there."""
 
     description: str
+    placement: Placement
     runner: Runner
     frr_pathspace: str | None = None  # the far side's FRR -N pathspace; None = that machine's FRR
+
+    @property
+    def dry_run(self) -> bool:
+        """Commands are printed, not run."""
+        return self.runner.dry_run
 
     def _argv(self, verb: str) -> list[str]:
         raise NotImplementedError
@@ -211,6 +227,7 @@ class SshBackend(NodeCommandBackend):
         self.frr_pathspace = frr_pathspace
         self.ssh_options = ssh_options
         self.remote_command = remote_command
+        self.placement = Placement("ssh", target)
         self.description = target
 
     def _argv(self, verb: str) -> list[str]:
@@ -231,7 +248,22 @@ class DockerBackend(NodeCommandBackend):
         self.container = container
         self.runner = runner
         self.command = command
-        self.description = f"docker:{container}"
+        self.placement = Placement("docker", container)
+        self.description = str(self.placement)
 
     def _argv(self, verb: str) -> list[str]:
         return ["docker", "exec", "-i", self.container, *shlex.split(self.command), "node", verb]
+
+
+def backend_for(placement: Placement, runner: Runner = DEFAULT_RUNNER) -> NodeBackend:
+    """The backend that reaches a node where `placement` says it is."""
+    match placement.kind:
+        case "local":
+            return KernelBackend(None, None, runner)
+        case "netns":
+            return KernelBackend(placement.target, frr.pathspace_for(placement.target), runner)
+        case "ssh":
+            return SshBackend(placement.target, runner)
+        case "docker":
+            return DockerBackend(placement.target, runner)
+    raise ValueError(f"no backend reaches a {placement.kind} node by itself ({placement})")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from lvscluster.apply.backends import KernelBackend, apply_lock
-from lvscluster.apply.deploy import agent_verdict, backend_for, read_deployed, topology_snapshot
+from lvscluster.apply.backends import apply_lock, backend_for
+from lvscluster.apply.deploy import agent_verdict, read_deployed, topology_snapshot
 from lvscluster.apply.lifecycle import deploy_nodes
+from lvscluster.apply.placement import Placement, placement_of
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
@@ -27,20 +28,20 @@ from lvscluster.runfiles import deployed_path
 Progress = Callable[[str], None]
 
 
-def change_director(cluster: Cluster, namespaces: dict[str, str] | None, node: str, progress: Progress,
+def change_director(cluster: Cluster, lab: dict[str, Placement] | None, node: str, progress: Progress,
                     frr_restarted: bool = False) -> int:
     """Bring one director from its recorded topology to `cluster`'s; returns the number of changes.
 
     Quick (no observation) when deploy's record of the node is here; a whole deploy of the node
     otherwise. `frr_restarted`: FRR was just started empty (a revived node): its whole config is
     loaded, the rest is taken as recorded."""
-    backend = backend_for(cluster, node, namespaces)
-    if cluster.role(node) != "director" or not isinstance(backend, KernelBackend) or backend.runner.dry_run:
-        return deploy_nodes(cluster, namespaces, [node], progress)
+    backend = backend_for(placement_of(cluster, node, lab))
+    if cluster.role(node) != "director" or not backend.placement.on_this_machine or backend.dry_run:
+        return deploy_nodes(cluster, lab, [node], progress)
     try:
-        record = deployed_path(node, backend.netns)
+        record = deployed_path(node, backend.placement.netns)
         recorded_text = record.read_text() if record.exists() else None
-        recorded = read_deployed(node, backend.netns) if recorded_text else None
+        recorded = read_deployed(node, backend.placement.netns) if recorded_text else None
         if recorded is None or node not in recorded.topology.nodes:
             raise LvsClusterError("no record of what deploy applied")
         # planned before taking the lock: the node's agent may be holding it for a while
@@ -50,7 +51,7 @@ def change_director(cluster: Cluster, namespaces: dict[str, str] | None, node: s
             before = before.model_copy(update={"frr": ""})
         actions = diff_node(after, before)
         asked = time.monotonic()
-        with apply_lock(backend.netns):
+        with apply_lock(backend.placement.netns):
             if (waited := time.monotonic() - asked) >= 0.5:
                 progress(f"{node}: waited {waited:.1f} s for its apply lock (its agent was converging)")
             if record.read_text() != recorded_text:
@@ -62,4 +63,4 @@ def change_director(cluster: Cluster, namespaces: dict[str, str] | None, node: s
         return len(actions)
     except (LvsClusterError, OSError) as exc:
         progress(f"{node}: quick change not possible ({exc}): deploying the node whole")
-        return deploy_nodes(cluster, namespaces, [node], progress)
+        return deploy_nodes(cluster, lab, [node], progress)

@@ -19,19 +19,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lvscluster.apply import frr
-from lvscluster.apply.backends import DockerBackend, KernelBackend, NodeBackend, SshBackend, apply_lock
+from lvscluster.apply.backends import NodeBackend, apply_lock, backend_for
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
+from lvscluster.apply.placement import Placement, placement_of
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Topology
 from lvscluster.plan.actions import Action
-from lvscluster.plan.health import HealthVerdict
 from lvscluster.plan.desired import plan_cluster, plan_director
 from lvscluster.plan.diff import diff_node
-from lvscluster.state import NodeState
+from lvscluster.plan.health import HealthVerdict
 from lvscluster.runfiles import deployed_path, read_health_record
+from lvscluster.state import NodeState
 
 Progress = Callable[[str], None]
 OBSERVE_WORKERS = 8  # nodes observed at once
@@ -42,33 +42,11 @@ def _quiet(_: str) -> None:
     pass
 
 
-def backend_for(cluster: Cluster, node: str, lab_namespaces: dict[str, str] | None,
-                runner: Runner = DEFAULT_RUNNER) -> NodeBackend:
-    """How to reach a node: its lab namespace when a lab is up, else its `access` field."""
-    access = cluster.topology.nodes[node].access
-    if lab_namespaces and node in lab_namespaces:
-        space = lab_namespaces[node]
-        if space.startswith("docker:"):  # a Docker lab's node is its container
-            return DockerBackend(space.removeprefix("docker:"), runner)
-        return KernelBackend(space, frr.pathspace_for(space), runner)
-    if access == "local":
-        return KernelBackend(None, None, runner)
-    if access and access.startswith("netns:"):
-        space = access.removeprefix("netns:")
-        return KernelBackend(space, frr.pathspace_for(space), runner)
-    if access and access.startswith("ssh://"):
-        return SshBackend(access, runner)
-    if access and access.startswith("docker:"):
-        return DockerBackend(access.removeprefix("docker:"), runner)
-    raise LvsClusterError(f"node {node}: no lab is up for topology {cluster.name!r} and the node has no "
-                          "`access:` (local, netns:NAME, ssh://user@host, docker:NAME); run `lvscluster lab up` or set access")
-
-
 def agent_verdict(cluster: Cluster, node: str, backend: NodeBackend) -> HealthVerdict | None:
     """The health verdict of a director's running agent (None: no agent, or not a director)."""
-    if cluster.role(node) != "director" or not isinstance(backend, KernelBackend):
+    if cluster.role(node) != "director" or not backend.placement.on_this_machine:
         return None  # an ssh node's agent is not consulted yet
-    record = read_health_record(node, backend.netns)
+    record = read_health_record(node, backend.placement.netns)
     verdict = HealthVerdict.from_json(record["verdict"]) if record and "verdict" in record else None
     return verdict if verdict and (verdict.quiesced or verdict.withdrawn or verdict.sorry) else None
 
@@ -109,19 +87,20 @@ class DeployPlan:
 
 def require_root(backends: dict[str, NodeBackend]) -> None:
     """Local netlink and FRR work needs root; say so before touching anything."""
-    if os.geteuid() != 0 and any(isinstance(b, KernelBackend) for b in backends.values()):
+    if os.geteuid() != 0 and any(b.placement.on_this_machine for b in backends.values()):
         raise EnvironmentProblem("deploy and status need root for netlink and FRR on this machine: run with sudo")
 
 
-def plan_deploy(cluster: Cluster, lab_namespaces: dict[str, str] | None, progress: Progress = _quiet,
+def plan_deploy(cluster: Cluster, lab: dict[str, Placement] | None, progress: Progress = _quiet,
                 runner: Runner = DEFAULT_RUNNER, only: list[str] | None = None,
                 backends: dict[str, NodeBackend] | None = None) -> DeployPlan:
     """Observe every managed node (or the `only` ones) and compute its actions (changes nothing).
-    `backends` reaches the nodes some other way (tests: `apply.memory.MemoryBackend`)."""
+    `lab`: where the lab built from the topology put each node, if one is up; `backends` reach
+    nodes some other way (tests: `apply.memory.MemoryBackend`)."""
     desired = {name: state for name, state in plan_cluster(cluster, only).items() if managed(state)}
     order = rollout_order(cluster, list(desired))
     given = backends or {}
-    backends = {name: given.get(name) or backend_for(cluster, name, lab_namespaces, runner) for name in order}
+    backends = {name: given.get(name) or backend_for(placement_of(cluster, name, lab), runner) for name in order}
     require_root(backends)
     for name in order:  # a director's running agent has quiesced or withdrawn: plan with its verdict
         verdict = agent_verdict(cluster, name, backends[name])
@@ -213,14 +192,19 @@ def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> Non
     again first (its agent may have changed it since the plan), and a director records the topology
     it now holds in the same hold, so its agent never sees the new state with the old topology."""
     backend = plan.backends[name]
-    if not isinstance(backend, KernelBackend) or backend.runner.dry_run:
+    if not _keeps_records_here(backend):
         backend.apply(actions)
         return
-    with apply_lock(backend.netns):
+    with apply_lock(backend.placement.netns):
         if not plan.teardown:  # the node's agent may have changed it since the plan: apply what still differs
             actions = diff_node(plan.desired[name], backend.observe(plan.desired[name]))
         backend.apply_under_lock(actions)
         _record_deployed(plan, name)
+
+
+def _keeps_records_here(backend: NodeBackend) -> bool:
+    """A real change to a node on this machine: its apply lock and deploy's record are here."""
+    return backend.placement.on_this_machine and not backend.dry_run
 
 
 def read_deployed(node: str, netns: str | None) -> Cluster | None:
@@ -245,11 +229,10 @@ def _record_changes(plan: DeployPlan, name: str) -> bool:
     """True when a director's recorded topology is not the one being deployed (say, a deploy
     that failed at this director left its kernel changed and its record old)."""
     backend = plan.backends[name]
-    if plan.teardown or plan.cluster.role(name) != "director" or not isinstance(backend, KernelBackend) \
-            or backend.runner.dry_run:
+    if plan.teardown or plan.cluster.role(name) != "director" or not _keeps_records_here(backend):
         return False
     try:
-        return deployed_path(name, backend.netns).read_text() != _snapshot(plan)
+        return deployed_path(name, backend.placement.netns).read_text() != _snapshot(plan)
     except OSError:
         return True
 
@@ -258,9 +241,9 @@ def _record_deployed(plan: DeployPlan, name: str) -> None:
     """Keep the topology a director now holds (its agent converges to it, not to the file, so an
     edited file changes nothing until `deploy`); a destroyed director's record is removed."""
     backend = plan.backends[name]
-    if plan.cluster.role(name) != "director" or not isinstance(backend, KernelBackend) or backend.runner.dry_run:
+    if plan.cluster.role(name) != "director" or not _keeps_records_here(backend):
         return
-    path = deployed_path(name, backend.netns)
+    path = deployed_path(name, backend.placement.netns)
     if plan.teardown:
         path.unlink(missing_ok=True)
     else:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lvscluster.apply.backends import KernelBackend
 from lvscluster.apply.deploy import apply_plan, plan_deploy, plan_teardown
+from lvscluster.apply.placement import Placement, placement_of
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.runfiles import WITHDRAWALS
@@ -22,33 +22,31 @@ from lvscluster.runfiles import WITHDRAWALS
 Progress = Callable[[str], None]
 
 
-def deploy_nodes(cluster: Cluster, namespaces: dict[str, str] | None, nodes: list[str], progress: Progress) -> int:
+def deploy_nodes(cluster: Cluster, lab: dict[str, Placement] | None, nodes: list[str], progress: Progress) -> int:
     """Deploy the topology to these nodes only (rollout order); returns the number of changes."""
-    plan = plan_deploy(cluster, namespaces, progress=progress, only=nodes)
+    plan = plan_deploy(cluster, lab, progress=progress, only=nodes)
     apply_plan(plan, progress=progress)
     return plan.total
 
 
-def teardown_node(cluster: Cluster, namespaces: dict[str, str] | None, node: str, progress: Progress) -> int:
+def teardown_node(cluster: Cluster, lab: dict[str, Placement] | None, node: str, progress: Progress) -> int:
     """Remove what deploy put on one node (VIPs, IPVS, sync, FRR config; sysctls back)."""
-    teardown = plan_teardown(plan_deploy(cluster, namespaces, progress=progress, only=[node]))
+    teardown = plan_teardown(plan_deploy(cluster, lab, progress=progress, only=[node]))
     apply_plan(teardown, progress=progress)
     return teardown.total
 
 
-def _netns(cluster: Cluster, namespaces: dict[str, str] | None, node: str) -> str | None | bool:
+def _netns(cluster: Cluster, lab: dict[str, Placement] | None, node: str) -> str | None | bool:
     """The namespace to read a node's kernel in; False when the node is not on this machine."""
-    from lvscluster.apply.deploy import backend_for
-
-    backend = backend_for(cluster, node, namespaces)
-    return backend.netns if isinstance(backend, KernelBackend) else False
+    placement = placement_of(cluster, node, lab)
+    return placement.netns if placement.on_this_machine else False
 
 
-def router_next_hops(cluster: Cluster, namespaces: dict[str, str] | None) -> dict[str, list[str]] | None:
+def router_next_hops(cluster: Cluster, lab: dict[str, Placement] | None) -> dict[str, list[str]] | None:
     """Each VIP's next hops on the first router, when the router's kernel can be read from here."""
     from lvscluster.netlink import Links
 
-    if not cluster.routers or (netns := _netns(cluster, namespaces, cluster.routers[0])) is False:
+    if not cluster.routers or (netns := _netns(cluster, lab, cluster.routers[0])) is False:
         return None
     with Links(netns) as links:
         return {str(vip.address): sorted(links.nexthops(f"{vip.address}/32")) for vip in cluster.topology.vips}
@@ -59,20 +57,20 @@ def director_uplink_addresses(cluster: Cluster, director: str) -> set[str]:
     return {u.director.ip for r in cluster.routers for u in cluster.uplinks(r) if u.director.node == director}
 
 
-def router_uses(cluster: Cluster, namespaces: dict[str, str] | None, director: str) -> bool | None:
+def router_uses(cluster: Cluster, lab: dict[str, Placement] | None, director: str) -> bool | None:
     """Whether the router's ECMP set for any VIP includes the director (None: the router is not readable here)."""
-    hops = router_next_hops(cluster, namespaces)
+    hops = router_next_hops(cluster, lab)
     if hops is None:
         return None
     return any(director_uplink_addresses(cluster, director) & set(h) for h in hops.values())
 
 
-def director_load(cluster: Cluster, namespaces: dict[str, str] | None, director: str) -> dict[str, int] | None:
+def director_load(cluster: Cluster, lab: dict[str, Placement] | None, director: str) -> dict[str, int] | None:
     """A director's IPVS load over all services: active and inactive connections, packets in
     (a counter) and packets/s in (the kernel's 2 s moving average, slow to reach 0)."""
     from lvscluster.netlink import IpvsSocket
 
-    if (netns := _netns(cluster, namespaces, director)) is False:
+    if (netns := _netns(cluster, lab, director)) is False:
         return None
     load = {"active": 0, "inactive": 0, "inpps": 0, "inpkts": 0}
     with IpvsSocket(netns) as sock:
@@ -86,7 +84,7 @@ def director_load(cluster: Cluster, namespaces: dict[str, str] | None, director:
     return load
 
 
-def real_server_traffic(cluster: Cluster, namespaces: dict[str, str] | None, real_server: str) -> dict[str, int] | None:
+def real_server_traffic(cluster: Cluster, lab: dict[str, Placement] | None, real_server: str) -> dict[str, int] | None:
     """Active connection entries and packets in (a counter) towards one real server, summed over
     every director that can be read from here. In an all-active cluster the entries overstate:
     a director the router no longer sends a flow to keeps its entry until the entry times out."""
@@ -96,7 +94,7 @@ def real_server_traffic(cluster: Cluster, namespaces: dict[str, str] | None, rea
                  if ref.node == real_server}
     total, seen = {"active": 0, "inpkts": 0}, False
     for director in cluster.directors:
-        if (netns := _netns(cluster, namespaces, director)) is False:
+        if (netns := _netns(cluster, lab, director)) is False:
             continue
         seen = True
         with IpvsSocket(netns) as sock:
@@ -129,20 +127,20 @@ def wait_for(check: Callable[[], bool], timeout: float, period: float = 1.0) -> 
         time.sleep(period)
 
 
-def connection_entries(cluster: Cluster, namespaces: dict[str, str] | None, director: str) -> int | None:
+def connection_entries(cluster: Cluster, lab: dict[str, Placement] | None, director: str) -> int | None:
     """How many IPVS connection entries a director holds (its own and those learnt by sync)."""
     from lvscluster.netlink.connections import connections
 
-    if (netns := _netns(cluster, namespaces, director)) is False:
+    if (netns := _netns(cluster, lab, director)) is False:
         return None
     return len(connections(netns))
 
 
-def sync_caught_up(cluster: Cluster, namespaces: dict[str, str] | None, director: str, share: float = 0.9) -> bool:
+def sync_caught_up(cluster: Cluster, lab: dict[str, Placement] | None, director: str, share: float = 0.9) -> bool:
     """True when the director holds at least `share` of the entries the median other director holds."""
     others = sorted(n for d in cluster.directors if d != director
-                    if (n := connection_entries(cluster, namespaces, d)) is not None)
-    mine = connection_entries(cluster, namespaces, director)
+                    if (n := connection_entries(cluster, lab, d)) is not None)
+    mine = connection_entries(cluster, lab, director)
     if mine is None or not others:
         return True  # nothing to compare with from here
     return mine >= share * others[len(others) // 2]

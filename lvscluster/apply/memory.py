@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lvscluster.apply.placement import Placement
 from lvscluster.errors import ApplyError
 from lvscluster.plan.actions import Action
 from lvscluster.state import IpvsService, IpvsState, NodeState
@@ -22,7 +23,9 @@ class MemoryBackend:
                  fail_on: Callable[[Action], bool] | None = None, before_apply: Callable[[str], None] | None = None):
         self.name = name
         self.state = state or NodeState(name=name, role=role)
-        self.description = f"memory:{name}"
+        self.placement = Placement("memory", name)
+        self.description = str(self.placement)
+        self.dry_run = False
         self.fail_on = fail_on
         self.before_apply = before_apply
         self.applied: list[list[Action]] = []  # every apply call's actions, in order

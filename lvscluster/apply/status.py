@@ -123,7 +123,7 @@ def cluster_status(plan: DeployPlan) -> dict:
         backend = plan.backends[name]
         entry = {"role": role, "reached_by": backend.description, "in_sync": not actions,
                  "pending": [f"{a.summary}: {a.reason}" for a in actions]}
-        if isinstance(backend, KernelBackend):
+        if backend.placement.on_this_machine:
             if role == "director":
                 entry.update(_director(backend, plan.desired[name], plan.observed[name]))
             elif role == "router":

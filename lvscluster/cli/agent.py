@@ -62,9 +62,9 @@ def agent(
     In a lab, `lab up` starts one agent per director. On a real director run it from systemd
     (`contrib/lvscluster-agent@.service`). Every change is logged with its reason.
     """
-    from lvscluster.apply.backends import KernelBackend
-    from lvscluster.apply.deploy import backend_for
-    from lvscluster.cli.deploy import lab_namespaces
+    from lvscluster.apply.backends import backend_for
+    from lvscluster.apply.placement import placement_of
+    from lvscluster.cli.deploy import lab_placements
     from lvscluster.health.agent import Agent
     from lvscluster.runfiles import health_record_path
 
@@ -77,9 +77,10 @@ def agent(
         raise EnvironmentProblem("agent needs root (netlink, FRR, network namespaces): run it with sudo")
     if not os.environ.get("LVSCLUSTER_IN_VM") and lab_vm(cluster.name) is not None:
         raise LvsClusterError(f"lab {cluster.name} runs in a VM: its agents run there (`lab up` starts them)")
-    backend = backend_for(cluster, node, lab_namespaces(cluster))
-    if not isinstance(backend, KernelBackend):
-        raise LvsClusterError(f"{node} is reached over {backend.description}: run the agent on that machine")
+    placement = placement_of(cluster, node, lab_placements(cluster))
+    if not placement.on_this_machine:
+        raise LvsClusterError(f"{node} is reached over {placement}: run the agent on that machine")
+    backend = backend_for(placement)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if backend.netns:
         _enter_netns(backend.netns)

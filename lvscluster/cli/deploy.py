@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from lvscluster.apply.deploy import apply_plan, managed, plan_deploy
+from lvscluster.apply.placement import Placement
 from lvscluster.cli.common import (JsonFlag, TopologyFile, err, escape, forward_to_vm, lab_vm, load_cluster, out,
                                    print_json, run_in_vm)
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError
@@ -89,16 +90,12 @@ def _redacted(action: dict) -> dict:
     return action
 
 
-def lab_namespaces(cluster: Cluster) -> dict[str, str] | None:
-    """Where each node of the lab built from this topology lives, when it is up on this machine:
-    its namespace, or `docker:CONTAINER` in a Docker lab."""
-    record = lab_provider.read_record(cluster.name)
-    if record and record.get("provider") == "docker":
-        return {node: f"docker:{name}" for node, name in record["containers"].items()}
-    return record["namespaces"] if record else None
+def lab_placements(cluster: Cluster) -> dict[str, Placement] | None:
+    """Where each node of the lab built from this topology lives, when one is up on this machine."""
+    return lab_provider.lab_placements(cluster.name)
 
 
-def _reachable(cluster: Cluster, lab: dict[str, str] | None) -> bool:
+def _reachable(cluster: Cluster, lab: dict[str, Placement] | None) -> bool:
     return bool(lab) or any(node.access for node in cluster.topology.nodes.values())
 
 
@@ -153,7 +150,7 @@ def plan(
     cluster = load_cluster(file)
     if against is None and not offline and (vm := lab_vm(cluster.name)):
         forward_to_vm(vm, file)
-    lab = lab_namespaces(cluster)
+    lab = lab_placements(cluster)
     if against is not None or offline or not _reachable(cluster, lab):
         if against is None and not offline:
             err.print("plan: no lab is up for this topology and no node has access:, so this plan starts "
@@ -182,7 +179,7 @@ def deploy(
     """
     cluster = load_cluster(file)
     _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run or as_json))
-    lab = lab_namespaces(cluster)
+    lab = lab_placements(cluster)
     plan_ = plan_deploy(cluster, lab, progress=_progress)
     if as_json and (dry_run or plan_.total == 0):
         print_json({**plan_json(plan_.actions), "applied": []})
@@ -249,16 +246,15 @@ def status(
     cluster = load_cluster(file)
     if (vm := lab_vm(cluster.name)) is not None:
         forward_to_vm(vm, file)
-    observed = plan_deploy(cluster, lab_namespaces(cluster))
+    observed = plan_deploy(cluster, lab_placements(cluster))
     report = cluster_status(observed)
     if connections:
-        from lvscluster.apply.backends import KernelBackend
         from lvscluster.netlink.connections import connections as read_connections
 
         report["connections"] = {
-            name: [c.as_dict() for c in read_connections(backend.netns)]
+            name: [c.as_dict() for c in read_connections(backend.placement.netns)]
             for name, backend in observed.backends.items()
-            if cluster.role(name) == "director" and isinstance(backend, KernelBackend)}
+            if cluster.role(name) == "director" and backend.placement.on_this_machine}
     if as_json:
         print_json(report)
         return
@@ -282,7 +278,7 @@ def destroy(
 
     cluster = load_cluster(file)
     _forward_changes_to_vm(cluster, file, ask=not (yes or dry_run))
-    teardown = plan_teardown(plan_deploy(cluster, lab_namespaces(cluster), progress=_progress))
+    teardown = plan_teardown(plan_deploy(cluster, lab_placements(cluster), progress=_progress))
     changed = _show_confirm_apply(teardown, yes=yes, dry_run=dry_run)
     if changed is None:
         return

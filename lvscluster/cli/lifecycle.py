@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lvscluster.apply.placement import Placement
 from lvscluster.cli.common import TopologyFile, err, escape, lab_vm, load_cluster, out, run_in_vm
 from lvscluster.errors import LvsClusterError
 from lvscluster.model.cluster import Cluster
@@ -55,10 +56,10 @@ def _edit(file: Path, change, no_edit: bool) -> Cluster:
     return Cluster.from_topology(topology)
 
 
-def _namespaces(cluster: Cluster) -> dict[str, str] | None:
-    from lvscluster.cli.deploy import lab_namespaces
+def _lab(cluster: Cluster) -> dict[str, Placement] | None:
+    from lvscluster.cli.deploy import lab_placements
 
-    return lab_namespaces(cluster)
+    return lab_placements(cluster)
 
 
 def _in_vm(cluster: Cluster, file: Path) -> None:
@@ -67,31 +68,31 @@ def _in_vm(cluster: Cluster, file: Path) -> None:
         raise typer.Exit(run_in_vm(vm, file, ("--no-edit",)))
 
 
-def _set_drain(file: Path, name: str, role: str, drained: bool, no_edit: bool) -> tuple[Cluster, dict | None]:
+def _set_drain(file: Path, name: str, role: str, drained: bool, no_edit: bool) -> tuple[Cluster, dict[str, Placement] | None]:
     """Check the node's role, write `drain` into the file, continue in the lab VM if there is one."""
     cluster = load_cluster(file)
     _check_role(cluster, name, role)
     change = set_node_field(name, "drain", True) if drained else drop_node_field(name, "drain")
     cluster = _edit(file, change, no_edit)
     _in_vm(cluster, file)
-    return cluster, _namespaces(cluster)
+    return cluster, _lab(cluster)
 
 
 def _drain_director(file: Path, name: str, drained: bool, no_edit: bool, timeout: float) -> Cluster:
     from lvscluster.apply import lifecycle
     from lvscluster.apply.change import change_director
 
-    cluster, namespaces = _set_drain(file, name, "director", drained, no_edit)
-    changes = change_director(cluster, namespaces, name, _say)
+    cluster, lab = _set_drain(file, name, "director", drained, no_edit)
+    changes = change_director(cluster, lab, name, _say)
     _say(f"{name}: {changes} changes applied ({'drained' if drained else 'undrained'})")
-    if lifecycle.router_uses(cluster, namespaces, name) is not None:
+    if lifecycle.router_uses(cluster, lab, name) is not None:
         where = "left" if drained else "joined"
-        if lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, namespaces, name) != drained, timeout, 0.2):
-            _say(f"the router's ECMP set has {where} {name}: {lifecycle.router_next_hops(cluster, namespaces)}")
+        if lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, lab, name) != drained, timeout, 0.2):
+            _say(f"the router's ECMP set has {where} {name}: {lifecycle.router_next_hops(cluster, lab)}")
         else:
             _say(f"the router's ECMP set has not {where} {name} after {timeout:g} s "
                  f"(the last director left serving stays in it)")
-    if (load := lifecycle.director_load(cluster, namespaces, name)) is not None:
+    if (load := lifecycle.director_load(cluster, lab, name)) is not None:
         out.print(f"{name}: {load['active']} active and {load['inactive']} inactive IPVS connection entries, "
                   f"{load['inpps']} packets/s in", markup=False)
     return cluster
@@ -145,24 +146,24 @@ def director_add(
     cluster = load_cluster(file)
     _check_role(cluster, name, "director")
     _in_vm(cluster, file)
-    namespaces = _namespaces(cluster)
-    if namespaces is not None:
+    lab = _lab(cluster)
+    if lab is not None:
         from lvscluster.lab import netns as lab_provider
         from lvscluster.lab.layout import plan_lab
 
         added = lab_provider.grow(plan_lab(cluster), file, _say)
         _say(f"lab {cluster.name} grown by {', '.join(added) or 'nothing'}")
-        namespaces = _namespaces(cluster)
+        lab = _lab(cluster)
     joining = cluster.with_node(name, drain=True)
-    lifecycle.deploy_nodes(joining, namespaces, [*cluster.routers, name], _say)
-    if lifecycle.wait_for(lambda: lifecycle.sync_caught_up(cluster, namespaces, name), timeout, 1.0):
-        _say(f"{name}: its connection table has caught up ({lifecycle.connection_entries(cluster, namespaces, name)} entries)")
+    lifecycle.deploy_nodes(joining, lab, [*cluster.routers, name], _say)
+    if lifecycle.wait_for(lambda: lifecycle.sync_caught_up(cluster, lab, name), timeout, 1.0):
+        _say(f"{name}: its connection table has caught up ({lifecycle.connection_entries(cluster, lab, name)} entries)")
     else:
         _say(f"{name}: its connection table has not caught up after {timeout:g} s; flows it takes over rely "
              "on mh and sloppy_tcp alone")
     lifecycle.hold_reannouncement(cluster, name, _say)  # a director removed moments ago
-    lifecycle.deploy_nodes(cluster, namespaces, [name], _say)
-    joined = lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, namespaces, name) is not False, timeout, 0.2)
+    lifecycle.deploy_nodes(cluster, lab, [name], _say)
+    joined = lifecycle.wait_for(lambda: lifecycle.router_uses(cluster, lab, name) is not False, timeout, 0.2)
     out.print(f"{name} added" + ("" if joined else f"; the router's ECMP set does not include it after {timeout:g} s"),
               markup=False)
     if not joined:
@@ -188,8 +189,8 @@ def director_remove(file: TopologyFile, name: NodeName, no_edit: NoEdit = False,
 
     def drain_and_wait() -> Cluster:
         drained = _drain_director(file, name, True, no_edit, min(timeout, 30))
-        namespaces = _namespaces(drained)
-        _wait_until_idle(name, lambda: (lifecycle.director_load(drained, namespaces, name) or {}).get("inpkts", 0),
+        lab = _lab(drained)
+        _wait_until_idle(name, lambda: (lifecycle.director_load(drained, lab, name) or {}).get("inpkts", 0),
                          timeout, "director remove")
         return drained
 
@@ -219,7 +220,7 @@ def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
             raise typer.Exit(code)
     else:
         cluster = drain_and_wait()
-        lifecycle.teardown_node(cluster, _namespaces(cluster), name, _say)
+        lifecycle.teardown_node(cluster, _lab(cluster), name, _say)
         if cluster.role(name) == "director":
             lifecycle.note_withdrawal(cluster, name)
         lab_provider.shrink(cluster.name, name, _say)  # a lab node leaves the lab too (its addresses are free)
@@ -231,16 +232,16 @@ def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
     if vm is not None:
         raise typer.Exit(vm.run(["deploy", "--yes", vm.stage(file)], cli=True))
     rest = load_cluster(file)
-    lifecycle.deploy_nodes(rest, _namespaces(rest), list(rest.topology.nodes), _say)
+    lifecycle.deploy_nodes(rest, _lab(rest), list(rest.topology.nodes), _say)
 
 
 def _drain_real_server(file: Path, name: str, drained: bool, no_edit: bool) -> Cluster:
     from lvscluster.apply import lifecycle
 
-    cluster, namespaces = _set_drain(file, name, "real_server", drained, no_edit)
-    changes = lifecycle.deploy_nodes(cluster, namespaces, list(cluster.directors), _say)
+    cluster, lab = _set_drain(file, name, "real_server", drained, no_edit)
+    changes = lifecycle.deploy_nodes(cluster, lab, list(cluster.directors), _say)
     _say(f"{name}: weight {'0' if drained else 'restored'} on {len(cluster.directors)} directors ({changes} changes)")
-    if (traffic := lifecycle.real_server_traffic(cluster, namespaces, name)) is not None:
+    if (traffic := lifecycle.real_server_traffic(cluster, lab, name)) is not None:
         out.print(f"{name}: {traffic['active']} active connection entries on the directors", markup=False)
     return cluster
 
@@ -273,8 +274,8 @@ def rs_remove(file: TopologyFile, name: NodeName, no_edit: NoEdit = False, timeo
 
     def drain_and_wait() -> Cluster:
         drained = _drain_real_server(file, name, True, no_edit)
-        namespaces = _namespaces(drained)
-        _wait_until_idle(name, lambda: (lifecycle.real_server_traffic(drained, namespaces, name) or {}).get("inpkts", 0),
+        lab = _lab(drained)
+        _wait_until_idle(name, lambda: (lifecycle.real_server_traffic(drained, lab, name) or {}).get("inpkts", 0),
                          timeout, "rs remove")
         return drained
 

@@ -71,7 +71,7 @@ def scaletest(
     with is reported as "lab overloaded: result not valid".
     Exit 0 when nothing broke, 1 when a flow broke, 3 when the lab was overloaded.
     """
-    from lvscluster.cli.deploy import lab_namespaces
+    from lvscluster.cli.deploy import lab_placements
     from lvscluster.scaletest.churn import parse_churn
 
     cluster = load_cluster(file)
@@ -88,10 +88,13 @@ def scaletest(
             if not as_json:
                 out.print(f"report: {report}/report.json, {report}/report.png", markup=False)
         raise typer.Exit(code)
-    namespaces = lab_namespaces(cluster)
-    if not namespaces:
+    lab = lab_placements(cluster)
+    if not lab:
         raise LvsClusterError(f"no lab is up for topology {cluster.name!r}: run `lvscluster lab up {file}` "
                               f"and `lvscluster deploy {file}` first")
+    if any(p.kind != "netns" for p in lab.values()):
+        raise LvsClusterError(f"lab {cluster.name} is a Docker lab: scaletest runs on a namespace lab "
+                              f"(`lvscluster lab up {file}` without --backend docker)")
     from lvscluster.apply.deploy import apply_plan, plan_deploy
     from lvscluster.scaletest.report import summary_text
     from lvscluster.scaletest.run import Orchestrator, ScaleTest, control_cluster, write_report
@@ -101,13 +104,13 @@ def scaletest(
     subject = control_cluster(cluster) if control else cluster
     if control:
         _progress("control run: deploying wlc, no sync, sloppy_tcp=0")
-        apply_plan(plan_deploy(subject, namespaces), progress=_progress)
+        apply_plan(plan_deploy(subject, lab), progress=_progress)
     try:
-        result, ticks = Orchestrator(subject, namespaces, test, _progress).run()
+        result, ticks = Orchestrator(subject, lab, test, _progress).run()
     finally:
         if control:
             _progress("control run done: deploying the topology again")
-            apply_plan(plan_deploy(cluster, namespaces), progress=_progress)
+            apply_plan(plan_deploy(cluster, lab), progress=_progress)
     result["control"] = control
     written = write_report(result, ticks, report)
     if as_json:

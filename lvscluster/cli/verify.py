@@ -54,12 +54,12 @@ def verify(file: TopologyFile, as_json: JsonFlag = False) -> None:
     Exits 0 when all directors agree, 1 when any differs. Changes nothing.
     """
     from lvscluster.apply.deploy import plan_deploy
-    from lvscluster.cli.deploy import lab_namespaces
+    from lvscluster.cli.deploy import lab_placements
 
     cluster = load_cluster(file)
     if (vm := lab_vm(cluster.name)) is not None:
         forward_to_vm(vm, file)
-    observed = plan_deploy(cluster, lab_namespaces(cluster)).observed
+    observed = plan_deploy(cluster, lab_placements(cluster)).observed
     directors = {name: state for name, state in observed.items() if cluster.role(name) == "director"}
     report = verify_directors(directors)
     if as_json:

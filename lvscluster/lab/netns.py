@@ -22,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lvscluster.apply import exabgp, frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
+from lvscluster.apply.placement import Placement, in_namespaces
 from lvscluster.apply.processes import fork_daemon, terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
@@ -261,6 +262,17 @@ def read_record(lab: str) -> dict | None:
         return json.loads((state_dir(lab) / "lab.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def lab_placements(lab: str) -> dict[str, Placement] | None:
+    """Where each node of lab `lab` lives when it is up on this machine (None when it is not):
+    its namespace, or its container in a Docker lab."""
+    record = read_record(lab)
+    if record is None:
+        return None
+    if record.get("provider") == "docker":
+        return {node: Placement("docker", name) for node, name in record["containers"].items()}
+    return in_namespaces(record["namespaces"])
 
 
 def start_test_server(lab: str, server) -> int:

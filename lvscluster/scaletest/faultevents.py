@@ -12,12 +12,13 @@ from collections.abc import Callable
 
 from lvscluster.apply import frr
 from lvscluster.apply.lifecycle import deploy_nodes
-from lvscluster.runfiles import read_health_record
+from lvscluster.apply.placement import Placement
 from lvscluster.lab import faults
 from lvscluster.lab import netns as lab_provider
 from lvscluster.lab.layout import plan_lab
 from lvscluster.model.cluster import Cluster
 from lvscluster.plan.render import frr_daemons
+from lvscluster.runfiles import read_health_record
 from lvscluster.scaletest.report import ChurnEvent
 
 FAULT_ACTIONS = ("crash-frr", "cut-sync", "restore-sync", "restart-agent", "link-down", "link-up")
@@ -26,8 +27,9 @@ FAULT_ACTIONS = ("crash-frr", "cut-sync", "restore-sync", "restart-agent", "link
 class FaultEvents:
     """Carries out fault events on one lab; remembers what it must undo."""
 
-    def __init__(self, cluster: Cluster, namespaces: dict[str, str], progress: Callable[[str], None]):
-        self.cluster, self.namespaces, self.progress = cluster, namespaces, progress
+    def __init__(self, cluster: Cluster, lab: dict[str, Placement], progress: Callable[[str], None]):
+        self.cluster, self.lab, self.progress = cluster, lab, progress
+        self.namespaces = {node: placement.target for node, placement in lab.items()}
         self.gateways = plan_lab(cluster).default_routes
         self.unplugged: dict[str, list[str]] = {}
         self.crashed: set[str] = set()
@@ -66,7 +68,7 @@ class FaultEvents:
                 continue  # its agent restarts FRR and reloads the configuration
             if frr.restart_dead(frr.pathspace_for(namespace), namespace, frr_daemons(current, node)):
                 self.progress(f"{node}: no agent runs there; FRR started again and the node deployed")
-                deploy_nodes(current, self.namespaces, [node], lambda _: None)
+                deploy_nodes(current, self.lab, [node], lambda _: None)
         self.cut.clear()
         self.unplugged.clear()
         self.crashed.clear()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvscluster.apply.change import change_director
+from lvscluster.apply.placement import Placement
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab import faults
@@ -127,8 +128,9 @@ class DirectorProbe:
 class Orchestrator:
     """One scaletest run against a lab that is up and deployed."""
 
-    def __init__(self, cluster: Cluster, namespaces: dict[str, str], test: ScaleTest, progress: Progress):
-        self.cluster, self.namespaces, self.test, self.progress = cluster, namespaces, test, progress
+    def __init__(self, cluster: Cluster, lab: dict[str, Placement], test: ScaleTest, progress: Progress):
+        self.cluster, self.lab, self.test, self.progress = cluster, lab, test, progress
+        self.namespaces = {node: placement.target for node, placement in lab.items()}  # a namespace lab
         clients = cluster.topology.nodes_with_role("client")
         if not clients or not cluster.routers or not cluster.topology.vips:
             raise LvsClusterError(f"scaletest needs a client, a router and a VIP in {cluster.name}")
@@ -141,7 +143,7 @@ class Orchestrator:
         self.directors = list(cluster.directors)
         self.current = cluster
         self.killed_links: dict[str, list[str]] = {}
-        self.faults = FaultEvents(cluster, namespaces, progress)
+        self.faults = FaultEvents(cluster, lab, progress)
         self.lines: list[str] = []
         self.started = threading.Event()
         self.t0 = 0.0
@@ -220,7 +222,7 @@ class Orchestrator:
         if event.action in ("drain", "undrain"):
             with self._state_lock:
                 self.current = current = self.current.with_node(event.node, drain=event.action == "drain")
-            change_director(current, self.namespaces, event.node, _quiet)  # one vtysh run, no observing
+            change_director(current, self.lab, event.node, _quiet)  # one vtysh run, no observing
         elif event.action == "kill":
             self.killed_links[event.node] = faults.kill_node(namespace)
         elif event.action == "revive":
@@ -228,7 +230,7 @@ class Orchestrator:
                 current = self.current
             faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(current, event.node))
             # a kill leaves IPVS and sync as they were: the revived node needs its FRR config back
-            change_director(current, self.namespaces, event.node, _quiet, frr_restarted=True)
+            change_director(current, self.lab, event.node, _quiet, frr_restarted=True)
         elif event.action in FAULT_ACTIONS:
             self.faults.carry_out(event)
 

@@ -304,6 +304,7 @@ def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, names
     router's ECMP set follows (the VM's figures: bench/README.md)."""
     from lvscluster import runfiles
     from lvscluster.apply import change, commands, deploy
+    from lvscluster.apply.placement import in_namespaces
 
     monkeypatch.setattr(runfiles, "DEPLOYED_DIR", tmp_path)
     cluster = Cluster.from_topology(load_topology(ROOT / "topology" / f"{topology}.lvs.yml"))
@@ -325,7 +326,7 @@ def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, names
     said: list[str] = []
     drained = cluster.with_node("d1", drain=True)
     started = time.monotonic()
-    assert change.change_director(drained, ns, "d1", said.append) == 1, said
+    assert change.change_director(drained, in_namespaces(ns), "d1", said.append) == 1, said
     applied = time.monotonic() - started
     others = sorted(a for d, a in address.items() if d != "d1")
     assert wait_for_hops(router, vip, others) == others
@@ -338,7 +339,7 @@ def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, names
     assert deploy.read_deployed("d1", ns["d1"]).topology.nodes["d1"].drain
 
     ran.clear()
-    assert change.change_director(cluster, ns, "d1", said.append) == 1, said
+    assert change.change_director(cluster, in_namespaces(ns), "d1", said.append) == 1, said
     assert wait_for_hops(router, vip, every) == every
     assert len([argv for argv in ran if "-c" in argv and "show running-config" not in argv]) == 1, ran
     assert not deploy.read_deployed("d1", ns["d1"]).topology.nodes["d1"].drain

@@ -14,7 +14,7 @@ import json
 from labkit import cli
 
 from lvscluster.cli.common import load_cluster
-from lvscluster.cli.deploy import lab_namespaces
+from lvscluster.cli.deploy import lab_placements
 from lvscluster.netlink import IpvsSocket
 
 
@@ -28,7 +28,7 @@ def check_verify_in_lab(topology_file: str, director: str) -> None:
     """verify passes, catches a changed dest order on `director`, and passes once it is restored."""
     code, report = verify_json(topology_file)
     assert code == 0 and report["consistent"], report
-    netns = lab_namespaces(load_cluster(topology_file))[director]
+    netns = lab_placements(load_cluster(topology_file))[director].netns
     with IpvsSocket(netns) as sock:
         svc = next(s for s in sock.services() if s.scheduler == "mh" and len(s.dests) > 1)
         oldest = svc.dests[-1]
