@@ -1,12 +1,14 @@
 """keepalived.conf as statements: keyword, arguments, optional block, each with its FILE:LINE.
 
 Follows keepalived's own reader (lib/parser.c) where it matters for IPVS configurations:
-`!` and `#` start a comment anywhere outside double quotes (`\\!`, `\\#` are literal), a
-trailing backslash continues a line, `include PATTERN` reads the files a glob matches (sorted,
-relative to the including file's directory), `$NAME=value` defines a parameter used as `$NAME`
-or `${NAME}`, `@ID` / `@^ID` lines are kept only when the config id matches / does not match,
-and `{` `}` may stand on their own lines or inside one. What it cannot follow (multi-line
-parameters, `~SEQ`/`~LST`) is returned as skipped lines, never dropped silently.
+`!` and `#` start a comment anywhere outside double quotes (`\\!`, `\\#` are literal),
+`include PATTERN` reads the files a glob matches (sorted, relative to the including file's
+directory), `$NAME=value` defines a parameter used as `$NAME` or `${NAME}`, a definition whose
+lines end in `\\` is a multi-line one (each line a line where it is used), `@ID` / `@^ID` lines
+are kept only when the config id matches / does not match, and `{` `}` may stand on their own
+lines or inside one. A trailing `\\` continues nothing else: keepalived reads the next line as a
+line of its own, so such a line is refused. What it cannot follow (`~SEQ`/`~LST`) is returned as
+skipped lines, never dropped silently.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ class _Reader:
         self.skipped: list[Skipped] = []
         self.files: list[str] = []
         self.open: list[Path] = []
+        self.expanding = 0  # multi-line definitions being expanded, one inside another
 
     def read_file(self, path: Path, shown: str, where: Where | None) -> None:
         resolved = path.resolve()
@@ -151,19 +154,29 @@ class _Reader:
             raise ConfError(f"{prefix}{shown}: cannot read: {exc.strerror or exc}") from None
         self.open.append(resolved)
         self.files.append(shown)
-        pending, start = "", None
+        multiline: tuple[str, list[str]] | None = None  # a `$NAME= \\` definition being read
         for number, raw in enumerate(text.splitlines(), 1):
             line, continued = decomment(raw)
-            if pending:
-                line = pending + " " + line
-            start = start or Where(shown, number)
-            if continued:
-                pending = line
+            where = Where(shown, number)
+            if multiline is not None:
+                if line:
+                    multiline[1].append(line)
+                if not continued:
+                    self.params[multiline[0]] = "\n".join(multiline[1])
+                    multiline = None
                 continue
-            pending, here, start = "", start, None
-            self.line(line, here, path.parent)
-        if pending:
-            self.line(pending, start, path.parent)
+            definition = _DEFINITION_RE.match(line) if continued else None
+            if definition:
+                first = definition.group(2).strip()
+                multiline = (definition.group(1), [first] if first else [])
+            elif continued:
+                raise ConfError(f"{where}: {raw.strip()!r}: keepalived continues only a $NAME= definition with a "
+                                f"trailing '\\'; it reads this line and the next as separate lines (the next as a "
+                                f"keyword of its own); join them")
+            else:
+                self.line(line, where, path.parent)
+        if multiline is not None:
+            self.params[multiline[0]] = "\n".join(multiline[1])
         self.open.pop()
 
     def line(self, line: str, where: Where, directory: Path) -> None:
@@ -187,6 +200,14 @@ class _Reader:
             return
         if "$" in line:
             line = self.substitute(line, where)
+            if "\n" in line:  # a multi-line definition: each of its lines is a line here
+                if self.expanding >= MAX_INCLUDE_DEPTH:
+                    raise ConfError(f"{where}: multi-line definitions nest deeper than {MAX_INCLUDE_DEPTH}")
+                self.expanding += 1
+                for part in line.split("\n"):
+                    self.line(part.strip(), where, directory)
+                self.expanding -= 1
+                return
         words = tokens(line, where)
         if words and words[0] == "include":
             self.include(words, where, directory)
@@ -245,6 +266,19 @@ def parse_statements(lines: list[tuple[Where, list[str]]]) -> list[Statement]:
         opened = stack[-1][1]
         raise ConfError(f"{opened.where}: '{opened.text} {{' is never closed (a '}}' is missing)")
     return root
+
+
+def block_of(stmt: Statement) -> list[Statement]:
+    """The `{ ... }` block of a keyword keepalived reads one for (virtual_server, real_server, a
+    checker, url, global_defs...). Without `{` on its line or the next, keepalived reports "Missing
+    '{'" and takes the lines AFTER it, up to the enclosing block's `}`, as its block: the rest of
+    the enclosing block is then read at the wrong level (a `real_server ADDR PORT` line without
+    braces swallows the next real servers and ends its virtual_server early). Refused here."""
+    if stmt.block is None:
+        raise ConfError(f"{stmt.where}: {stmt.text!r} has no '{{ }}' block: keepalived would read the lines "
+                        f"after it, up to the enclosing block's '}}', as its block and the rest of that block "
+                        f"at the wrong level; write '{stmt.text} {{ ... }}' (an empty block is fine)")
+    return stmt.block
 
 
 def read_config(path: Path | str, config_id: str | None = None) -> Config:

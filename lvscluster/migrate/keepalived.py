@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from lvscluster.migrate.confparse import ConfError, Statement, read_config
+from lvscluster.migrate.confparse import ConfError, Statement, block_of, read_config
 from lvscluster.migrate.keepalived_checks import CHECKERS, HealthDefaults, checker_health
 from lvscluster.migrate.services import Dest, Imported, VService
 from lvscluster.model.topology import SCHEDULERS
@@ -17,7 +17,8 @@ from lvscluster.model.topology import SCHEDULERS
 FORWARD = {"NAT": "nat", "DR": "dr", "TUN": "tun"}
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 FLAG_WORDS = ("sh-port", "sh-fallback", "mh-port", "mh-fallback")
-NUMBERED_FLAGS = {"flag-1": "fallback", "flag-2": "port"}  # IP_VS_SVC_F_SCHED1/2 are sh's and mh's
+FLAG_BITS = {"flag-1": 1, "flag-2": 2, "sh-fallback": 1, "sh-port": 2, "mh-fallback": 1, "mh-port": 2}
+BIT_NAMES = {1: "fallback", 2: "port"}  # IP_VS_SVC_F_SCHED1/2 are sh's and mh's fallback/port
 DEFAULT_PERSISTENCE = 360  # keepalived's and ipvsadm's `-p` without a value: 6 minutes
 VRRP_KEYWORDS = ("vrrp_instance", "vrrp_sync_group", "vrrp_script", "vrrp_track_file", "vrrp_track_process",
                  "static_ipaddress", "static_routes", "static_rules", "garp_group", "linkbeat_interfaces")
@@ -102,7 +103,7 @@ def _forward(stmt: Statement, imported: Imported) -> tuple[str, str | None, int 
 def _vsg_entries(stmt: Statement, imported: Imported) -> list[tuple[str, str | None, int]]:
     """A `virtual_server_group`'s entries as (kind, address, port-or-mark): ranges expanded."""
     entries = []
-    for entry in stmt.block or []:
+    for entry in block_of(stmt):
         if entry.keyword == "fwmark":
             if len(entry.words) > 2:
                 imported.note(entry.where, entry.text, "IPv6 fwmark services need IPv6 VIPs, which lvscluster refuses")
@@ -135,7 +136,7 @@ def _real_server(stmt: Statement, service: dict, defaults: HealthDefaults, impor
         return None
     port = _int(stmt, 2, 0, 65535) if len(stmt.words) > 2 else 0
     weight, checks, rs_defaults = service["weight"], [], defaults.child()
-    for sub in stmt.block or []:
+    for sub in block_of(stmt):
         key = sub.keyword
         if key == "weight":
             weight = _int(sub, 1, 0, 65535)
@@ -145,6 +146,7 @@ def _real_server(stmt: Statement, service: dict, defaults: HealthDefaults, impor
         elif key == "inhibit_on_failure":
             continue  # lvscluster always quiesces (weight 0) a failed real server
         elif key in CHECKERS:
+            block_of(sub)  # a checker without braces breaks keepalived's reading even when unused here
             checks.append(sub)
         elif rs_defaults.take(sub):
             continue
@@ -161,13 +163,40 @@ def _real_server(stmt: Statement, service: dict, defaults: HealthDefaults, impor
     return Dest(address=str(address), port=port, weight=weight, health=health, where=str(stmt.where))
 
 
-def _dest_port(dest: Dest, forward: str, kind: str, port: int) -> int:
-    """keepalived's fix-ups: DR/TUN dests take the service port (0 with a fwmark); NAT keeps its own."""
-    if kind == "fwmark":
-        return dest.port if forward == "nat" else 0
-    if forward == "nat":
-        return dest.port or port
-    return port
+def _dest_port(dest: Dest, forward: str, kind: str, port: int, grouped: bool = False) -> int:
+    """The port keepalived programs (check_data.c, ipvswrapper.c): DR/TUN real servers take the
+    service's port (0 with a fwmark), whatever port they were given; NAT keeps its own, and one
+    without a port takes the service's, except in a group, where it stays 0."""
+    if forward != "nat":
+        return 0 if kind == "fwmark" else port
+    if kind == "fwmark" or grouped:
+        return dest.port
+    return dest.port or port
+
+
+def _programmed(kind: str, number: int, forward: str, dests: list[Dest], grouped: bool,
+                imported: Imported) -> list[Dest]:
+    """The destinations keepalived adds for one service: ports fixed up as keepalived does, and of
+    two that become the same destination only the first (the second ADDDEST fails)."""
+    own: dict[tuple[str, int], Dest] = {}
+    for dest in dests:
+        port = _dest_port(dest, forward, kind, number, grouped)
+        text = f"real_server {dest.address} {dest.port or ''}".rstrip()
+        if dest.port and port != dest.port and forward != "nat":
+            said = "" if grouped else (' ("port specified - clearing")' if kind == "fwmark" else
+                                       ' ("ports don\'t match - resetting")')
+            imported.note(dest.where, text, f"{forward.upper()} forwards to the service's port: keepalived "
+                          f"programs {port if port else 'port 0'}{said}")
+        if grouped and forward == "nat" and kind == "address" and not port:
+            imported.note(dest.where, text, "keepalived programs port 0 in a NAT group (the kernel then uses "
+                          "the packet's own port); the service's port is used", approximated=True)
+            port = number
+        first = own.setdefault((dest.address, port), Dest(dest.address, port, dest.weight, dest.health, dest.where))
+        if first.where != dest.where:
+            imported.note(dest.where, text, f"becomes {dest.address}:{port}, the destination of {first.where}: "
+                          f"keepalived's ADDDEST for it fails (\"Destination already exists\"), so only that one "
+                          f"(weight {first.weight}) is programmed, and both checkers drive it")
+    return list(own.values())
 
 
 def _virtual_server(stmt: Statement, groups: dict, imported: Imported) -> None:
@@ -187,11 +216,11 @@ def _virtual_server(stmt: Statement, groups: dict, imported: Imported) -> None:
             imported.note(stmt.where, stmt.text, "IPv6 VIPs are refused for now (they need OSPFv3); skipped")
             return
         entries = [("address", str(address), _int(stmt, 2, 0, 65535) if len(args) > 1 else 0)]
-    service = {"scheduler": "wlc", "flags": set(), "persistence": 0, "netmask": None, "forward": None,
+    service = {"scheduler": "wlc", "flags": {}, "persistence": 0, "netmask": None, "forward": None,
                "tunnel": None, "tunnel_port": None, "protocol": None, "weight": 1, "quorum": None,
                "sorry": None, "virtualhost": None, "ops": None}
     defaults, servers = HealthDefaults(), []
-    for sub in stmt.block or []:
+    for sub in block_of(stmt):
         key = sub.keyword
         if key in ("lb_algo", "lvs_sched"):
             if len(sub.words) < 2 or sub.words[1] not in SCHEDULERS:
@@ -206,11 +235,21 @@ def _virtual_server(stmt: Statement, groups: dict, imported: Imported) -> None:
         elif key == "persistence_timeout":
             service["persistence"] = _int(sub, 1, 1, 86400 * 31) if len(sub.words) > 1 else DEFAULT_PERSISTENCE
         elif key == "persistence_granularity":
-            service["netmask"] = _granularity(sub)
+            netmask = _granularity(sub)
+            if args[0] == "group":  # ipvswrapper.c programs every group entry with a full netmask
+                imported.note(sub.where, sub.text, "keepalived ignores persistence_granularity in a virtual "
+                              "server group: it programs each entry with the full netmask")
+            else:
+                service["netmask"] = netmask
+            if not service["persistence"]:  # pgr_handler: granularity implies persistence
+                service["persistence"] = DEFAULT_PERSISTENCE
         elif key == "ops":
             service["ops"] = sub
-        elif key in FLAG_WORDS or key in NUMBERED_FLAGS:
-            service["flags"].add(key)
+        elif key in FLAG_WORDS and not service["scheduler"] == key.split("-")[0]:
+            imported.note(sub.where, sub.text, f"keepalived ignores {key} unless `lb_algo {key.split('-')[0]}` "
+                          f"comes before it (here the scheduler is still {service['scheduler']})")
+        elif key in FLAG_BITS:
+            service["flags"][FLAG_BITS[key]] = sub  # keepalived sets the bit; the scheduler may change later
         elif key == "weight":
             service["weight"] = _int(sub, 1, 0, 65535)
         elif key == "quorum":
@@ -237,12 +276,34 @@ def _virtual_server(stmt: Statement, groups: dict, imported: Imported) -> None:
             imported.note(sub.where, sub.text, IGNORED_VS[key])
         else:
             imported.note(sub.where, sub.text, "no equivalent in a topology file")
+    if not servers:
+        imported.note(stmt.where, stmt.text, "keepalived ignores a virtual server without real servers "
+                      "(\"has no real servers - ignoring\"); skipped")
+        return
     if service["forward"] is None:
         imported.note(stmt.where, stmt.text, "no lb_kind: keepalived's default, NAT, is used", approximated=True)
         service["forward"] = "nat"
-    dests = [d for d in (_real_server(s, service, defaults, imported) for s in servers) if d is not None]
+    if service["protocol"] is None and any(kind == "address" for kind, _, _ in entries):
+        imported.note(stmt.where, stmt.text, "no protocol: keepalived's default, UDP, is used", approximated=True)
+        service["protocol"] = "udp"
+    # keepalived drops `ops` unless UDP, whenever the virtual server has addresses (its fwmarks too)
+    service["ops_ok"] = service["protocol"] == "udp" or all(kind == "fwmark" for kind, _, _ in entries)
+    dests = _unique((d for d in (_real_server(s, service, defaults, imported) for s in servers) if d is not None),
+                    imported)
+    grouped = args[0] == "group"
     for kind, address, number in entries:
-        _emit(stmt, kind, address, number, service, dests, imported)
+        _emit(stmt, kind, address, number, service, dests, imported, grouped)
+
+
+def _unique(dests, imported: Imported) -> list[Dest]:
+    """keepalived drops a real server that repeats an earlier one's address and port, as written."""
+    kept: dict[tuple[str, int], Dest] = {}
+    for dest in dests:
+        first = kept.setdefault((dest.address, dest.port), dest)
+        if first is not dest:
+            imported.note(dest.where, f"real_server {dest.address} {dest.port or ''}".rstrip(),
+                          f"repeats {first.where}: keepalived removes the second real server and its checker")
+    return list(kept.values())
 
 
 def _granularity(stmt: Statement) -> int:
@@ -254,39 +315,37 @@ def _granularity(stmt: Statement) -> int:
         raise ConfError(f"{stmt.where}: persistence_granularity: {token!r} is not a netmask") from None
 
 
-def _flags(stmt: Statement, service: dict, protocol: str, imported: Imported) -> list[str]:
+def _flags(service: dict, imported: Imported) -> list[str]:
     scheduler, flags = service["scheduler"], []
-    for flag in sorted(service["flags"]):
-        name = f"{scheduler}-{NUMBERED_FLAGS[flag]}" if flag in NUMBERED_FLAGS else flag
-        if scheduler in ("sh", "mh") and name.startswith(scheduler + "-"):
-            flags.append(name)
+    for bit, sub in sorted(service["flags"].items()):
+        if scheduler in ("sh", "mh"):
+            flags.append(f"{scheduler}-{BIT_NAMES[bit]}")
         else:
-            imported.note(stmt.where, f"{stmt.text} ... {flag}", f"{flag} means nothing to scheduler {scheduler}")
+            imported.note(sub.where, sub.text, f"keepalived sets the flag-{bit} bit anyway (ipvsadm shows it), but "
+                          f"it means nothing to scheduler {scheduler}")
     ops = service["ops"]
     if ops is not None:
-        if protocol in ("udp", "fwmark"):
+        if service["ops_ok"]:
             flags.append("one-packet")
         else:
-            imported.note(ops.where, ops.text, "keepalived itself drops one-packet scheduling on TCP/SCTP")
+            imported.note(ops.where, ops.text, "keepalived itself drops one-packet scheduling unless the "
+                          "virtual server is UDP or fwmarks only (\"one packet scheduling requires UDP\")")
     return sorted(set(flags))
 
 
 def _emit(stmt: Statement, kind: str, address: str | None, number: int, service: dict, dests: list[Dest],
-          imported: Imported) -> None:
+          imported: Imported, grouped: bool) -> None:
     """One IPVS service of a virtual_server, as keepalived would program it."""
     protocol = "fwmark" if kind == "fwmark" else service["protocol"]
-    if protocol is None:
-        imported.note(stmt.where, stmt.text, "no protocol: keepalived's default, UDP, is used", approximated=True)
-        protocol = service["protocol"] = "udp"
     if kind != "fwmark" and number == 0:
         imported.note(stmt.where, stmt.text, f"{address} has no port: a topology service needs one; skipped")
         return
     forward = service["forward"]
-    own = [Dest(d.address, _dest_port(d, forward, kind, number), d.weight, d.health, d.where) for d in dests]
+    own = _programmed(kind, number, forward, dests, grouped, imported)
     sorry = None
     if service["sorry"] is not None:
         sub, sorry_address, sorry_port = service["sorry"]
-        sorry = (sorry_address, _dest_port(Dest(sorry_address, sorry_port), forward, kind, number) or None)
+        sorry = (sorry_address, _dest_port(Dest(sorry_address, sorry_port), forward, kind, number, grouped) or None)
     quorum = None
     if service["quorum"] is not None:
         quorum, sub = service["quorum"]
@@ -296,13 +355,13 @@ def _emit(stmt: Statement, kind: str, address: str | None, number: int, service:
     imported.services.append(VService(
         protocol=protocol, address=address, port=number if kind != "fwmark" else 0,
         fwmark=number if kind == "fwmark" else 0, scheduler=service["scheduler"],
-        flags=_flags(stmt, service, protocol, imported), persistence=service["persistence"],
+        flags=_flags(service, imported), persistence=service["persistence"],
         netmask=service["netmask"], forward=forward, tunnel=service["tunnel"], tunnel_port=service["tunnel_port"],
         dests=own, quorum=quorum, sorry=sorry, where=str(stmt.where), origin=stmt.text))
 
 
 def _global_defs(stmt: Statement, imported: Imported) -> None:
-    for sub in stmt.block or []:
+    for sub in block_of(stmt):
         if sub.keyword == "lvs_timeouts":
             words, timeouts = sub.args, {}
             names = {"tcp": "tcp", "tcpfin": "tcp_fin", "udp": "udp"}

@@ -12,7 +12,7 @@ import string
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lvscluster.migrate.confparse import ConfError, Statement
+from lvscluster.migrate.confparse import ConfError, Statement, block_of
 from lvscluster.model.topology import DNS_RECORDS
 
 CHECKERS = {"TCP_CHECK": "tcp", "HTTP_GET": "http", "SSL_GET": "https", "MISC_CHECK": "exec",
@@ -99,7 +99,7 @@ def _status_codes(stmt: Statement) -> list[int]:
 
 
 def _url(block: Statement, health: dict, imported) -> None:
-    for sub in block.block or []:
+    for sub in block_of(block):
         if sub.keyword == "path" and len(sub.words) > 1:
             health["path"] = sub.words[1]
         elif sub.keyword == "digest" and len(sub.words) > 1:
@@ -155,7 +155,7 @@ def checker_health(check: Statement, inherited: HealthDefaults, service: dict, i
         return None
     health: dict[str, Any] = {"type": kind}
     own, urls = inherited.child(), []
-    for sub in check.block or []:
+    for sub in block_of(check):
         if sub.keyword == "connect_port":
             if len(sub.words) < 2 or not sub.words[1].isdigit() or not 1 <= int(sub.words[1]) <= 65535:
                 raise ConfError(f"{sub.where}: connect_port needs a port 1-65535")

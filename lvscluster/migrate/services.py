@@ -76,4 +76,7 @@ class Imported:
     timeouts: dict[str, int] | None = None  # topology `defaults.timeouts`
 
     def note(self, where: object, text: str, reason: str, approximated: bool = False) -> None:
-        self.notes.append(Note(str(where), text, reason, "approximated" if approximated else "unsupported"))
+        """Record a note once (a virtual_server_group repeats its settings for every entry)."""
+        note = Note(str(where), text, reason, "approximated" if approximated else "unsupported")
+        if note not in self.notes:
+            self.notes.append(note)

@@ -106,7 +106,7 @@ def _health_places(vip: _Vip, imported: Imported) -> tuple[dict | None, dict[int
         per_service[i] = service.dests[0].health if service.dests and len(healths) == 1 else None
         if service.protocol == "fwmark":
             for dest in service.dests:
-                if dest.health and "port" not in dest.health:
+                if dest.health and dest.health["type"] != "exec" and "port" not in dest.health:
                     imported.note(dest.where, f"checker of {dest.address}", "a fwmark service's check needs "
                                   "connect_port; no check imported")
                     dest.health = None

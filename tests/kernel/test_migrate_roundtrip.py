@@ -3,8 +3,9 @@
 For each configuration in tests/migrate/kernel/: keepalived (checker process only, no VRRP)
 programs it in a fresh network namespace and `ipvsadm -S -n` is saved; then `lvscluster import
 keepalived` reads the same file, the first director's IPVS services are planned from the
-imported topology and applied through lvscluster's netlink library to another fresh namespace,
-and that namespace's `ipvsadm -S -n` must be the same text. `lvscluster export ipvsadm` must print
+imported topology and applied through lvscluster.apply.kernel to another fresh namespace, and
+that namespace's `ipvsadm -S -n` must be the same text (ipvsadm sorts services and real servers,
+so the order each side added them in does not matter). `lvscluster export ipvsadm` must print
 it too.
 """
 
@@ -21,8 +22,10 @@ from pathlib import Path
 import pytest
 
 import lvscluster
+from lvscluster.migrate.confparse import read_config
 from lvscluster.migrate.ipvsadm import save_rules
 from lvscluster.migrate.keepalived import import_keepalived
+from lvscluster.migrate.keepalived_checks import CHECKERS
 from lvscluster.migrate.to_topology import write_topology
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import parse_topology
@@ -62,25 +65,53 @@ def saved(ns: str) -> str:
     return sh("ip", "netns", "exec", ns, "ipvsadm", "-S", "-n")
 
 
-def keepalived_table(ns: str, conf: Path, tmp: Path, services: int) -> str:
-    """Run keepalived's checker process in `ns` until it has programmed `services` services
-    and the table is stable, then stop it; returns `ipvsadm -S -n` as keepalived left it."""
-    log = (tmp / "keepalived.log").open("w")
+def checkers(conf: Path) -> list[str]:
+    """`FILE:LINE KEYWORD` of every checker block in a configuration (includes read)."""
+    found = []
+
+    def walk(statements):
+        for stmt in statements:
+            if stmt.keyword in CHECKERS:
+                found.append(f"{stmt.where} {stmt.keyword}")
+            walk(stmt.block or [])
+
+    walk(read_config(conf).statements)
+    return found
+
+
+def keepalived_table(ns: str, conf: Path, tmp: Path, services: int, dests: int) -> tuple[str, str]:
+    """Run keepalived's checker process in `ns` until it has said "Startup complete", programmed
+    `services` services with `dests` destinations in all (or 15 s have passed since) and the
+    table has not changed for two seconds; stop it and return `ipvsadm -S -n` as keepalived left
+    it, and keepalived's log.
+
+    The configurations' checks all pass (MISC_CHECK /bin/true), so keepalived adds every real
+    server at startup and removes none: a check that failed would remove its real server at a
+    random moment within delay_loop (keepalived staggers each check's first run over it)."""
+    log_path = tmp / "keepalived.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, KEEPALIVED, "-n", "-l", "-D", "-C", "-f", str(conf),
          "-p", str(tmp / "keepalived.pid"), "-c", str(tmp / "checkers.pid")],
         cwd=conf.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline, last = time.monotonic() + 90, None
+        deadline, seen, started = time.monotonic() + 60, [], None
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"keepalived exited: {(tmp / 'keepalived.log').read_text()[-2000:]}"
+            assert proc.poll() is None, f"keepalived exited:\n{log_path.read_text()[-6000:]}"
             text = saved(ns)
-            if text.count("-A ") >= services and text == last:
-                return text
-            last = text
+            lines = text.splitlines()
+            counted = (sum(line.startswith("-A ") for line in lines) == services
+                       and sum(line.startswith("-a ") for line in lines) == dests)
+            if started is None and "Startup complete" in log_path.read_text():
+                started = time.monotonic()
+            seen = (seen + [text])[-3:] if started else []
+            # Wait for the counts the import expects; 15 s after startup, take the table as it is
+            # (stable for 2 s) and let the comparison show what differs.
+            if len(seen) == 3 and len(set(seen)) == 1 and (counted or time.monotonic() - started > 15):
+                return text, log_path.read_text()
             time.sleep(1.0)
-        pytest.fail(f"keepalived did not program {services} services in 90 s:\n{last}\n"
-                    f"{(tmp / 'keepalived.log').read_text()[-2000:]}")
+        pytest.fail(f"keepalived did not program {services} services with {dests} real servers (stable for "
+                    f"2 s) in 60 s; last table:\n{saved(ns)}\nkeepalived's log:\n{log_path.read_text()[-6000:]}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -106,11 +137,17 @@ def test_keepalived_and_lvscluster_program_the_same_table(conf: Path, netns, tmp
     ipvs = plan_cluster(cluster, only=[director])[director].ipvs
     wanted = IpvsState(services=ipvs.services)
 
-    theirs = keepalived_table(netns(), conf, tmp_path, len(wanted.services))
+    dests = sum(len(service.dests) for service in wanted.services)
+    assert not [c for c in checkers(conf) if not c.endswith("MISC_CHECK")], \
+        "kernel test configurations check with MISC_CHECK /bin/true only (see keepalived_table)"
+
+    theirs, log = keepalived_table(netns(), conf, tmp_path, len(wanted.services), dests)
 
     ours_ns = netns()
     early, late = diff_ipvs(director, wanted, IpvsState())
     apply_to_kernel(ours_ns, early + late)
     ours = saved(ours_ns)
-    assert ours == theirs, f"keepalived:\n{theirs}\nlvscluster:\n{ours}\nimported topology:\n{text}"
+    notes = "".join(n.line + "\n" for n in imported.notes)
+    assert ours == theirs, (f"keepalived:\n{theirs}\nlvscluster:\n{ours}\nimport notes:\n{notes}\n"
+                            f"keepalived's log:\n{log[-6000:]}\nimported topology:\n{text}")
     assert "\n".join(save_rules(wanted)) + "\n" == theirs  # export ipvsadm prints the same

@@ -49,11 +49,31 @@ def _write(tmp: Path, name: str, text: str) -> Path:
     return path
 
 
-def test_comments_quotes_braces_and_continuations(tmp_path) -> None:
-    conf = _write(tmp_path, "k.conf", 'a "x # y" b ! comment\nc \\\n  d { e f } # more\n\\#g h\n')
+def test_comments_quotes_braces_and_multiline_definitions(tmp_path) -> None:
+    conf = _write(tmp_path, "k.conf", 'a "x # y" b ! comment\nc\n  d { e f } # more\n\\#g h\n'
+                  '$RS= \\\n  real_server 10.0.0.1 80 { \\\n    weight 2 \\\n  }\nv {\n  $RS\n}\n')
     statements = read_config(conf).statements
-    assert [s.words for s in statements] == [["a", "x # y", "b"], ["c", "d"], ["#g", "h"]]
-    assert statements[1].block[0].words == ["e", "f"] and str(statements[1].where) == f"{conf}:2"
+    assert [s.words for s in statements] == [["a", "x # y", "b"], ["c"], ["d"], ["#g", "h"], ["v"]]
+    assert statements[2].block[0].words == ["e", "f"] and str(statements[2].where) == f"{conf}:3"
+    real_server = statements[4].block[0]
+    assert real_server.words == ["real_server", "10.0.0.1", "80"] and real_server.block[0].words == ["weight", "2"]
+
+
+def test_a_trailing_backslash_continues_only_a_definition(tmp_path) -> None:
+    """keepalived reads `lb_kind \\` and `DR` as two unknown keywords (and then forwards by NAT)."""
+    conf = _write(tmp_path, "k.conf", "virtual_server 10.0.0.1 80 {\n  lb_kind \\\n    DR\n}\n")
+    with pytest.raises(ConfError, match=r"k.conf:2: 'lb_kind \\\\': keepalived continues only a \$NAME= definition"):
+        read_config(conf)
+
+
+@pytest.mark.parametrize("line", ["real_server 10.0.1.1 80", "MISC_CHECK"])
+def test_a_block_keyword_without_braces_is_refused(tmp_path, line) -> None:
+    """keepalived would read the lines after it as its block, up to the virtual_server's `}`."""
+    text = "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  real_server 10.0.1.2 80 {\n    weight 1\n  }\n"
+    text = text.replace("    weight 1\n", "    " + line + "\n") if line == "MISC_CHECK" else text + "  " + line + "\n"
+    conf = _write(tmp_path, "k.conf", text + "}\n")
+    with pytest.raises(ConfError, match=f"has no '{{ }}' block: keepalived would read the lines after it"):
+        import_keepalived(conf)
 
 
 def test_includes_are_relative_to_the_including_file_and_sorted(tmp_path) -> None:
@@ -125,3 +145,16 @@ def test_ipvsadm_host_names_are_refused_port_names_read(tmp_path) -> None:
     _write(tmp_path, "n.rules", "-A -t www.example.com:80 -s rr\n")
     with pytest.raises(ConfError, match=r"n.rules:1: 'www.example.com' is a host name"):
         import_ipvsadm(tmp_path / "n.rules")
+
+
+def test_what_keepalived_drops_or_zeroes_is_noted(tmp_path) -> None:
+    """A virtual server without real servers is ignored; a NAT group's portless real server gets port 0."""
+    conf = _write(tmp_path, "k.conf", "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  sorry_server 10.0.1.9 80\n}\n"
+                  "virtual_server_group G {\n  10.0.0.2 443\n}\nvirtual_server group G {\n  lb_kind NAT\n"
+                  "  protocol TCP\n  real_server 10.0.1.1 { }\n}\n")
+    imported = import_keepalived(conf)
+    assert [(s.address, [(d.address, d.port) for d in s.dests]) for s in imported.services] == \
+        [("10.0.0.2", [("10.0.1.1", 443)])]
+    reasons = [n.reason for n in imported.notes]
+    assert any("ignores a virtual server without real servers" in r for r in reasons)
+    assert any("keepalived programs port 0 in a NAT group" in r for r in reasons)
