@@ -102,8 +102,7 @@ def _targets(cluster: Cluster) -> list[Problem]:
     vips = {vip.address: vip.name for vip in topology.vips}
     others = {ipaddress.ip_address(i.ip): (i.node, i.name) for i in cluster.interfaces
               if cluster.role(i.node) != "real_server"}
-    shared = [li for li in range(len(topology.links))
-              if cluster.directors and all(cluster.interface_on(d, li) for d in cluster.directors)]
+    shared = cluster.director_links
     for vi, vip in enumerate(topology.vips):
         forwards = {svc.forward for svc in vip.services}
         for ri, ref in enumerate(vip.real_servers):

@@ -25,7 +25,11 @@ class Uplink:
 
 @dataclass
 class Cluster:
-    """The topology plus everything derived from it."""
+    """The topology plus everything derived from it.
+
+    Lookups by node, link or real server use indexes built once, on first use (a scan of every
+    interface per question made validate and render quadratic in real servers); `interfaces`
+    is therefore never changed after the first lookup."""
 
     topology: Topology
     interfaces: list[NodeInterface] = field(default_factory=list)
@@ -66,30 +70,68 @@ class Cluster:
         """Real-server names in file order."""
         return self.topology.nodes_with_role("real_server")
 
+    @cached_property
+    def _interfaces_by_node(self) -> dict[str, list[NodeInterface]]:
+        """Each node's interfaces in link order (built once: asking per node scanned every interface)."""
+        index: dict[str, list[NodeInterface]] = {}
+        for iface in self.interfaces:
+            index.setdefault(iface.node, []).append(iface)
+        return index
+
+    @cached_property
+    def _interfaces_by_link(self) -> dict[int, list[NodeInterface]]:
+        """Each link's interfaces in endpoint order."""
+        index: dict[int, list[NodeInterface]] = {}
+        for iface in self.interfaces:
+            index.setdefault(iface.link_index, []).append(iface)
+        return index
+
+    @cached_property
+    def _interface_by_node_link(self) -> dict[tuple[str, int], NodeInterface]:
+        """(node, link index) -> the node's first interface on that link."""
+        index: dict[tuple[str, int], NodeInterface] = {}
+        for iface in self.interfaces:
+            index.setdefault((iface.node, iface.link_index), iface)
+        return index
+
     def interfaces_of(self, node: str) -> list[NodeInterface]:
         """The node's interfaces in link order."""
-        return [i for i in self.interfaces if i.node == node]
+        return list(self._interfaces_by_node.get(node, ()))
 
     def link_members(self, link_index: int) -> list[NodeInterface]:
         """Every interface on one link."""
-        return [i for i in self.interfaces if i.link_index == link_index]
+        return list(self._interfaces_by_link.get(link_index, ()))
 
     def shared_links(self, a: str, b: str) -> list[int]:
         """Indexes of the links both nodes are on."""
-        mine = {i.link_index for i in self.interfaces_of(a)}
-        return [i.link_index for i in self.interfaces_of(b) if i.link_index in mine]
+        mine = {i.link_index for i in self._interfaces_by_node.get(a, ())}
+        return [i.link_index for i in self._interfaces_by_node.get(b, ()) if i.link_index in mine]
 
     def interface_on(self, node: str, link_index: int) -> NodeInterface | None:
         """The node's interface on one link, if it is on it."""
-        return next((i for i in self.interfaces_of(node) if i.link_index == link_index), None)
+        return self._interface_by_node_link.get((node, link_index))
+
+    @cached_property
+    def director_links(self) -> tuple[int, ...]:
+        """Indexes of the links every director is on (none without directors), in file order."""
+        if not self.directors:
+            return ()
+        on = self._interface_by_node_link
+        return tuple(li for li in range(len(self.topology.links)) if all((d, li) in on for d in self.directors))
+
+    @cached_property
+    def _director_link_set(self) -> frozenset[int]:
+        return frozenset(self.director_links)
 
     def uplinks(self, node: str) -> list[Uplink]:
         """Point-to-point director<->router links of a director or a router."""
         found = []
-        for li in {i.link_index for i in self.interfaces_of(node)}:
-            members = self.link_members(li)
+        for li in {i.link_index for i in self._interfaces_by_node.get(node, ())}:
+            members = self._interfaces_by_link[li]
+            if len(members) != 2:
+                continue
             roles = {self.role(m.node): m for m in members}
-            if len(members) == 2 and set(roles) == {"director", "router"}:
+            if set(roles) == {"director", "router"}:
                 found.append(Uplink(roles["director"], roles["router"]))
         return sorted(found, key=lambda u: u.director.link_index)
 
@@ -149,17 +191,17 @@ class Cluster:
 
     def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
         """The real server's interface directors reach it on: one on a link shared with every director."""
-        candidates = self.interfaces_of(ref.node)
-        for iface in candidates:
-            if all(self.interface_on(d, iface.link_index) for d in self.directors):
-                return iface
-        return None
+        candidates = self._interfaces_by_node.get(ref.node, ())
+        if not self.directors:  # every link is shared with all of none
+            return next(iter(candidates), None)
+        shared = self._director_link_set
+        return next((iface for iface in candidates if iface.link_index in shared), None)
 
     def real_server_address(self, ref: RealServerRef) -> str | None:
         """The address directors send to: explicit, else on the shared link, else its first address."""
         if ref.address is not None:
             return str(ref.address)
-        iface = self.real_server_interface(ref) or next(iter(self.interfaces_of(ref.node)), None)
+        iface = self.real_server_interface(ref) or next(iter(self._interfaces_by_node.get(ref.node, ())), None)
         return iface.ip if iface else None
 
     def sync_interface(self, director: str) -> str | None:
