@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from lvscluster.model.addressing import NodeInterface, assign_addresses
-from lvscluster.model.topology import BgpSettings, IpvsDefense, OspfSettings, RealServerRef, Timeouts, Topology
+from lvscluster.model.topology import BgpSettings, IpvsDefense, OspfSettings, RealServerRef, Timeouts, Topology, Vip
 
 OSPF_ECMP_DEFAULT = 8
 
@@ -203,6 +203,18 @@ class Cluster:
             return str(ref.address)
         iface = self.real_server_interface(ref) or next(iter(self._interfaces_by_node.get(ref.node, ())), None)
         return iface.ip if iface else None
+
+    @cached_property
+    def _vips_by_real_server(self) -> dict[str, list[Vip]]:
+        vips: dict[str, list[Vip]] = {}
+        for vip in self.topology.vips:
+            for node in dict.fromkeys(ref.node for ref in vip.real_servers):
+                vips.setdefault(node, []).append(vip)
+        return vips
+
+    def vips_of(self, node: str) -> list[Vip]:
+        """The VIPs that list the node among their real servers, in file order."""
+        return list(self._vips_by_real_server.get(node, ()))
 
     def sync_interface(self, director: str) -> str | None:
         """The director's interface for connection sync: on the named link, else that name."""

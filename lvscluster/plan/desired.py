@@ -135,9 +135,7 @@ def plan_director(cluster: Cluster, name: str, health: HealthVerdict | None = No
 def plan_real_server(cluster: Cluster, name: str) -> NodeState:
     """A real server: the VIPs it serves on lo (DR) or tunl0 (TUN) and the ARP/rp_filter sysctls."""
     addresses, sysctls, tunnels = [], {}, []
-    for vip in cluster.topology.vips:
-        if name not in {ref.node for ref in vip.real_servers}:
-            continue
+    for vip in cluster.vips_of(name):
         forwards = {svc.forward for svc in vip.services}
         if "tun" in forwards:
             addresses.append(InterfaceAddress(interface="tunl0", address=vip_prefix(vip)))
