@@ -55,12 +55,11 @@ def _subnets(cluster: Cluster) -> list[Problem]:
     problems = []
     links = cluster.topology.links
     for li, link in enumerate(links):
-        for lj in range(li):
+        lj = cluster.subnets.first_overlap(link.subnet)  # indexed: comparing every pair was quadratic in links
+        if lj is not None and lj < li:
             other = links[lj].subnet
-            if other != link.subnet and other.version == link.subnet.version and link.subnet.overlaps(other):
-                problems.append(Problem(("links", li, "subnet"), (
-                    f"subnet {link.subnet} overlaps links[{lj}] subnet {other}: their routes and addresses would conflict")))
-                break
+            problems.append(Problem(("links", li, "subnet"), (
+                f"subnet {link.subnet} overlaps links[{lj}] subnet {other}: their routes and addresses would conflict")))
         if link.subnet.version == 6 and link.mtu is not None and link.mtu < IPV6_MIN_MTU:
             problems.append(Problem(("links", li, "mtu"), (
                 f"mtu {link.mtu} on an IPv6 link: IPv6 needs at least {IPV6_MIN_MTU} (the kernel disables IPv6 below it)")))

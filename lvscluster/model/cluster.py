@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from lvscluster.model.addressing import NodeInterface, assign_addresses
+from lvscluster.model.addressing import NodeInterface, SubnetIndex, assign_addresses
 from lvscluster.model.topology import BgpSettings, IpvsDefense, OspfSettings, RealServerRef, Timeouts, Topology, Vip
 
 OSPF_ECMP_DEFAULT = 8
@@ -110,6 +110,11 @@ class Cluster:
     def interface_on(self, node: str, link_index: int) -> NodeInterface | None:
         """The node's interface on one link, if it is on it."""
         return self._interface_by_node_link.get((node, link_index))
+
+    @cached_property
+    def subnets(self) -> SubnetIndex:
+        """The links' subnets, indexed (which hold an address, which overlap)."""
+        return SubnetIndex([link.subnet for link in self.topology.links])
 
     @cached_property
     def director_links(self) -> tuple[int, ...]:
