@@ -140,6 +140,15 @@ def _nat_return_path(cluster: Cluster) -> list[Problem]:
     """NAT replies must pass the director: a router on the real servers' LAN lets them skip it."""
     topology, problems = cluster.topology, []
     reported = set()
+    gateways: dict[int, tuple[list[str], set]] = {}  # link index -> its routers, its directors' addresses
+
+    def link_gateways(li: int) -> tuple[list[str], set]:
+        if li not in gateways:  # once per link: every real server of a LAN used to list its members again
+            members = cluster.link_members(li)
+            gateways[li] = ([m.node for m in members if cluster.role(m.node) == "router"],
+                            {ipaddress.ip_address(m.ip) for m in members if cluster.role(m.node) == "director"})
+        return gateways[li]
+
     for vi, vip in enumerate(topology.vips):
         if not any(svc.forward == "nat" for svc in vip.services):
             continue
@@ -148,9 +157,7 @@ def _nat_return_path(cluster: Cluster) -> list[Problem]:
             if node is None or node.role != "real_server" or ref.node in reported:
                 continue
             for iface in cluster.interfaces_of(ref.node):
-                members = cluster.link_members(iface.link_index)
-                routers = [m.node for m in members if cluster.role(m.node) == "router"]
-                directors = {ipaddress.ip_address(m.ip) for m in members if cluster.role(m.node) == "director"}
+                routers, directors = link_gateways(iface.link_index)
                 if not routers or (node.gateway is not None and node.gateway in directors):
                     continue
                 reported.add(ref.node)
