@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from lvscluster.gcpause import cyclic_gc_paused
 from lvscluster.health.targets import DestKey, service_label
 from lvscluster.health.verdict import HealthVerdict
 from lvscluster.model.cluster import Cluster
@@ -157,10 +158,11 @@ def plan_cluster(cluster: Cluster, only: Collection[str] | None = None) -> dict[
     """Desired state of every node (or the `only` ones), keyed by node name, in file order."""
     planners = {"director": plan_director, "real_server": plan_real_server, "router": plan_router}
     states = {}
-    for name, node in cluster.topology.nodes.items():
-        if only is not None and name not in only:
-            continue
-        planner = planners.get(node.role)
-        states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
+    with cyclic_gc_paused():  # several models per real server, none cyclic
+        for name, node in cluster.topology.nodes.items():
+            if only is not None and name not in only:
+                continue
+            planner = planners.get(node.role)
+            states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
     return states
 
