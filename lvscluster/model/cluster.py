@@ -23,6 +23,26 @@ class Uplink:
     router: NodeInterface
 
 
+@dataclass(frozen=True)
+class _InterfaceIndex:
+    """The interfaces by node (in link order), by link (in endpoint order) and by (node, link)
+    (the node's first on that link)."""
+
+    by_node: dict[str, list[NodeInterface]]
+    by_link: dict[int, list[NodeInterface]]
+    by_node_link: dict[tuple[str, int], NodeInterface]
+
+    @classmethod
+    def of(cls, interfaces: list[NodeInterface]) -> "_InterfaceIndex":
+        """Index `interfaces` in one pass."""
+        index = cls({}, {}, {})
+        for iface in interfaces:
+            index.by_node.setdefault(iface.node, []).append(iface)
+            index.by_link.setdefault(iface.link_index, []).append(iface)
+            index.by_node_link.setdefault((iface.node, iface.link_index), iface)
+        return index
+
+
 @dataclass
 class Cluster:
     """The topology plus everything derived from it.
@@ -71,45 +91,25 @@ class Cluster:
         return self.topology.nodes_with_role("real_server")
 
     @cached_property
-    def _interfaces_by_node(self) -> dict[str, list[NodeInterface]]:
-        """Each node's interfaces in link order (built once: asking per node scanned every interface)."""
-        index: dict[str, list[NodeInterface]] = {}
-        for iface in self.interfaces:
-            index.setdefault(iface.node, []).append(iface)
-        return index
-
-    @cached_property
-    def _interfaces_by_link(self) -> dict[int, list[NodeInterface]]:
-        """Each link's interfaces in endpoint order."""
-        index: dict[int, list[NodeInterface]] = {}
-        for iface in self.interfaces:
-            index.setdefault(iface.link_index, []).append(iface)
-        return index
-
-    @cached_property
-    def _interface_by_node_link(self) -> dict[tuple[str, int], NodeInterface]:
-        """(node, link index) -> the node's first interface on that link."""
-        index: dict[tuple[str, int], NodeInterface] = {}
-        for iface in self.interfaces:
-            index.setdefault((iface.node, iface.link_index), iface)
-        return index
+    def _index(self) -> _InterfaceIndex:
+        return _InterfaceIndex.of(self.interfaces)
 
     def interfaces_of(self, node: str) -> list[NodeInterface]:
         """The node's interfaces in link order."""
-        return list(self._interfaces_by_node.get(node, ()))
+        return list(self._index.by_node.get(node, ()))
 
     def link_members(self, link_index: int) -> list[NodeInterface]:
         """Every interface on one link."""
-        return list(self._interfaces_by_link.get(link_index, ()))
+        return list(self._index.by_link.get(link_index, ()))
 
     def shared_links(self, a: str, b: str) -> list[int]:
         """Indexes of the links both nodes are on."""
-        mine = {i.link_index for i in self._interfaces_by_node.get(a, ())}
-        return [i.link_index for i in self._interfaces_by_node.get(b, ()) if i.link_index in mine]
+        mine = {i.link_index for i in self._index.by_node.get(a, ())}
+        return [i.link_index for i in self._index.by_node.get(b, ()) if i.link_index in mine]
 
     def interface_on(self, node: str, link_index: int) -> NodeInterface | None:
         """The node's interface on one link, if it is on it."""
-        return self._interface_by_node_link.get((node, link_index))
+        return self._index.by_node_link.get((node, link_index))
 
     @cached_property
     def subnets(self) -> SubnetIndex:
@@ -121,7 +121,7 @@ class Cluster:
         """Indexes of the links every director is on (none without directors), in file order."""
         if not self.directors:
             return ()
-        on = self._interface_by_node_link
+        on = self._index.by_node_link
         return tuple(li for li in range(len(self.topology.links)) if all((d, li) in on for d in self.directors))
 
     @cached_property
@@ -131,8 +131,8 @@ class Cluster:
     def uplinks(self, node: str) -> list[Uplink]:
         """Point-to-point director<->router links of a director or a router."""
         found = []
-        for li in {i.link_index for i in self._interfaces_by_node.get(node, ())}:
-            members = self._interfaces_by_link[li]
+        for li in {i.link_index for i in self._index.by_node.get(node, ())}:
+            members = self._index.by_link[li]
             if len(members) != 2:
                 continue
             roles = {self.role(m.node): m for m in members}
@@ -196,7 +196,7 @@ class Cluster:
 
     def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
         """The real server's interface directors reach it on: one on a link shared with every director."""
-        candidates = self._interfaces_by_node.get(ref.node, ())
+        candidates = self._index.by_node.get(ref.node, ())
         if not self.directors:  # every link is shared with all of none
             return next(iter(candidates), None)
         shared = self._director_link_set
@@ -206,7 +206,7 @@ class Cluster:
         """The address directors send to: explicit, else on the shared link, else its first address."""
         if ref.address is not None:
             return str(ref.address)
-        iface = self.real_server_interface(ref) or next(iter(self._interfaces_by_node.get(ref.node, ())), None)
+        iface = self.real_server_interface(ref) or next(iter(self._index.by_node.get(ref.node, ())), None)
         return iface.ip if iface else None
 
     @cached_property
