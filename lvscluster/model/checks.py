@@ -129,9 +129,9 @@ def _vips(cluster: Cluster) -> list[Problem]:
         if vip.address in addresses:
             problems.append(Problem(("vips", vi, "address"), f"VIP address {vip.address} is also used by vips[{addresses[vip.address]}]"))
         addresses.setdefault(vip.address, vi)
-        for li, link in enumerate(cluster.topology.links):
-            if vip.address.version == link.subnet.version and vip.address in link.subnet:
-                problems.append(Problem(("vips", vi, "address"), f"VIP {vip.address} lies inside links[{li}] subnet {link.subnet}; a VIP must be routed, not on a link"))
+        for li in cluster.subnets.holding(vip.address):
+            link = cluster.topology.links[li]
+            problems.append(Problem(("vips", vi, "address"), f"VIP {vip.address} lies inside links[{li}] subnet {link.subnet}; a VIP must be routed, not on a link"))
         if not cluster.directors:
             problems.append(Problem(("vips", vi), "a VIP needs at least one director"))
         if vip.address.version == 6:

@@ -67,12 +67,11 @@ def _subnets(cluster: Cluster) -> list[Problem]:
     problems = []
     links = cluster.topology.links
     for li, link in enumerate(links):
-        for lj in range(li):
+        lj = cluster.subnets.first_overlap(link.subnet)  # indexed: comparing every pair was quadratic in links
+        if lj is not None and lj < li:
             other = links[lj].subnet
-            if other != link.subnet and other.version == link.subnet.version and link.subnet.overlaps(other):
-                problems.append(Problem(("links", li, "subnet"), (
-                    f"subnet {link.subnet} overlaps links[{lj}] subnet {other}: their routes and addresses would conflict")))
-                break
+            problems.append(Problem(("links", li, "subnet"), (
+                f"subnet {link.subnet} overlaps links[{lj}] subnet {other}: their routes and addresses would conflict")))
         martian = next((net for net in MARTIAN_SUBNETS if net.version == link.subnet.version and link.subnet.overlaps(net)), None)
         if martian:
             verb = "is" if link.subnet.subnet_of(martian) else "includes"
@@ -118,8 +117,7 @@ def _targets(cluster: Cluster) -> list[Problem]:
     vips = {vip.address: vip.name for vip in topology.vips}
     others = {ipaddress.ip_address(i.ip): (i.node, i.name) for i in cluster.interfaces
               if cluster.role(i.node) != "real_server"}
-    shared = [li for li in range(len(topology.links))
-              if cluster.directors and all(cluster.interface_on(d, li) for d in cluster.directors)]
+    shared = cluster.director_links
     for vi, vip in enumerate(topology.vips):
         forwards = {svc.forward for svc in vip.services}
         for ri, ref in enumerate(vip.real_servers):
@@ -158,6 +156,15 @@ def _nat_return_path(cluster: Cluster) -> list[Problem]:
     """NAT replies must pass the director: a router on the real servers' LAN lets them skip it."""
     topology, problems = cluster.topology, []
     reported = set()
+    gateways: dict[int, tuple[list[str], set]] = {}  # link index -> its routers, its directors' addresses
+
+    def link_gateways(li: int) -> tuple[list[str], set]:
+        if li not in gateways:  # once per link: every real server of a LAN used to list its members again
+            members = cluster.link_members(li)
+            gateways[li] = ([m.node for m in members if cluster.role(m.node) == "router"],
+                            {ipaddress.ip_address(m.ip) for m in members if cluster.role(m.node) == "director"})
+        return gateways[li]
+
     for vi, vip in enumerate(topology.vips):
         if not any(svc.forward == "nat" for svc in vip.services):
             continue
@@ -166,9 +173,7 @@ def _nat_return_path(cluster: Cluster) -> list[Problem]:
             if node is None or node.role != "real_server" or ref.node in reported:
                 continue
             for iface in cluster.interfaces_of(ref.node):
-                members = cluster.link_members(iface.link_index)
-                routers = [m.node for m in members if cluster.role(m.node) == "router"]
-                directors = {ipaddress.ip_address(m.ip) for m in members if cluster.role(m.node) == "director"}
+                routers, directors = link_gateways(iface.link_index)
                 if not routers or (node.gateway is not None and node.gateway in directors):
                     continue
                 reported.add(ref.node)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from lvscluster.model.addressing import NodeInterface, assign_addresses
-from lvscluster.model.topology import BgpSettings, IpvsDefense, OspfSettings, RealServerRef, Timeouts, Topology
+from lvscluster.model.addressing import NodeInterface, SubnetIndex, assign_addresses
+from lvscluster.model.topology import BgpSettings, IpvsDefense, OspfSettings, RealServerRef, Timeouts, Topology, Vip
 
 OSPF_ECMP_DEFAULT = 8
 
@@ -23,9 +23,33 @@ class Uplink:
     router: NodeInterface
 
 
+@dataclass(frozen=True)
+class _InterfaceIndex:
+    """The interfaces by node (in link order), by link (in endpoint order) and by (node, link)
+    (the node's first on that link)."""
+
+    by_node: dict[str, list[NodeInterface]]
+    by_link: dict[int, list[NodeInterface]]
+    by_node_link: dict[tuple[str, int], NodeInterface]
+
+    @classmethod
+    def of(cls, interfaces: list[NodeInterface]) -> "_InterfaceIndex":
+        """Index `interfaces` in one pass."""
+        index = cls({}, {}, {})
+        for iface in interfaces:
+            index.by_node.setdefault(iface.node, []).append(iface)
+            index.by_link.setdefault(iface.link_index, []).append(iface)
+            index.by_node_link.setdefault((iface.node, iface.link_index), iface)
+        return index
+
+
 @dataclass
 class Cluster:
-    """The topology plus everything derived from it."""
+    """The topology plus everything derived from it.
+
+    Lookups by node, link or real server use indexes built once, on first use (a scan of every
+    interface per question made validate and render quadratic in real servers); `interfaces`
+    is therefore never changed after the first lookup."""
 
     topology: Topology
     interfaces: list[NodeInterface] = field(default_factory=list)
@@ -66,30 +90,53 @@ class Cluster:
         """Real-server names in file order."""
         return self.topology.nodes_with_role("real_server")
 
+    @cached_property
+    def _index(self) -> _InterfaceIndex:
+        return _InterfaceIndex.of(self.interfaces)
+
     def interfaces_of(self, node: str) -> list[NodeInterface]:
         """The node's interfaces in link order."""
-        return [i for i in self.interfaces if i.node == node]
+        return list(self._index.by_node.get(node, ()))
 
     def link_members(self, link_index: int) -> list[NodeInterface]:
         """Every interface on one link."""
-        return [i for i in self.interfaces if i.link_index == link_index]
+        return list(self._index.by_link.get(link_index, ()))
 
     def shared_links(self, a: str, b: str) -> list[int]:
         """Indexes of the links both nodes are on."""
-        mine = {i.link_index for i in self.interfaces_of(a)}
-        return [i.link_index for i in self.interfaces_of(b) if i.link_index in mine]
+        mine = {i.link_index for i in self._index.by_node.get(a, ())}
+        return [i.link_index for i in self._index.by_node.get(b, ()) if i.link_index in mine]
 
     def interface_on(self, node: str, link_index: int) -> NodeInterface | None:
         """The node's interface on one link, if it is on it."""
-        return next((i for i in self.interfaces_of(node) if i.link_index == link_index), None)
+        return self._index.by_node_link.get((node, link_index))
+
+    @cached_property
+    def subnets(self) -> SubnetIndex:
+        """The links' subnets, indexed (which hold an address, which overlap)."""
+        return SubnetIndex([link.subnet for link in self.topology.links])
+
+    @cached_property
+    def director_links(self) -> tuple[int, ...]:
+        """Indexes of the links every director is on (none without directors), in file order."""
+        if not self.directors:
+            return ()
+        on = self._index.by_node_link
+        return tuple(li for li in range(len(self.topology.links)) if all((d, li) in on for d in self.directors))
+
+    @cached_property
+    def _director_link_set(self) -> frozenset[int]:
+        return frozenset(self.director_links)
 
     def uplinks(self, node: str) -> list[Uplink]:
         """Point-to-point director<->router links of a director or a router."""
         found = []
-        for li in {i.link_index for i in self.interfaces_of(node)}:
-            members = self.link_members(li)
+        for li in {i.link_index for i in self._index.by_node.get(node, ())}:
+            members = self._index.by_link[li]
+            if len(members) != 2:
+                continue
             roles = {self.role(m.node): m for m in members}
-            if len(members) == 2 and set(roles) == {"director", "router"}:
+            if set(roles) == {"director", "router"}:
                 found.append(Uplink(roles["director"], roles["router"]))
         return sorted(found, key=lambda u: u.director.link_index)
 
@@ -149,18 +196,30 @@ class Cluster:
 
     def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
         """The real server's interface directors reach it on: one on a link shared with every director."""
-        candidates = self.interfaces_of(ref.node)
-        for iface in candidates:
-            if all(self.interface_on(d, iface.link_index) for d in self.directors):
-                return iface
-        return None
+        candidates = self._index.by_node.get(ref.node, ())
+        if not self.directors:  # every link is shared with all of none
+            return next(iter(candidates), None)
+        shared = self._director_link_set
+        return next((iface for iface in candidates if iface.link_index in shared), None)
 
     def real_server_address(self, ref: RealServerRef) -> str | None:
         """The address directors send to: explicit, else on the shared link, else its first address."""
         if ref.address is not None:
             return str(ref.address)
-        iface = self.real_server_interface(ref) or next(iter(self.interfaces_of(ref.node)), None)
+        iface = self.real_server_interface(ref) or next(iter(self._index.by_node.get(ref.node, ())), None)
         return iface.ip if iface else None
+
+    @cached_property
+    def _vips_by_real_server(self) -> dict[str, list[Vip]]:
+        vips: dict[str, list[Vip]] = {}
+        for vip in self.topology.vips:
+            for node in dict.fromkeys(ref.node for ref in vip.real_servers):
+                vips.setdefault(node, []).append(vip)
+        return vips
+
+    def vips_of(self, node: str) -> list[Vip]:
+        """The VIPs that list the node among their real servers, in file order."""
+        return list(self._vips_by_real_server.get(node, ()))
 
     def sync_interface(self, director: str) -> str | None:
         """The director's interface for connection sync: on the named link, else that name."""

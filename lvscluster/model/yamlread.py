@@ -17,6 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from lvscluster.errors import TopologyError
+from lvscluster.gcpause import cyclic_gc_paused
 
 CORE = "tag:yaml.org,2002:"
 SCALAR_TAGS = {f"{CORE}{name}" for name in ("str", "int", "float", "bool", "null", "timestamp")}
@@ -44,11 +45,12 @@ def read_yaml(path: Path, text: str, yaml: YAML | None = None) -> Any:
     """The round-trip document of `text`; raises TopologyError naming the line of any problem."""
     yaml = yaml or round_trip_yaml()
     try:
-        node = yaml.compose(text)
-        if node is None:
-            return None
-        _check_nodes(node, yaml)
-        return yaml.constructor.construct_document(node)
+        with cyclic_gc_paused():  # a large file is ~10 objects a line, none cyclic
+            node = yaml.compose(text)
+            if node is None:
+                return None
+            _check_nodes(node, yaml)
+            return yaml.constructor.construct_document(node)
     except _Rejected as exc:
         raise TopologyError([f"{path}:{exc.line}: yaml: {exc}"]) from None
     except MarkedYAMLError as exc:

@@ -20,7 +20,6 @@ order means adding them in reverse (`set_dests_in_order`, `ops_add_dests_in_orde
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import socket
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pyroute2.netlink import NLM_F_REQUEST
 
 from lvscluster.errors import NetlinkOperationError
+from lvscluster.gcpause import cyclic_gc_paused
 from lvscluster.netlink import ipvs_messages as m
 from lvscluster.netlink.codec import LayoutDecoder
 from lvscluster.netlink.fastdecode import DestDumpDecoder, service_from_kernel, service_with_dests
@@ -307,17 +307,12 @@ class IpvsSocket:
         out = []
         # Observing creates ~2 objects per dest and nothing cyclic: the cyclic collector would
         # only rescan the growing heap again and again (~10-20 % of an observe).
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with cyclic_gc_paused():
             for raw in self._raw_services():
                 svc = service_from_kernel(raw, None)
                 if with_dests:
                     svc = service_with_dests(svc, self._dests(svc, raw.get("af", socket.AF_INET)))
                 out.append(svc)
-        finally:
-            if collecting:
-                gc.enable()
         return tuple(out)
 
     def dests(self, svc: IpvsService) -> tuple[IpvsDest, ...]:

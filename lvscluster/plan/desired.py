@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from lvscluster.gcpause import cyclic_gc_paused
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Service, Vip
 from lvscluster.plan.health import DestKey, HealthVerdict, service_label
@@ -134,9 +135,7 @@ def plan_director(cluster: Cluster, name: str, health: HealthVerdict | None = No
 def plan_real_server(cluster: Cluster, name: str) -> NodeState:
     """A real server: the VIPs it serves on lo (DR) or tunl0 (TUN) and the ARP/rp_filter sysctls."""
     addresses, sysctls, tunnels = [], {}, []
-    for vip in cluster.topology.vips:
-        if name not in {ref.node for ref in vip.real_servers}:
-            continue
+    for vip in cluster.vips_of(name):
         forwards = {svc.forward for svc in vip.services}
         if "tun" in forwards:
             addresses.append(InterfaceAddress(interface="tunl0", address=vip_prefix(vip)))
@@ -158,10 +157,11 @@ def plan_cluster(cluster: Cluster, only: Collection[str] | None = None) -> dict[
     """Desired state of every node (or the `only` ones), keyed by node name, in file order."""
     planners = {"director": plan_director, "real_server": plan_real_server, "router": plan_router}
     states = {}
-    for name, node in cluster.topology.nodes.items():
-        if only is not None and name not in only:
-            continue
-        planner = planners.get(node.role)
-        states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
+    with cyclic_gc_paused():  # several models per real server, none cyclic
+        for name, node in cluster.topology.nodes.items():
+            if only is not None and name not in only:
+                continue
+            planner = planners.get(node.role)
+            states[name] = planner(cluster, name) if planner else NodeState(name=name, role=node.role)
     return states
 

@@ -11,6 +11,7 @@ Observed == desired gives no actions.
 
 from __future__ import annotations
 
+from lvscluster.gcpause import cyclic_gc_paused
 from lvscluster.model.secrets import redact_frr
 from lvscluster.plan.actions import Action
 from lvscluster.state import ExabgpState, IpvsDest, IpvsService, IpvsState, NodeState, SyncDaemon
@@ -195,5 +196,6 @@ def _dest_change(have: IpvsDest, want: IpvsDest) -> str:
 
 def diff_cluster(desired: dict[str, NodeState], observed: dict[str, NodeState]) -> dict[str, list[Action]]:
     """Actions per node; a node missing from `observed` is treated as empty."""
-    return {name: diff_node(state, observed.get(name) or NodeState(name=name, role=state.role))
-            for name, state in desired.items()}
+    with cyclic_gc_paused():  # an action per dest, none cyclic
+        return {name: diff_node(state, observed.get(name) or NodeState(name=name, role=state.role))
+                for name, state in desired.items()}
