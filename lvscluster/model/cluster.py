@@ -147,20 +147,28 @@ class Cluster:
             limit = min(limit, OSPF_ECMP_DEFAULT)
         return limit
 
-    def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
-        """The real server's interface directors reach it on: one on a link shared with every director."""
-        candidates = self.interfaces_of(ref.node)
-        for iface in candidates:
-            if all(self.interface_on(d, iface.link_index) for d in self.directors):
+    def real_server_interface(self, ref: RealServerRef, version: int = 4) -> NodeInterface | None:
+        """The real server's interface directors reach it on: one on a link shared with every
+        director that carries the VIP's address family (`version`)."""
+        for iface in self.interfaces_of(ref.node):
+            if iface.address_of(version) and all(self.interface_on(d, iface.link_index) for d in self.directors):
                 return iface
         return None
 
-    def real_server_address(self, ref: RealServerRef) -> str | None:
-        """The address directors send to: explicit, else on the shared link, else its first address."""
+    def real_server_address(self, ref: RealServerRef, version: int = 4) -> str | None:
+        """The address directors send to for a VIP of IP `version`: explicit, else on the shared
+        link, else its first address of that family."""
         if ref.address is not None:
             return str(ref.address)
-        iface = self.real_server_interface(ref) or next(iter(self.interfaces_of(ref.node)), None)
-        return iface.ip if iface else None
+        iface = self.real_server_interface(ref, version)
+        if iface is None:
+            iface = next((i for i in self.interfaces_of(ref.node) if i.address_of(version)), None)
+        return str(iface.address_of(version).ip) if iface else None
+
+    @cached_property
+    def ipv6_vips(self) -> bool:
+        """True when any VIP is IPv6: the directors and routers then speak OSPFv3 (or BGP IPv6) too."""
+        return any(vip.address.version == 6 for vip in self.topology.vips)
 
     def sync_interface(self, director: str) -> str | None:
         """The director's interface for connection sync: on the named link, else that name."""

@@ -76,7 +76,7 @@ def ipvs_service(cluster: Cluster, vip: Vip, service: Service, health: HealthVer
     dests = []
     for ref in vip.real_servers:
         quiesced = cluster.topology.nodes[ref.node].drain or DestKey(vip.name, label, ref.node) in health.quiesced
-        dests.append(dest(cluster.real_server_address(ref), ref.port or service.port, 0 if quiesced else ref.weight))
+        dests.append(dest(cluster.real_server_address(ref, vip.address.version), ref.port or service.port, 0 if quiesced else ref.weight))
     if (vip.name, label) in health.sorry and vip.sorry_server is not None:
         sorry = vip.sorry_server
         dests.append(dest(str(sorry.address), sorry.port or service.port, 1))  # last here: the kernel's head
