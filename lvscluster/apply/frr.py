@@ -22,7 +22,7 @@ FRR_BIN = Path("/usr/lib/frr")
 ETC = Path("/etc/frr")
 RUN = Path("/var/run/frr")
 DAEMONS = ("zebra", "bfdd", "ospfd")  # start order: zebra first, then the protocols
-ALL_DAEMONS = ("zebra", "bfdd", "ospfd", "bgpd", "staticd")  # what stop and daemon_pids look for
+ALL_DAEMONS = ("zebra", "bfdd", "ospfd", "ospf6d", "bgpd", "staticd")  # what stop and daemon_pids look for
 
 
 def pathspace_for(name: str) -> str:
@@ -211,6 +211,8 @@ def owning_daemon(keys: set[tuple[str, ...]]) -> str | None:
     def owner(key: tuple[str, ...]) -> str | None:
         if key[0] == "router ospf" or (key[0].startswith("interface ") and len(key) > 1 and key[1].startswith("ip ospf")):
             return "ospfd"
+        if key[0] == "router ospf6" or (key[0].startswith("interface ") and len(key) > 1 and key[1].startswith("ipv6 ospf6")):
+            return "ospf6d"
         if key[0].startswith("router bgp ") and len(key) > 1:
             return "bgpd"
         return None

@@ -90,7 +90,7 @@ def real_server_traffic(cluster: Cluster, lab: dict[str, Placement] | None, real
     a director the router no longer sends a flow to keeps its entry until the entry times out."""
     from lvscluster.netlink import IpvsSocket
 
-    addresses = {cluster.real_server_address(ref) for vip in cluster.topology.vips for ref in vip.real_servers
+    addresses = {cluster.real_server_address(ref, vip.address.version) for vip in cluster.topology.vips for ref in vip.real_servers
                  if ref.node == real_server}
     total, seen = {"active": 0, "inpkts": 0}, False
     for director in cluster.directors:

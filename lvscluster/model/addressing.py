@@ -1,7 +1,9 @@
 """Interface addressing: each link endpoint gets the next free host of the link's subnet.
 
 Explicit endpoint addresses are honoured and skipped when numbering the others, so adding
-an explicit address never renumbers the rest of the link.
+an explicit address never renumbers the rest of the link. A dual-stack link (`subnet6:` beside
+an IPv4 `subnet:`) numbers its IPv6 subnet the same way, from `address6:` and the free hosts:
+one interface, two addresses.
 """
 
 from __future__ import annotations
@@ -24,11 +26,23 @@ class NodeInterface:
     address: IPInterface
     link_index: int
     link_name: str | None
+    address6: ipaddress.IPv6Interface | None = None  # a dual-stack link's IPv6 address
 
     @property
     def ip(self) -> str:
         """The bare address, e.g. `10.2.0.5`."""
         return str(self.address.ip)
+
+    def address_of(self, version: int) -> IPInterface | None:
+        """The interface's IPv4 or IPv6 address (None when its link carries no such subnet)."""
+        if self.address.version == version:
+            return self.address
+        return self.address6 if version == 6 else None
+
+    @property
+    def addresses(self) -> tuple[IPInterface, ...]:
+        """Every address of the interface: the link subnet's, then the `subnet6` one."""
+        return (self.address,) if self.address6 is None else (self.address, self.address6)
 
 
 def _usable_hosts(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network):
@@ -38,33 +52,55 @@ def _usable_hosts(subnet: ipaddress.IPv4Network | ipaddress.IPv6Network):
 
 
 def assign_addresses(topology: Topology) -> tuple[list[NodeInterface], list[Problem]]:
-    """Every endpoint's interface and address, plus the problems found on the way."""
+    """Every endpoint's interface and addresses, plus the problems found on the way."""
     interfaces: list[NodeInterface] = []
     problems: list[Problem] = []
     for li, link in enumerate(topology.links):
-        subnet = link.subnet
-        taken: set = set()
-        for ei, ep in enumerate(link.endpoints):
-            if ep.address is None:
-                continue
-            loc = ("links", li, "endpoints", ei, "address")
-            if ep.address.version != subnet.version or ep.address not in subnet:
-                problems.append(Problem(loc, f"address {ep.address} is outside the link's subnet {subnet}"))
-            elif ep.address in (subnet.network_address, subnet.broadcast_address) and subnet.prefixlen < subnet.max_prefixlen - 1:
-                problems.append(Problem(loc, f"address {ep.address} is the network or broadcast address of {subnet}"))
-            taken.add(ep.address)
-        free = (host for host in _usable_hosts(subnet) if host not in taken)
-        for ei, ep in enumerate(link.endpoints):
-            address = ep.address
+        explicit = [ep.address for ep in link.endpoints]
+        addresses = _number(link.subnet, explicit, ("links", li), "address", problems)
+        explicit6 = [ep.address6 for ep in link.endpoints]
+        if link.subnet6 is not None and link.subnet.version == 4:
+            addresses6 = _number(link.subnet6, explicit6, ("links", li), "address6", problems)
+        else:
+            addresses6 = [None] * len(link.endpoints)
+            for ei, address6 in enumerate(explicit6):
+                if address6 is None:
+                    continue
+                why = (f"this link's subnet {link.subnet} is IPv6 already: write it as address:" if link.subnet.version == 6
+                       else "needs subnet6: on the link (an IPv6 subnet beside its IPv4 subnet)")
+                problems.append(Problem(("links", li, "endpoints", ei, "address6"), f"address6 {address6}: {why}"))
+        for ep, address, address6 in zip(link.endpoints, addresses, addresses6):
             if address is None:
-                address = next(free, None)
-                if address is None:
-                    wanted = len(link.endpoints)
-                    problems.append(Problem(("links", li, "subnet"), f"subnet {subnet} is too small for {wanted} endpoints"))
-                    break
-            iface = ipaddress.ip_interface(f"{address}/{subnet.prefixlen}")
-            interfaces.append(NodeInterface(ep.node, ep.interface, iface, li, link.name))
+                break
+            iface6 = ipaddress.IPv6Interface(f"{address6}/{link.subnet6.prefixlen}") if address6 is not None else None
+            iface = ipaddress.ip_interface(f"{address}/{link.subnet.prefixlen}")
+            interfaces.append(NodeInterface(ep.node, ep.interface, iface, li, link.name, iface6))
     return interfaces, problems
+
+
+def _number(subnet, explicit: list, loc: tuple, field: str, problems: list[Problem]) -> list:
+    """One address per endpoint: its explicit one, else the next free host (None once the subnet is full)."""
+    taken: set = set()
+    for ei, address in enumerate(explicit):
+        if address is None:
+            continue
+        where = (*loc, "endpoints", ei, field)
+        if address.version != subnet.version or address not in subnet:
+            name = "subnet6" if field == "address6" else "subnet"
+            problems.append(Problem(where, f"{field} {address} is outside the link's {name} {subnet}"))
+        elif address in (subnet.network_address, subnet.broadcast_address) and subnet.prefixlen < subnet.max_prefixlen - 1:
+            problems.append(Problem(where, f"{field} {address} is the network or broadcast address of {subnet}"))
+        taken.add(address)
+    free = (host for host in _usable_hosts(subnet) if host not in taken)
+    out: list = []
+    for address in explicit:
+        address = address if address is not None else next(free, None)
+        if address is None:
+            field_name = "subnet6" if field == "address6" else "subnet"
+            problems.append(Problem((*loc, field_name), f"{field_name} {subnet} is too small for {len(explicit)} endpoints"))
+            return out + [None] * (len(explicit) - len(out))
+        out.append(address)
+    return out
 
 
 def _block(version: int, value: int, prefix: int) -> tuple[int, int, int]:

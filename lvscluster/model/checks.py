@@ -3,7 +3,7 @@
 `check_topology` runs them all so a user sees every problem in one pass: the references, roles
 and services rules here, and by theme: `checks_routing` (uplinks, OSPF, BGP), `checks_addresses`
 (VIPs, subnets, where servers are), `checks_services` (IPVS state deploy must be able to create),
-`checks_fields` (a field's value its type lets through but the kernel, ssh or the health agent
+`checks_ipv6` (IPv6 VIPs, dual-stack links), `checks_fields` (a field's value its type lets through but the kernel, ssh or the health agent
 cannot use), `sysctls` (names the kernel has) and `checks_pointless` (warnings: settings that do
 nothing).
 """
@@ -16,6 +16,7 @@ from collections import defaultdict
 from lvscluster.model.addressing import assign_addresses
 from lvscluster.model.checks_addresses import placement_problems
 from lvscluster.model.checks_fields import field_problems
+from lvscluster.model.checks_ipv6 import ipv6_problems
 from lvscluster.model.checks_pointless import pointless_settings
 from lvscluster.model.checks_routing import routing_problems
 from lvscluster.model.checks_services import service_problems
@@ -36,7 +37,7 @@ def check_topology(topology: Topology) -> list[Problem]:
     for rule in (_links, _roles, _router_ids, _addresses, _vips, _services, _real_servers, _health, _ecmp, _sync, _peer_keys):
         problems += rule(cluster)
     problems += routing_problems(cluster) + placement_problems(cluster) + sysctl_problems(cluster)
-    problems += service_problems(cluster) + field_problems(cluster) + pointless_settings(cluster)
+    problems += service_problems(cluster) + field_problems(cluster) + ipv6_problems(cluster) + pointless_settings(cluster)
     return problems
 
 
@@ -101,21 +102,26 @@ def _router_ids(cluster: Cluster) -> list[Problem]:
 def _addresses(cluster: Cluster) -> list[Problem]:
     problems, owner = [], {}
     for iface in cluster.interfaces:
-        ip = iface.address.ip
-        if ip in owner and owner[ip] != (iface.node, iface.name):
-            other = owner[ip]
-            problems.append(Problem(("links", iface.link_index), f"address {ip} of {iface.node}:{iface.name} is also assigned to {other[0]}:{other[1]}"))
-        owner.setdefault(ip, (iface.node, iface.name))
+        for address in iface.addresses:
+            ip = address.ip
+            if ip in owner and owner[ip] != (iface.node, iface.name):
+                other = owner[ip]
+                problems.append(Problem(("links", iface.link_index), f"address {ip} of {iface.node}:{iface.name} is also assigned to {other[0]}:{other[1]}"))
+            owner.setdefault(ip, (iface.node, iface.name))
     subnets = defaultdict(list)
     for li, link in enumerate(cluster.topology.links):
-        subnets[link.subnet].append(li)
-    for subnet, indexes in subnets.items():
-        for li in indexes[1:]:
-            problems.append(Problem(("links", li, "subnet"), f"subnet {subnet} is also used by links[{indexes[0]}]"))
+        subnets[link.subnet].append((li, "subnet"))
+        if link.subnet6 is not None and link.subnet.version == 4:  # else `checks_ipv6` reports it
+            subnets[link.subnet6].append((li, "subnet6"))
+    for subnet, places in subnets.items():
+        for li, field in places[1:]:
+            first = places[0]
+            where = f"links[{first[0]}]" + (" (its subnet6)" if first[1] == "subnet6" and field == "subnet" else "")
+            problems.append(Problem(("links", li, field), f"{field} {subnet} is also used by {where}"))
     for name, node in cluster.topology.nodes.items():
         if node.gateway is None:
             continue
-        if not any(node.gateway in i.address.network for i in cluster.interfaces_of(name)):
+        if not any(node.gateway in a.network for i in cluster.interfaces_of(name) for a in i.addresses):
             problems.append(Problem(("nodes", name, "gateway"), f"gateway {node.gateway} is on none of {name}'s links"))
     return problems
 
@@ -129,15 +135,11 @@ def _vips(cluster: Cluster) -> list[Problem]:
         if vip.address in addresses:
             problems.append(Problem(("vips", vi, "address"), f"VIP address {vip.address} is also used by vips[{addresses[vip.address]}]"))
         addresses.setdefault(vip.address, vi)
-        for li in cluster.subnets.holding(vip.address):
-            link = cluster.topology.links[li]
-            problems.append(Problem(("vips", vi, "address"), f"VIP {vip.address} lies inside links[{li}] subnet {link.subnet}; a VIP must be routed, not on a link"))
+        for k in cluster.subnets.holding(vip.address):
+            li, field, subnet = cluster.subnet_places[k]
+            problems.append(Problem(("vips", vi, "address"), f"VIP {vip.address} lies inside links[{li}] {field} {subnet}; a VIP must be routed, not on a link"))
         if not cluster.directors:
             problems.append(Problem(("vips", vi), "a VIP needs at least one director"))
-        if vip.address.version == 6:
-            problems.append(Problem(("vips", vi, "address"), (
-                "IPv6 VIPs need OSPFv3 (ospf6d) to be announced, which lvscluster does not render yet; "
-                "the IPVS and netlink layers already handle IPv6")))
     return problems
 
 
@@ -203,17 +205,32 @@ def _real_servers(cluster: Cluster) -> list[Problem]:
             forwards = {svc.forward for svc in vip.services}
             if ref.port is not None and forwards - {"nat"}:
                 problems.append(Problem((*loc, "port"), f"only NAT can send to another port; this VIP forwards by {', '.join(sorted(forwards - {'nat'}))}"))
+            version = vip.address.version
             if "dr" in forwards and ref.address is None and cluster.directors:
-                if cluster.real_server_interface(ref) is None:
-                    lonely = [d for d in cluster.directors if not cluster.shared_links(ref.node, d)]
-                    problems.append(Problem((*loc, "node"), (
-                        f"DR needs {ref.node} on the same L2 link as every director; it shares none with "
-                        f"{', '.join(lonely) or 'all of them on one link'}")))
-            elif cluster.real_server_address(ref) is None:
-                problems.append(Problem((*loc, "node"), f"{ref.node} has no address: put it on a link or give address:"))
-            if ref.address is not None and ref.address.version != vip.address.version:
-                problems.append(Problem((*loc, "address"), f"address {ref.address} is IPv{ref.address.version} but the VIP is IPv{vip.address.version}"))
+                if cluster.real_server_interface(ref, version) is None:
+                    problems.append(Problem((*loc, "node"), _dr_unreachable(cluster, ref.node, version)))
+            elif cluster.real_server_address(ref, version) is None:
+                family = "an IPv6 address (a link with subnet6:)" if version == 6 else "an address"
+                problems.append(Problem((*loc, "node"), f"{ref.node} has no {family}: put it on a link or give address:"))
+            if ref.address is not None and ref.address.version != version:
+                problems.append(Problem((*loc, "address"), (
+                    f"address {ref.address} is IPv{ref.address.version} but the VIP is IPv{version}: IPVS forwards "
+                    "by dr and nat within one address family (tun could cross families, but the kernel then refuses "
+                    "to start connection sync, and lvscluster does not configure such tunnels)")))
     return problems
+
+
+def _dr_unreachable(cluster: Cluster, node: str, version: int) -> str:
+    """Why DR cannot reach a real server: no link with every director, or none of the VIP's family."""
+    shared = [i.link_index for i in cluster.interfaces_of(node)
+              if all(cluster.interface_on(d, i.link_index) for d in cluster.directors)]
+    if version == 6 and shared:
+        links = ", ".join(f"links[{li}]" for li in shared)
+        return (f"DR to an IPv6 VIP needs {node} on a link with IPv6 (subnet6:) shared with every director; "
+                f"{links} carries IPv4 only")
+    lonely = [d for d in cluster.directors if not cluster.shared_links(node, d)]
+    return (f"DR needs {node} on the same L2 link as every director; it shares none with "
+            f"{', '.join(lonely) or 'all of them on one link'}")
 
 
 # Health fields that mean something only for some check types.

@@ -66,17 +66,19 @@ def _subnets(cluster: Cluster) -> list[Problem]:
     interface address may come from; IPv6 links need MTU 1280."""
     problems = []
     links = cluster.topology.links
-    for li, link in enumerate(links):
-        lj = cluster.subnets.first_overlap(link.subnet)  # indexed: comparing every pair was quadratic in links
-        if lj is not None and lj < li:
-            other = links[lj].subnet
-            problems.append(Problem(("links", li, "subnet"), (
-                f"subnet {link.subnet} overlaps links[{lj}] subnet {other}: their routes and addresses would conflict")))
-        martian = next((net for net in MARTIAN_SUBNETS if net.version == link.subnet.version and link.subnet.overlaps(net)), None)
+    places = cluster.subnet_places  # every subnet and subnet6, in file order
+    for k, (li, field, subnet) in enumerate(places):
+        kj = cluster.subnets.first_overlap(subnet)  # indexed: comparing every pair was quadratic in links
+        if kj is not None and kj < k:
+            lj, other_field, other = places[kj]
+            problems.append(Problem(("links", li, field), (
+                f"{field} {subnet} overlaps links[{lj}] {other_field} {other}: their routes and addresses would conflict")))
+        martian = next((net for net in MARTIAN_SUBNETS if net.version == subnet.version and subnet.overlaps(net)), None)
         if martian:
-            verb = "is" if link.subnet.subnet_of(martian) else "includes"
-            problems.append(Problem(("links", li, "subnet"), f"subnet {link.subnet} {verb} {MARTIAN_SUBNETS[martian]}"))
-        if link.subnet.version == 6 and link.mtu is not None and link.mtu < IPV6_MIN_MTU:
+            verb = "is" if subnet.subnet_of(martian) else "includes"
+            problems.append(Problem(("links", li, field), f"{field} {subnet} {verb} {MARTIAN_SUBNETS[martian]}"))
+    for li, link in enumerate(links):
+        if (link.subnet.version == 6 or link.subnet6 is not None) and link.mtu is not None and link.mtu < IPV6_MIN_MTU:
             problems.append(Problem(("links", li, "mtu"), (
                 f"mtu {link.mtu} on an IPv6 link: IPv6 needs at least {IPV6_MIN_MTU} (the kernel disables IPv6 below it)")))
     return problems
@@ -86,8 +88,9 @@ def _sync_group(cluster: Cluster) -> list[Problem]:
     sync = cluster.topology.defaults.sync
     if sync is None or sync.group.is_multicast:
         return []
+    block = "224.0.0.0/4" if sync.group.version == 4 else "ff00::/8"
     return [Problem(("defaults", "sync", "group"), (
-        f"group {sync.group} is not a multicast address (224.0.0.0/4): the sync daemons send to a multicast group"))]
+        f"group {sync.group} is not a multicast address ({block}): the sync daemons send to a multicast group"))]
 
 
 def _sync_reach(cluster: Cluster) -> list[Problem]:

@@ -50,7 +50,7 @@ def _destinations(cluster: Cluster) -> list[Problem]:
             for ri, ref in enumerate(vip.real_servers):
                 if ref.node not in nodes or nodes[ref.node].role != "real_server":
                     continue  # `checks._real_servers` reports it
-                address = cluster.real_server_address(ref)
+                address = cluster.real_server_address(ref, vip.address.version)
                 if address is None:
                     continue
                 key = (address, ref.port or svc.port or 0)

@@ -112,9 +112,15 @@ class Cluster:
         return self._index.by_node_link.get((node, link_index))
 
     @cached_property
+    def subnet_places(self) -> list[tuple[int, str, object]]:
+        """Every link subnet as (link index, field `subnet` or `subnet6`, network), in file order."""
+        return [(li, field, subnet) for li, link in enumerate(self.topology.links)
+                for field, subnet in (("subnet", link.subnet), ("subnet6", link.subnet6)) if subnet is not None]
+
+    @cached_property
     def subnets(self) -> SubnetIndex:
-        """The links' subnets, indexed (which hold an address, which overlap)."""
-        return SubnetIndex([link.subnet for link in self.topology.links])
+        """The links' subnets (`subnet_places` order), indexed: which hold an address, which overlap."""
+        return SubnetIndex([subnet for _, _, subnet in self.subnet_places])
 
     @cached_property
     def director_links(self) -> tuple[int, ...]:
@@ -194,20 +200,29 @@ class Cluster:
             limit = min(limit, OSPF_ECMP_DEFAULT)
         return limit
 
-    def real_server_interface(self, ref: RealServerRef) -> NodeInterface | None:
-        """The real server's interface directors reach it on: one on a link shared with every director."""
+    def real_server_interface(self, ref: RealServerRef, version: int = 4) -> NodeInterface | None:
+        """The real server's interface directors reach it on: one on a link shared with every
+        director that carries the VIP's address family (`version`)."""
         candidates = self._index.by_node.get(ref.node, ())
         if not self.directors:  # every link is shared with all of none
-            return next(iter(candidates), None)
+            return next((iface for iface in candidates if iface.address_of(version)), None)
         shared = self._director_link_set
-        return next((iface for iface in candidates if iface.link_index in shared), None)
+        return next((iface for iface in candidates if iface.link_index in shared and iface.address_of(version)), None)
 
-    def real_server_address(self, ref: RealServerRef) -> str | None:
-        """The address directors send to: explicit, else on the shared link, else its first address."""
+    def real_server_address(self, ref: RealServerRef, version: int = 4) -> str | None:
+        """The address directors send to for a VIP of IP `version`: explicit, else on the shared
+        link, else its first address of that family."""
         if ref.address is not None:
             return str(ref.address)
-        iface = self.real_server_interface(ref) or next(iter(self._index.by_node.get(ref.node, ())), None)
-        return iface.ip if iface else None
+        iface = self.real_server_interface(ref, version)
+        if iface is None:
+            iface = next((i for i in self._index.by_node.get(ref.node, ()) if i.address_of(version)), None)
+        return str(iface.address_of(version).ip) if iface else None
+
+    @cached_property
+    def ipv6_vips(self) -> bool:
+        """True when any VIP is IPv6: the directors and routers then speak OSPFv3 (or BGP IPv6) too."""
+        return any(vip.address.version == 6 for vip in self.topology.vips)
 
     @cached_property
     def _vips_by_real_server(self) -> dict[str, list[Vip]]:

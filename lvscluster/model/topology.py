@@ -56,6 +56,8 @@ def _text_only(value: Any) -> Any:
 IPAddress = Annotated[IPvAnyAddress, BeforeValidator(_text_only)]
 IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_text_only)]
 IPNetwork = Annotated[IPvAnyNetwork, BeforeValidator(_text_only)]
+IPv6 = Annotated[ipaddress.IPv6Address, BeforeValidator(_text_only)]
+IPv6Network = Annotated[ipaddress.IPv6Network, BeforeValidator(_text_only)]
 InterfaceName = Annotated[str, AfterValidator(_check_ifname)]
 NodeName = Annotated[str, Field(pattern=NAME_RE, max_length=32)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -146,7 +148,7 @@ class SyncSettings(Strict):
 
     syncid: Annotated[int, Field(ge=0, le=255)] = 0
     interface: str  # a link name (the director's interface on it) or an interface name
-    group: IPv4 = ipaddress.IPv4Address("224.0.0.81")
+    group: IPAddress = ipaddress.IPv4Address("224.0.0.81")  # IPv6 (e.g. ff02::81): sync over IPv6
     port: Port = 8848
     ttl: Annotated[int, Field(ge=1, le=255)] = 1
     maxlen: Annotated[int, Field(ge=0, le=65535)] = 0
@@ -310,14 +312,19 @@ class Endpoint(Strict):
     node: NodeName
     interface: InterfaceName
     address: IPAddress | None = None
+    address6: IPv6 | None = None  # on a dual-stack link: this endpoint's address in `subnet6`
 
 
 class Link(Strict):
-    """A network: two endpoints (veth in a lab) or more (a bridge), with the subnet they share."""
+    """A network: two endpoints (veth in a lab) or more (a bridge), with the subnet they share.
+
+    A dual-stack link has an IPv4 `subnet` and an IPv6 `subnet6`: every endpoint gets one address
+    of each (`address` / `address6` when written, else the next free host)."""
 
     name: InterfaceName | None = None
     endpoints: Annotated[list[Annotated[Endpoint, BeforeValidator(_split_endpoint)]], Field(min_length=2)]
     subnet: IPNetwork
+    subnet6: IPv6Network | None = None
     mtu: Annotated[int, Field(ge=576, le=65535)] | None = None
 
 

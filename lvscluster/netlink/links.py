@@ -27,6 +27,7 @@ from lvscluster.netlink.netns import socket_in_netns
 from lvscluster.state import InterfaceAddress
 
 IFF_UP = 0x1
+IFA_F_NODAD = 0x2  # linux/if_addr.h: no duplicate address detection
 # Addresses the kernel puts on lo by itself: never reported as managed, never removed.
 LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
 
@@ -123,8 +124,11 @@ class Links:
     def _addr(self, command: str, target: InterfaceAddress) -> None:
         idx = self._require(target.interface)
         iface = ipaddress.ip_interface(target.address)
+        # IPv6 with `nodad`: a VIP is on every director and DR real server at once, so duplicate
+        # address detection must never run for it (lo skips it anyway; another interface would not)
+        flags = {"flags": IFA_F_NODAD} if command == "add" and iface.version == 6 else {}
         try:
-            self.ipr.addr(command, index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            self.ipr.addr(command, index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **flags)
         except NetlinkError as err:
             if (command == "add" and err.code == errno.EEXIST) or (command == "del" and err.code == errno.EADDRNOTAVAIL):
                 return
@@ -132,7 +136,7 @@ class Links:
             raise NetlinkOperationError(f"cannot {verb} address {target.key}{self._where()}: {err}") from err
 
     def add_address(self, target: InterfaceAddress) -> None:
-        """Add an address (e.g. the VIP /32 on lo); present already = success."""
+        """Add an address (e.g. the VIP /32 on lo; IPv6 with `nodad`); present already = success."""
         self._addr("add", target)
 
     def del_address(self, target: InterfaceAddress) -> None:

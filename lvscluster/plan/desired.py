@@ -47,6 +47,12 @@ ROUTER_SYSCTLS: dict[str, str] = {
     "net.ipv4.fib_multipath_hash_fields": "0x0037",
     "net.ipv4.fib_multipath_use_neigh": "1",
 }
+# ... and with IPv6 VIPs: forward IPv6 and hash IPv6 flows by the same 5 tuple
+ROUTER_SYSCTLS6: dict[str, str] = {
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.fib_multipath_hash_policy": "3",
+    "net.ipv6.fib_multipath_hash_fields": "0x0037",
+}
 TUNNEL_TYPE = {"ipip": None, "gue": "gue", "gre": "gre"}
 
 
@@ -77,7 +83,7 @@ def ipvs_service(cluster: Cluster, vip: Vip, service: Service, health: HealthVer
     dests = []
     for ref in vip.real_servers:
         quiesced = cluster.topology.nodes[ref.node].drain or DestKey(vip.name, label, ref.node) in health.quiesced
-        dests.append(dest(cluster.real_server_address(ref), ref.port or service.port, 0 if quiesced else ref.weight))
+        dests.append(dest(cluster.real_server_address(ref, vip.address.version), ref.port or service.port, 0 if quiesced else ref.weight))
     if (vip.name, label) in health.sorry and vip.sorry_server is not None:
         sorry = vip.sorry_server
         dests.append(dest(str(sorry.address), sorry.port or service.port, 1))  # last here: the kernel's head
@@ -133,7 +139,8 @@ def plan_director(cluster: Cluster, name: str, health: HealthVerdict | None = No
 
 
 def plan_real_server(cluster: Cluster, name: str) -> NodeState:
-    """A real server: the VIPs it serves on lo (DR) or tunl0 (TUN) and the ARP/rp_filter sysctls."""
+    """A real server: the VIPs it serves on lo (DR) or tunl0 (TUN) and the ARP/rp_filter sysctls
+    (IPv4 VIPs; an IPv6 VIP on lo needs none)."""
     addresses, sysctls, tunnels = [], {}, []
     for vip in cluster.vips_of(name):
         forwards = {svc.forward for svc in vip.services}
@@ -143,14 +150,18 @@ def plan_real_server(cluster: Cluster, name: str) -> NodeState:
             if "tunl0" not in tunnels:
                 tunnels.append("tunl0")
         elif "dr" in forwards:
+            # IPv6 needs no sysctl: Linux answers a neighbour solicitation only for an address on the
+            # interface it arrived on, so the VIP /128 on lo stays unanswered on the LAN (docs/topology.md)
             addresses.append(InterfaceAddress(interface="lo", address=vip_prefix(vip)))
-            sysctls.update(DR_REAL_SERVER_SYSCTLS)
+            if vip.address.version == 4:
+                sysctls.update(DR_REAL_SERVER_SYSCTLS)
     return NodeState(name=name, role="real_server", addresses=tuple(addresses), sysctls=sysctls, tunnels=tuple(tunnels))
 
 
 def plan_router(cluster: Cluster, name: str) -> NodeState:
-    """A router in the topology: 5-tuple multipath hashing and FRR with maximum-paths."""
-    return NodeState(name=name, role="router", sysctls=dict(ROUTER_SYSCTLS), frr=render_frr(cluster, name))
+    """A router in the topology: 5-tuple multipath hashing (IPv4, and IPv6 with IPv6 VIPs) and FRR with maximum-paths."""
+    sysctls = {**ROUTER_SYSCTLS, **(ROUTER_SYSCTLS6 if cluster.ipv6_vips else {})}
+    return NodeState(name=name, role="router", sysctls=sysctls, frr=render_frr(cluster, name))
 
 
 def plan_cluster(cluster: Cluster, only: Collection[str] | None = None) -> dict[str, NodeState]:

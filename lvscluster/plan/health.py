@@ -67,7 +67,7 @@ def health_targets(cluster: Cluster) -> list[HealthTarget]:
                 targets.append(HealthTarget(
                     key=DestKey(vip.name, service_label(service), ref.node),
                     spec=spec,
-                    address=cluster.real_server_address(ref) or "",
+                    address=cluster.real_server_address(ref, vip.address.version) or "",
                     port=None if spec.type == "exec" else (spec.port or dest_port),
                     vip_address=str(vip.address),
                     vip_port=service.port or 0,

@@ -49,13 +49,16 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
     for u in cluster.uplinks(node):
         mine, theirs = (u.director, u.router) if director else (u.router, u.director)
         announce = cluster.announce(u.director.node)
-        links.append({"interface": mine.name, "subnet": str(mine.address.network), "announce": announce})
+        # OSPFv3 on the uplinks with an IPv6 address, when some VIP is IPv6 (ospf6d peers by link-local addresses)
+        ospf6 = cluster.ipv6_vips and announce == "ospf" and mine.address_of(6) is not None
+        links.append({"interface": mine.name, "subnet": str(mine.address.network), "announce": announce, "ospf6": ospf6})
         if announce == "bgp":
             # ExaBGP has no BFD: its sessions end by the hold timer (or a NOTIFICATION when it stops)
             bfd = cluster.bgp(node).bfd and cluster.bgp(u.director.node).announcer != "exabgp"
             peers.append({"address": str(theirs.address.ip), "asn": cluster.asn(theirs.node), "bfd": bfd,
                           "local": str(mine.address.ip)})
     context["peers"] = peers
+    context["ospf6"] = any(link["ospf6"] for link in links)
     if director:
         nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
         announce = cluster.announce(node)
@@ -63,24 +66,34 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
         context.update(uplinks=links, announce=announce, forwarding=nat, announcer=cluster.announcer(node),
                        drain_cost=DRAIN_COST if spec.drain and announce == "ospf" else None,
                        drain_prepend=" ".join([str(asn)] * DRAIN_PREPEND) if spec.drain and announce == "bgp" else None,
-                       vips=[f"{v.address}/{v.address.max_prefixlen}" for v in cluster.topology.vips if v.name not in withdrawn])
+                       vips=[f"{v.address}/32" for v in cluster.topology.vips if v.name not in withdrawn and v.address.version == 4],
+                       vips6=[f"{v.address}/128" for v in cluster.topology.vips if v.name not in withdrawn and v.address.version == 6])
     else:
         protocols = cluster.router_protocols(node)
-        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True, protocols=protocols,
+        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True, forwarding6=context["ospf6"],
+                       protocols=protocols,
                        bfd=cluster.ospf(node) if "ospf" in protocols or not protocols else cluster.bgp(node))
     return context
 
 
+def runs_ospf6(cluster: Cluster, node: str) -> bool:
+    """True when a director or router speaks OSPFv3: some VIP is IPv6 and an OSPF uplink of the
+    node has an IPv6 address (`subnet6:`)."""
+    return cluster.ipv6_vips and any(cluster.announce(u.director.node) == "ospf" and u.director.address_of(6)
+                                     for u in cluster.uplinks(node))
+
+
 def frr_daemons(cluster: Cluster, node: str) -> tuple[str, ...]:
-    """The FRR daemons a director or router runs: zebra, and ospfd/bgpd/bfdd as its config needs
+    """The FRR daemons a director or router runs: zebra, and ospfd/ospf6d/bgpd/bfdd as its config needs
     (a director announcing through ExaBGP: zebra and staticd, for its default routes)."""
     if cluster.role(node) == "director" and cluster.announcer(node) == "exabgp":
         return ("zebra", "staticd")
     protocols = cluster.router_protocols(node) if cluster.role(node) == "router" else {cluster.announce(node)}
     protocols = protocols or {"ospf"}
     bfd = ("ospf" in protocols and cluster.ospf(node).bfd) or ("bgp" in protocols and cluster.bgp(node).bfd)
+    ospf6 = "ospf" in protocols and runs_ospf6(cluster, node)
     return ("zebra", *(["bfdd"] if bfd else []), *(["ospfd"] if "ospf" in protocols else []),
-            *(["bgpd"] if "bgp" in protocols else []))
+            *(["ospf6d"] if ospf6 else []), *(["bgpd"] if "bgp" in protocols else []))
 
 
 def render_frr(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> str:

@@ -81,7 +81,8 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
     ns = namespaces.add(f"{PREFIX}-{os.getpid() % 10000}-{node}")
     for i, iface in enumerate(cluster.interfaces_of(node)):
         ip("-n", ns, "link", "add", iface.name, "type", "veth", "peer", "name", f"peer{i}")
-        ip("-n", ns, "addr", "add", str(iface.address), "dev", iface.name)
+        for address in iface.addresses:
+            ip("-n", ns, "addr", "add", str(address), "dev", iface.name, *(["nodad"] if address.version == 6 else []))
         ip("-n", ns, "link", "set", iface.name, "up")
     frr.start(ns, ns, daemons=frr_daemons(cluster, node))
     frr.load_config(ns, state.frr)  # raises on any line FRR rejects
@@ -109,6 +110,9 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
             assert f"network {uplink.director.address.network} area 0.0.0.0" in running
     if spec.role == "director":
         for vip in cluster.topology.vips:
+            if vip.address.version == 6:  # OSPFv3: redistributed through the VIP prefix list
+                assert f" permit {vip.address}/128" in running and "redistribute connected route-map" in running
+                continue
             assert (f"network {vip.address}/32" + ("" if bgp else " area 0.0.0.0")) in running
     else:
         assert f"maximum-paths {spec.max_paths or 8}" in running
@@ -177,11 +181,13 @@ def test_router_spreads_the_vip_over_every_director(topology: str, namespaces: N
     assert wait_for_hops(router, vip, sorted(address.values())) == sorted(address.values())
 
 
-def wire_routers_and_directors(cluster: Cluster, namespaces: Namespaces, configs: dict[str, str] | None = None) -> dict[str, str]:
-    """A namespace per router and director, their uplinks as veth pairs, the VIPs on the directors'
-    lo, FRR started and each node's config (`configs`, else its rendered one) loaded; returns the namespaces."""
+def wire_routers_and_directors(cluster: Cluster, namespaces: Namespaces, configs: dict[str, str] | None = None,
+                               prefix: str = PREFIX) -> dict[str, str]:
+    """A namespace per router and director, their uplinks as veth pairs (both addresses of a
+    dual-stack link), the VIPs on the directors' lo, FRR started and each node's config (`configs`,
+    else its rendered one) loaded; returns the namespaces."""
     states = plan_cluster(cluster)
-    tag = f"{PREFIX}-{os.getpid() % 10000}"
+    tag = f"{prefix}-{os.getpid() % 10000}"
     ns = {node: namespaces.add(f"{tag}-e{node}") for node in cluster.routers + cluster.directors}
     for node in cluster.routers:
         for uplink in cluster.uplinks(node):
@@ -190,11 +196,13 @@ def wire_routers_and_directors(cluster: Cluster, namespaces: Namespaces, configs
             ip("link", "set", "lvstmp-r", "netns", ns[r.node], "name", r.name)
             ip("link", "set", "lvstmp-d", "netns", ns[d.node], "name", d.name)
             for end in (r, d):
-                ip("-n", ns[end.node], "addr", "add", str(end.address), "dev", end.name)
+                for address in end.addresses:
+                    ip("-n", ns[end.node], "addr", "add", str(address), "dev", end.name, *(["nodad"] if address.version == 6 else []))
                 ip("-n", ns[end.node], "link", "set", end.name, "up")
     for director in cluster.directors:
         for address in states[director].addresses:
-            ip("-n", ns[director], "addr", "add", address.address, "dev", address.interface)
+            ip("-n", ns[director], "addr", "add", address.address, "dev", address.interface,
+               *(["nodad"] if ":" in address.address else []))
     for node, space in ns.items():
         frr.start(space, space, daemons=frr_daemons(cluster, node), wait=False)
     for node, space in ns.items():

@@ -159,3 +159,33 @@ def test_removals_are_vtysh_commands_block_by_block() -> None:
                                          " exit-address-family\nexit\n"),
                             config_shape("router bgp 65000\n address-family ipv4 unicast\n exit-address-family\nexit\n")) == [
         "configure terminal", "router bgp 65000", "address-family ipv4 unicast", "no network 10.99.0.10/32", "end"]
+
+
+def test_dualstack_state() -> None:
+    """An IPv6 VIP: family-6 services to the real servers' subnet6 addresses, the VIP /128 on lo of
+    directors and real servers (no IPv6 sysctl on the real servers), OSPFv3 announcing it through
+    the VIP prefix list, IPv6 forwarding and hashing on the router."""
+    from lvscluster.plan.health import HealthVerdict
+    from lvscluster.plan.desired import plan_director
+    from lvscluster.plan.render import frr_daemons
+
+    cluster = _cluster(ROOT / "topology" / "dualstack.lvs.yml")
+    states = plan_cluster(cluster)
+    d1, rs1, r1 = states["d1"], states["rs1"], states["r1"]
+    assert [a.key for a in d1.addresses] == ["10.99.0.10/32 on lo", "2001:db8:99::10/128 on lo"]
+    assert [a.key for a in rs1.addresses] == ["10.99.0.10/32 on lo", "2001:db8:99::10/128 on lo"]
+    assert not [k for k in rs1.sysctls if k.startswith("net.ipv6")]
+    assert [(s.key, s.family, s.netmask) for s in d1.ipvs.services] == [
+        ("tcp/10.99.0.10:80", 4, 32), ("tcp/[2001:db8:99::10]:80", 6, 128),
+        ("udp/[2001:db8:99::10]:53", 6, 128), ("fwmark6/6", 6, 128)]
+    assert [d.address for d in d1.ipvs.services[1].dests] == ["2001:db8:2::5", "2001:db8:2::4"]
+    assert r1.sysctls["net.ipv6.conf.all.forwarding"] == "1" and r1.sysctls["net.ipv6.fib_multipath_hash_policy"] == "3"
+    assert "no ipv6 forwarding" not in r1.frr and "no ipv6 forwarding" in d1.frr
+    assert "ospf6d" in frr_daemons(cluster, "d1") and "ospf6d" in frr_daemons(cluster, "r1")
+    assert "ipv6 prefix-list LVSCLUSTER-VIP6 seq 5 permit 2001:db8:99::10/128" in d1.frr.splitlines()
+    withdrawn = plan_director(cluster, "d1", HealthVerdict(withdrawn=frozenset({"web6"}))).frr
+    assert "permit 2001:db8:99::10/128" not in withdrawn and " network 10.99.0.10/32 area 0.0.0.0" in withdrawn.splitlines()
+    drained = plan_director(cluster.with_node("d1", drain=True), "d1").frr.splitlines()
+    assert " set metric 1000" in drained and " ip ospf cost 1000" in drained
+    # an IPv4-only topology renders no OSPFv3 at all
+    assert "ospf6" not in plan_cluster(_cluster(ROOT / "topology" / "demo.lvs.yml"))["d1"].frr
