@@ -51,6 +51,12 @@ def backend_for(cluster: Cluster, node: str, lab_namespaces: dict[str, str] | No
     if lab_namespaces and node in lab_namespaces:
         space = lab_namespaces[node]
         if space.startswith("docker:"):  # a Docker lab's node is its container
+            from lvscluster.lab import vmdocker
+
+            if vmdocker.in_vm():  # no new Python per node and verb: see lvscluster.apply.entered
+                from lvscluster.apply.entered import EnteredContainerBackend
+
+                return EnteredContainerBackend(space.removeprefix("docker:"), runner)
             return DockerBackend(space.removeprefix("docker:"), runner)
         return KernelBackend(space, frr.pathspace_for(space), runner)
     if access == "local":
