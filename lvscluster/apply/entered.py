@@ -22,8 +22,11 @@ from lvscluster.apply.processes import exit_forked_child
 from lvscluster.errors import ApplyError
 from lvscluster.state import NodeState
 
-# net first, then uts, mnt last: after entering the mount namespace, /proc is the container's
-NAMESPACES = (("net", 0x40000000), ("uts", 0x04000000), ("mnt", 0x00020000))
+# all opened before entering any (after the mount namespace, /proc is the container's); the pid
+# namespace applies to children only, so the verb runs in a grandchild forked after entering:
+# there /proc/self resolves in the container's /proc (the first try, without it, failed on
+# /proc/self/ns/net)
+NAMESPACES = (("net", 0x40000000), ("uts", 0x04000000), ("pid", 0x20000000), ("mnt", 0x00020000))
 
 
 def _setns(fd: int, kind: int) -> None:
@@ -83,10 +86,15 @@ class EnteredContainerBackend(DockerBackend):
                 os.close(err_r)
                 for fd, kind in fds:
                     _setns(fd, kind)
-                result = _verb(verb, payload).encode()
-                with os.fdopen(out_w, "wb") as out:
-                    out.write(result)
-                code = 0
+                grandchild = os.fork()
+                if grandchild:
+                    os.close(out_w)
+                    code = os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1])
+                else:
+                    result = _verb(verb, payload).encode()
+                    with os.fdopen(out_w, "wb") as out:
+                        out.write(result)
+                    code = 0
             except BaseException as exc:  # noqa: BLE001 - the parent reports it; never return into it
                 os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[-4000:])
             finally:
