@@ -265,5 +265,9 @@ def backend_for(placement: Placement, runner: Runner = DEFAULT_RUNNER) -> NodeBa
         case "ssh":
             return SshBackend(placement.target, runner)
         case "docker":
+            if placement.lab and os.environ.get("LVSCLUSTER_IN_VM"):  # no new Python per node and verb
+                from lvscluster.apply.entered import EnteredContainerBackend
+
+                return EnteredContainerBackend(placement.target, runner)
             return DockerBackend(placement.target, runner)
     raise ValueError(f"no backend reaches a {placement.kind} node by itself ({placement})")

@@ -32,6 +32,7 @@ class Placement:
 
     kind: PlacementKind
     target: str = ""
+    lab: bool = False  # made by `lab up`: a lab container holds this checkout at the same path
 
     @classmethod
     def parse(cls, access: str) -> "Placement":

@@ -53,7 +53,8 @@ def lab_up(
     backend: Annotated[LabBackend, typer.Option(
         "--backend", help="netns: network namespaces and veth cables (default). docker: one container per node "
         "on Docker networks, from an image built here (debootstrap, ~2 min once); needs a running dockerd. "
-        "Containers share this kernel: without IPVS here, directors cannot be deployed (no VM is used).",
+        "Containers share the kernel: without IPVS here the whole Docker lab runs in a VM with its own dockerd "
+        "(as --vm decides for the namespace lab).",
         case_sensitive=False)] = LabBackend.netns,
 ) -> None:
     """Create the lab's namespaces, cables, routes, FRR daemons and test servers.
@@ -61,16 +62,24 @@ def lab_up(
     A failure half way removes everything built so far and names the step that failed.
     """
     cluster = load_cluster(file)
+    inside_vm = bool(os.environ.get("LVSCLUSTER_IN_VM"))  # a forwarded `lab up --vm` must not nest
+    in_a_vm = not inside_vm and (vm if vm is not None else vmhost.needs_vm())
     if backend is LabBackend.docker:
         from lvscluster.lab import containers
+
+        if in_a_vm:
+            from lvscluster.lab import dockerimage
+
+            _progress(("--vm given" if vm else "this kernel has no IPVS") + ": running the Docker lab in a VM")
+            dockerimage.tarball(_progress)  # the VM has no network: the image's files come from here
+            _lab_up_in_vm(cluster.name, file, backend)  # exits with the VM's answer
 
         layout = containers.up(cluster, file, progress=_progress)
         out.print(f"lab {cluster.name} is up: {len(layout.namespaces) - (1 if layout.bridges else 0)} containers, "
                   f"{len(cluster.topology.links)} Docker networks; next: `lvscluster deploy` with the same "
                   "topology file", markup=False)
         return
-    inside_vm = bool(os.environ.get("LVSCLUSTER_IN_VM"))  # a forwarded `lab up --vm` must not nest
-    if not inside_vm and (vm if vm is not None else vmhost.needs_vm()):
+    if in_a_vm:
         _lab_up_in_vm(cluster.name, file)
     layout = plan_lab(cluster)
     provider.up(layout, file, progress=_progress, agents=agents)
@@ -78,12 +87,13 @@ def lab_up(
               "next: `lvscluster deploy` with the same topology file", markup=False)
 
 
-def _lab_up_in_vm(name: str, file: Path) -> None:
+def _lab_up_in_vm(name: str, file: Path, backend: LabBackend = LabBackend.netns) -> None:
     """This kernel has no IPVS: boot a VM for the lab and build the lab inside it."""
     if lab_vm(name) or provider.read_record(name):
         raise LvsClusterError(f"lab {name!r} is already up; run `lvscluster lab down {file}` first")
     vm = vmhost.LabVm(name)
     vm.start(progress=_progress)
+    (vm.directory / BACKEND_FILE).write_text(backend.value)  # `lab exec` enters a container, not just its namespace
     try:
         forward_to_vm(vm, file)
     except BaseException as exc:  # a failed build, or the VM refused: never leave an empty VM behind
@@ -91,6 +101,9 @@ def _lab_up_in_vm(name: str, file: Path) -> None:
             _progress("lab up failed inside the VM; stopping the VM")
             vm.stop()
         raise
+
+
+BACKEND_FILE = "backend"
 
 
 def _lab_name(file: Optional[Path], lab: Optional[str]) -> str:
@@ -189,7 +202,9 @@ def lab_exec(
 ) -> None:
     """Run a command inside a node's namespace, e.g. `lvscluster lab exec c1 -- curl http://10.99.0.10/`."""
     name = _lab_name(None, lab)
-    if (vm := lab_vm(name)) is not None:  # straight to the namespace: no lvscluster start-up in the VM
+    if (vm := lab_vm(name)) is not None:  # straight to the node: no lvscluster start-up in the VM
+        if (vm.directory / BACKEND_FILE).exists() and (vm.directory / BACKEND_FILE).read_text() == "docker":
+            raise typer.Exit(vm.run(["docker", "exec", "-i", f"{name}.{node}", *command]))
         space = namespace_name(name, node)
         if vm.run(["test", "-e", f"/run/netns/{space}"]) != 0:
             err.print(f"lab {name} has no node {node!r}", markup=False)

@@ -12,9 +12,11 @@
 - FRR runs inside the routers' and directors' containers (Debian's frrinit), and `deploy`
   reaches each node with `docker exec -i <container> lvscluster node ...` (`DockerBackend`).
 
-Containers share this machine's kernel: IPVS, ipip and sysctls behave as the host's kernel
-does. On a kernel without IPVS the lab builds, routes and runs FRR, but directors cannot be
-deployed.
+Containers share the kernel they run on: IPVS, ipip and sysctls behave as that kernel does.
+Where this kernel has no IPVS, `lab up --backend docker` runs the whole Docker lab in a lab VM
+(`vmhost`), whose own dockerd (`vmdocker`, started here on first use) imports the image from the
+tarball the host made. With `--no-vm` on such a kernel the lab builds, routes and runs FRR, but
+directors cannot be deployed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pyroute2 import IPRoute, netns
 
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.files import write_atomic
+from lvscluster.lab import vmdocker
 from lvscluster.lab.dockerimage import ensure_image
 from lvscluster.lab.layout import LabLayout, plan_lab
 from lvscluster.lab.netns import Progress, quiet, wait_listening, lab_namespaces, remove_state_dir, state_dir
@@ -50,12 +53,22 @@ chown frr:frr /etc/frr/frr.conf /etc/frr/vtysh.conf
 """
 
 
-def connect():
-    """A Docker client, or EnvironmentProblem naming what to start."""
+def connect(progress: Progress = quiet, start: bool = False):
+    """A Docker client, or EnvironmentProblem naming what to start. With `start`, inside a VM
+    lvscluster booted, a missing dockerd is started there (`vmdocker`)."""
     try:
         import docker
     except ImportError:
         raise EnvironmentProblem("the Docker lab needs the docker Python package: pip install docker") from None
+
+    def ping() -> bool:
+        try:
+            return docker.from_env().ping()
+        except Exception:
+            return False
+
+    if start and vmdocker.in_vm() and not ping():
+        vmdocker.start_dockerd(ping, progress)
     try:
         client = docker.from_env()
         client.ping()
@@ -90,7 +103,7 @@ def _mounts() -> list[str]:
 
 def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> LabLayout:
     """Build the lab as containers; on any failure remove everything built so far and raise naming the step."""
-    client = connect()
+    client = connect(progress, start=True)
     lab = cluster.name
     if leftovers(lab) or lab_namespaces(lab):
         raise ApplyError(f"lab {lab!r} is already up (or left over); run `lvscluster lab down {topology_path}` first")
@@ -171,7 +184,8 @@ def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     for index in links[1:]:
         api.connect_container_to_network(name, network_name(lab, index))
     api.start(name)
-    lvscluster = f"#!/bin/sh\nexec {sys.executable} -m lvscluster.cli \"$@\"\n"
+    # PYTHONPATH: this checkout, even when the venv's editable install points at another one
+    lvscluster = f"#!/bin/sh\nPYTHONPATH={CHECKOUT} exec {sys.executable} -m lvscluster.cli \"$@\"\n"
     _exec(client, name, ["sh", "-c", 'printf "%s" "$SCRIPT" > /usr/local/bin/lvscluster && '
                          "chmod 755 /usr/local/bin/lvscluster"], environment={"SCRIPT": lvscluster})
     return name

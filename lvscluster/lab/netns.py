@@ -271,7 +271,7 @@ def lab_placements(lab: str) -> dict[str, Placement] | None:
     if record is None:
         return None
     if record.get("provider") == "docker":
-        return {node: Placement("docker", name) for node, name in record["containers"].items()}
+        return {node: Placement("docker", name, lab=True) for node, name in record["containers"].items()}
     return in_namespaces(record["namespaces"])
 
 

@@ -79,7 +79,7 @@ def docker_lab(docker_client, tmp_path_factory):
                                   ipam=IPAMConfig(pool_configs=[IPAMPool(subnet="100.64.0.0/28", gateway="100.64.0.1")]))
     down = lvscluster("lab", "down", "--lab", LAB)
     assert "removed 0 containers and 1 Docker networks" in down.stdout, down.stdout + down.stderr
-    up = lvscluster("lab", "up", "--backend", "docker", str(path))
+    up = lvscluster("lab", "up", "--backend", "docker", "--no-vm", str(path))
     assert up.returncode == 0, up.stdout + up.stderr
     yield Cluster.from_topology(load_topology(path)), path
     down = lvscluster("lab", "down", str(path))
