@@ -6,8 +6,9 @@
 `KernelBackend` works on this machine: in a network namespace (lab nodes, `netns:NAME`) or
 in the current one (`local`), through the netlink library and FRR's frr-reload.
 `SshBackend` (ssh) and `DockerBackend` (docker exec) run `lvscluster node observe|apply` on the
-node with JSON on stdin, so the far side is the same `KernelBackend`. `backend_for(placement)`
-picks one; every backend says where it works (`placement`), so callers never ask for its type.
+node with JSON on stdin, so the far side is the same `KernelBackend`. `apply.reach.backend_for`
+picks one for a placement; every backend says where it works (`placement`), so callers never ask
+for its type.
 """
 
 from __future__ import annotations
@@ -253,21 +254,3 @@ class DockerBackend(NodeCommandBackend):
 
     def _argv(self, verb: str) -> list[str]:
         return ["docker", "exec", "-i", self.container, *shlex.split(self.command), "node", verb]
-
-
-def backend_for(placement: Placement, runner: Runner = DEFAULT_RUNNER) -> NodeBackend:
-    """The backend that reaches a node where `placement` says it is."""
-    match placement.kind:
-        case "local":
-            return KernelBackend(None, None, runner)
-        case "netns":
-            return KernelBackend(placement.target, frr.pathspace_for(placement.target), runner)
-        case "ssh":
-            return SshBackend(placement.target, runner)
-        case "docker":
-            if placement.lab and os.environ.get("LVSCLUSTER_IN_VM"):  # no new Python per node and verb
-                from lvscluster.apply.entered import EnteredContainerBackend
-
-                return EnteredContainerBackend(placement.target, runner)
-            return DockerBackend(placement.target, runner)
-    raise ValueError(f"no backend reaches a {placement.kind} node by itself ({placement})")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from lvscluster.apply.backends import apply_lock, backend_for
+from lvscluster.apply.backends import apply_lock
 from lvscluster.apply.deploy import agent_verdict, read_deployed, topology_snapshot
 from lvscluster.apply.lifecycle import deploy_nodes
 from lvscluster.apply.placement import Placement, placement_of
+from lvscluster.apply.reach import backend_for
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster

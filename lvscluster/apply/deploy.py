@@ -19,9 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lvscluster.apply.backends import NodeBackend, apply_lock, backend_for
+from lvscluster.apply.backends import NodeBackend, apply_lock
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, placement_of
+from lvscluster.apply.reach import backend_for
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster

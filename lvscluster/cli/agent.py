@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -13,29 +10,14 @@ import typer
 
 from lvscluster.cli.common import TopologyFile, err, lab_vm, load_cluster
 from lvscluster.errors import EnvironmentProblem, LvsClusterError
-
-DEFAULT_METRICS = "127.0.0.1:9586"
+from lvscluster.health.service import DEFAULT_METRICS, parse_listen, run_agent
 
 
 def _listen_address(text: str) -> tuple[str, int] | None:
-    if text == "off":
-        return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise typer.BadParameter(f"{text!r} should be ADDRESS:PORT (e.g. {DEFAULT_METRICS}) or off", param_hint="--metrics")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _enter_netns(name: str) -> None:
-    """Move this process into the director's namespace, so checks leave from the director."""
-    from pyroute2 import netns
-
     try:
-        here, there = os.stat("/proc/self/ns/net"), os.stat(f"/run/netns/{name}")
-    except OSError:
-        raise LvsClusterError(f"network namespace {name} does not exist (is the lab up?)") from None
-    if (here.st_ino, here.st_dev) != (there.st_ino, there.st_dev):
-        netns.setns(name)
+        return parse_listen(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--metrics") from None
 
 
 def agent(
@@ -62,11 +44,9 @@ def agent(
     In a lab, `lab up` starts one agent per director. On a real director run it from systemd
     (`contrib/lvscluster-agent@.service`). Every change is logged with its reason.
     """
-    from lvscluster.apply.backends import backend_for
+    from lvscluster.apply.reach import backend_for
     from lvscluster.apply.placement import placement_of
     from lvscluster.cli.deploy import lab_placements
-    from lvscluster.health.agent import Agent
-    from lvscluster.runfiles import health_record_path
 
     listen = _listen_address(metrics)
     cluster = load_cluster(file)
@@ -81,30 +61,5 @@ def agent(
     if not placement.on_this_machine:
         raise LvsClusterError(f"{node} is reached over {placement}: run the agent on that machine")
     backend = backend_for(placement)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if backend.netns:
-        _enter_netns(backend.netns)
-    runner = Agent(Path(file), node, backend, repair_interval=repair_interval)
-    runner.load()
-    if listen:
-        from lvscluster.health.metrics import serve
-
-        try:
-            serve(runner, *listen)
-        except OSError as exc:  # most often: this director's agent already runs and holds the port
-            raise LvsClusterError(f"agent {node}: cannot serve metrics on {listen[0]}:{listen[1]}: {exc.strerror or exc} "
-                                  f"(is an agent for {node} already running? choose another --metrics ADDRESS:PORT, or off)") from None
-        logging.getLogger("lvscluster.agent").info("%s: metrics on http://%s:%d/metrics", node, *listen)
-    try:
-        asyncio.run(_run_until_signal(runner))
-    finally:
-        health_record_path(node, backend.netns).unlink(missing_ok=True)
+    run_agent(Path(file), node, backend, listen, repair_interval)
     err.print(f"agent {node}: stopped", markup=False)
-
-
-async def _run_until_signal(runner) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await runner.run(stop)

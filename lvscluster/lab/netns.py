@@ -24,7 +24,7 @@ from lvscluster.apply import exabgp, frr
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, in_namespaces
 from lvscluster.apply.processes import fork_daemon, terminate
-from lvscluster.errors import ApplyError, EnvironmentProblem
+from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab.layout import LabLayout, Veth
 from lvscluster.netlink.netns import socket_in_netns
@@ -289,13 +289,21 @@ def start_test_server(lab: str, server) -> int:
 
 
 def _start_agent(layout: LabLayout, node: str, topology_path: Path) -> int:
-    """`lvscluster agent` for one director (it enters the node's namespace itself), logging to the
-    lab's state directory; forked from this process (see `fork_daemon`). Returns its pid."""
-    def run() -> None:
-        from lvscluster.cli import main
+    """The director's agent, as `lvscluster agent` runs it (`health.service.run_agent`: it enters
+    the node's namespace itself), logging to the lab's state directory; forked from this process
+    (see `fork_daemon`). Returns its pid."""
+    topology = Path(topology_path).resolve()
 
-        sys.argv = ["lvscluster", "agent", str(Path(topology_path).resolve()), "--node", node]
-        main()
+    def run() -> None:
+        from lvscluster.apply.reach import backend_for
+        from lvscluster.health.service import DEFAULT_METRICS, parse_listen, run_agent
+
+        try:
+            run_agent(topology, node, backend_for(Placement("netns", layout.namespaces[node])), parse_listen(DEFAULT_METRICS))
+        except LvsClusterError as exc:  # as the CLI says it: one line, its exit code
+            print(exc, file=sys.stderr, flush=True)
+            raise SystemExit(exc.exit_code) from None
+        print(f"agent {node}: stopped", flush=True)
 
     return fork_daemon(run, state_dir(layout.name) / f"agent-{node}.log")
 

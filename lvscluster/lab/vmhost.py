@@ -1,7 +1,7 @@
 """A lab VM: when this kernel has no IPVS, a lab lives in a virtme-ng VM that stays up.
 
 `lab up` boots Debian's kernel once (software emulation, ~35 s), the VM runs
-`lvscluster.lab.vmagent` over a directory shared with the host, and every later lab-facing
+`lvscluster.cli.vmagent` over a directory shared with the host, and every later lab-facing
 command (`deploy`, `plan`, `status`, `lab exec|status|down`, ...) is re-run inside the VM with
 its output streamed back. The VM holds the machine's VM lock for its whole life, so kernel
 tests wait for `lab down` instead of competing for the two cores.
@@ -24,12 +24,15 @@ from lvscluster import vm
 from lvscluster.apply.processes import alive
 from lvscluster.errors import EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
-from lvscluster.lab import vmagent
 
 VM_ROOT = Path(os.environ.get("LVSCLUSTER_VM_DIR", "/tmp/lvscluster-labvm"))
 REPO = Path(__file__).resolve().parent.parent.parent
 BOOT_TIMEOUT = 300
 DEFAULT_MEMORY = "2G"
+# the VM agent's protocol: files in the shared directory (the agent, `cli.vmagent`, runs them)
+PROTOCOL = 2  # bump when requests or answers change: a host refuses an agent that speaks another
+READY = "ready"
+SHUTDOWN = "shutdown"
 
 
 def vm_dir(lab: str) -> Path:
@@ -76,7 +79,7 @@ class LabVm:
     def running(self) -> bool:
         """True when the VM's agent is up and its vng process alive."""
         record = self.record
-        if not record or not (self.directory / vmagent.READY).exists():
+        if not record or not (self.directory / READY).exists():
             return False
         try:
             os.kill(record["pid"], 0)
@@ -101,7 +104,7 @@ class LabVm:
             except OSError:
                 raise LvsClusterError(f"another VM holds {vm.LOCK_PATH} (a test run or another lab); "
                                       "this machine runs one VM at a time: wait for it or stop it") from None
-            command = (f"cd {REPO} && exec {sys.executable} -m lvscluster.lab.vmagent {self.directory}")
+            command = (f"cd {REPO} && exec {sys.executable} -m lvscluster.cli.vmagent {self.directory}")
             argv = vm.vng_argv(vm.find_kernel_image(), vm.guest_prelude() + command, vng=vm.find_vng(),
                                memory=memory, rwdirs=[self.directory], cwd=REPO)
             env = dict(os.environ)
@@ -115,7 +118,7 @@ class LabVm:
         (self.directory / "vm.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "boot_id": _boot_id()}))
         progress("booting a VM with Debian's kernel for IPVS (this kernel has none; software emulation takes ~35 s)")
         deadline = time.monotonic() + BOOT_TIMEOUT
-        while not (self.directory / vmagent.READY).exists():
+        while not (self.directory / READY).exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (self.directory / "console.log").read_text(errors="replace")[-2000:]
                 self.stop()
@@ -134,12 +137,12 @@ class LabVm:
         if not self.running():
             raise LvsClusterError(f"the VM of lab {self.lab} is not running: run `lvscluster lab down` and `lab up` again")
         try:
-            protocol = json.loads((self.directory / vmagent.READY).read_text()).get("protocol")
+            protocol = json.loads((self.directory / READY).read_text()).get("protocol")
         except (OSError, ValueError, AttributeError):
             protocol = None
-        if protocol != vmagent.PROTOCOL:
+        if protocol != PROTOCOL:
             raise LvsClusterError(f"the VM of lab {self.lab} runs another lvscluster version (agent protocol {protocol}, "
-                                  f"this one {vmagent.PROTOCOL}): run `lvscluster lab down` and `lab up` again")
+                                  f"this one {PROTOCOL}): run `lvscluster lab down` and `lab up` again")
         request_id = uuid.uuid4().hex
         request = {"cli" if cli else "argv": argv, "stdin": stdin, "cwd": cwd or str(REPO), "env": env or {}}
         write_atomic(self.directory / f"{request_id}.req", json.dumps(request))
@@ -181,7 +184,7 @@ class LabVm:
             pass
         record = self.record
         if self.directory.exists():
-            (self.directory / vmagent.SHUTDOWN).write_text("")
+            (self.directory / SHUTDOWN).write_text("")
         if record:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and alive(record["pid"]):

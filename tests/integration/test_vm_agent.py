@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from lvscluster.files import write_atomic
-from lvscluster.lab import vmagent
+from lvscluster.cli import vmagent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def ask(directory: Path, request_id: str, request: dict, timeout: float = 60) ->
 
 
 def test_the_agent_runs_cli_lines_and_commands_and_stops_on_request(tmp_path: Path) -> None:
-    agent = subprocess.Popen([sys.executable, "-m", "lvscluster.lab.vmagent", str(tmp_path)], cwd=ROOT,
+    agent = subprocess.Popen([sys.executable, "-m", "lvscluster.cli.vmagent", str(tmp_path)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -9,14 +9,14 @@ import json
 import os
 import subprocess
 
-from lvscluster.lab import vmagent, vmhost
+from lvscluster.lab import vmhost
 
 
 def _record(tmp_path, monkeypatch, boot_id: str, pid: int) -> vmhost.LabVm:
     monkeypatch.setattr(vmhost, "VM_ROOT", tmp_path)
     lab = vmhost.LabVm("demo")
     lab.directory.mkdir()
-    (lab.directory / vmagent.READY).write_text("")
+    (lab.directory / vmhost.READY).write_text("")
     (lab.directory / "vm.json").write_text(json.dumps({"pid": pid, "started": 0, "boot_id": boot_id}))
     return lab
 
@@ -36,4 +36,4 @@ def test_a_record_from_another_boot_is_not_ours_to_stop(tmp_path, monkeypatch) -
     lab = _record(tmp_path, monkeypatch, "another-kernel", os.getpid())
     assert lab.record is None and not lab.running()
     lab.stop(timeout=0)
-    assert (lab.directory / "vm.json").exists() and not (lab.directory / vmagent.SHUTDOWN).exists()
+    assert (lab.directory / "vm.json").exists() and not (lab.directory / vmhost.SHUTDOWN).exists()

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lvscluster.apply.backends import DockerBackend, KernelBackend, SshBackend, backend_for
+from lvscluster.apply.backends import DockerBackend, KernelBackend, SshBackend
 from lvscluster.apply.placement import Placement, placement_of
+from lvscluster.apply.reach import backend_for
 from lvscluster.errors import LvsClusterError
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology

@@ -10,7 +10,8 @@ lvscluster once, in the background right after boot, and runs each such request 
 forked child: under software emulation over 9p a fresh Python needs ~25 s to import
 pyroute2, pydantic and rich, a fork of the warm agent a few milliseconds.
 
-Run by the VM itself: `python -m lvscluster.lab.vmagent DIR`.
+Run by the VM itself: `python -m lvscluster.cli.vmagent DIR` (it runs lvscluster command lines,
+so it lives with the CLI; the lab VM's host side, `lab.vmhost`, owns the protocol's names).
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ from pathlib import Path
 
 from lvscluster.apply.processes import exit_forked_child, run_forked_child
 from lvscluster.files import write_atomic
+from lvscluster.lab.vmhost import PROTOCOL, READY, SHUTDOWN
 
 POLL = 0.05
-PROTOCOL = 2  # bump when requests or answers change: a host refuses an agent that speaks another
-READY = "ready"
-SHUTDOWN = "shutdown"
 
 
 _warm = threading.Event()
@@ -119,9 +118,9 @@ def serve(directory: Path) -> None:
 
 
 def main() -> None:
-    """Entry point: `python -m lvscluster.lab.vmagent DIR`."""
+    """Entry point: `python -m lvscluster.cli.vmagent DIR`."""
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m lvscluster.lab.vmagent DIR")
+        sys.exit("usage: python -m lvscluster.cli.vmagent DIR")
     serve(Path(sys.argv[1]))
 
 
