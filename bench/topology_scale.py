@@ -16,11 +16,11 @@ With `--cli`, the same file also goes once through the real command line (`valid
 `render -o DIR`), each in its own process, for the record.
 
     python bench/topology_scale.py --sizes 1000,10000,50000 [--vips 1] [--cli] [--parts] [--json]
+    python bench/topology_scale.py --sizes 10000 --profile validate   # cProfile's top 30 (env SORT, TOP)
+    python bench/topology_scale.py --tree /tmp/baseline ...           # time another checkout
 
 Times are CPU seconds of the process (the machine is shared; wall-clock seconds are printed
 beside them).
-    python bench/topology_scale.py --sizes 10000 --profile validate   # cProfile's top 30
-    python bench/topology_scale.py --tree /tmp/baseline ...           # time another checkout
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ def main() -> int:
             measure(path, workdir, clock, args.parts or (args.profile or "").startswith("validate."))
             if args.profile:
                 print(f"== cProfile of {args.profile}, {n} real servers", file=sys.stderr)
-                pstats.Stats(clock.profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(int(os.environ.get("TOP", "30")))
+                stats = pstats.Stats(clock.profiler).sort_stats(os.environ.get("SORT", "cumulative"))
+                stats.print_stats(int(os.environ.get("TOP", "30")))
                 continue
             if args.cli:
                 measure_cli(path, workdir, args.tree.resolve(), clock)
