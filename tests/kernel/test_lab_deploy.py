@@ -232,8 +232,11 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
           f"loop lag max {lab['loop_lag_ms_max']} ms, stalled {lab['stalled_s']} s, pace {lab['flow_pace']}; "
           f"{traffic['flows_broken']} flows broken, {traffic['new_ok']} new ok, {traffic['new_failed']} failed; ECMP after "
           + ", ".join(f"{a} {e['ecmp_changed_after']}" for a, e in events.items()))
-    assert traffic["flows_established"] == 100 and traffic["flows_broken"] == 0, report["broken_flows"]
-    assert lab["verdict"] == "valid", lab
+    assert traffic["flows_broken"] == 0, report["broken_flows"]
+    if lab["verdict"] != "valid":  # the lab said it starved (exit 3): no claim about the cluster either way
+        assert code == 3, output
+        pytest.xfail(f"lab overloaded beside the hog, result not valid: {'; '.join(lab['reasons'])} (issue 13)")
+    assert traffic["flows_established"] == 100, report
     assert code == 0, output
     # drain, undrain and kill moved ECMP; a revive (FRR started and configured on a starved VM) may
     # rejoin after the traffic ended: its flows are still checked, 0 broken
