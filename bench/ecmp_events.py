@@ -76,6 +76,7 @@ def run(path: str, rounds: int, steps: tuple[str, ...] = STEPS, ways: tuple[str,
     """Every step in both ways, `rounds` times; the figures per way and step."""
     from lvscluster.apply.change import change_director
     from lvscluster.apply.lifecycle import deploy_nodes
+    from lvscluster.apply.placement import namespaces_of
     from lvscluster.cli.deploy import lab_placements
     from lvscluster.lab import faults
     from lvscluster.plan.render import frr_daemons
@@ -84,7 +85,7 @@ def run(path: str, rounds: int, steps: tuple[str, ...] = STEPS, ways: tuple[str,
     lab = lab_placements(cluster)
     if not lab:
         raise SystemExit(f"no lab is up for {path}: lvscluster lab up {path} && lvscluster deploy --yes {path}")
-    namespaces = {node: placement.target for node, placement in lab.items()}
+    namespaces = namespaces_of(lab)
     director, router = cluster.directors[-1], namespaces[cluster.routers[0]]
     prefix = f"{cluster.topology.vips[0].address}/32"
     def quiet(message: str) -> None:

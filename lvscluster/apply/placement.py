@@ -67,6 +67,11 @@ def in_namespaces(namespaces: dict[str, str]) -> dict[str, Placement]:
     return {node: Placement("netns", space) for node, space in namespaces.items()}
 
 
+def namespaces_of(lab: dict[str, Placement]) -> dict[str, str]:
+    """The namespace of each node of a namespace lab (the inverse of `in_namespaces`)."""
+    return {node: placement.target for node, placement in lab.items()}
+
+
 def placement_of(cluster: Cluster, node: str, lab: dict[str, Placement] | None) -> Placement:
     """The node's lab placement when a lab is up, else its `access:`; an error naming the node without either."""
     if lab and node in lab:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from lvscluster.apply import frr
 from lvscluster.apply.lifecycle import deploy_nodes
-from lvscluster.apply.placement import Placement
+from lvscluster.apply.placement import Placement, namespaces_of
 from lvscluster.lab import faults
 from lvscluster.lab import netns as lab_provider
 from lvscluster.lab.layout import plan_lab
@@ -29,7 +29,7 @@ class FaultEvents:
 
     def __init__(self, cluster: Cluster, lab: dict[str, Placement], progress: Callable[[str], None]):
         self.cluster, self.lab, self.progress = cluster, lab, progress
-        self.namespaces = {node: placement.target for node, placement in lab.items()}
+        self.namespaces = namespaces_of(lab)
         self.gateways = plan_lab(cluster).default_routes
         self.unplugged: dict[str, list[str]] = {}
         self.crashed: set[str] = set()

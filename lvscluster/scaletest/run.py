@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvscluster.apply.change import change_director
-from lvscluster.apply.placement import Placement
+from lvscluster.apply.placement import Placement, namespaces_of
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab import faults
@@ -130,7 +130,7 @@ class Orchestrator:
 
     def __init__(self, cluster: Cluster, lab: dict[str, Placement], test: ScaleTest, progress: Progress):
         self.cluster, self.lab, self.test, self.progress = cluster, lab, test, progress
-        self.namespaces = {node: placement.target for node, placement in lab.items()}  # a namespace lab
+        self.namespaces = namespaces_of(lab)  # a namespace lab
         clients = cluster.topology.nodes_with_role("client")
         if not clients or not cluster.routers or not cluster.topology.vips:
             raise LvsClusterError(f"scaletest needs a client, a router and a VIP in {cluster.name}")
