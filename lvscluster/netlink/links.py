@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
+import select
 import socket
 
 from pyroute2 import IPRoute
@@ -189,3 +191,56 @@ class Links:
         except NetlinkError as err:
             if err.code != errno.ESRCH:
                 raise NetlinkOperationError(f"cannot delete route {dst}{self._where()}: {err}") from err
+
+
+RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE = 0x40, 0x400  # linux/rtnetlink.h multicast groups
+
+
+class RouteChanges:
+    """Wakes when a route changes in one namespace (rtnetlink multicast), instead of polling.
+
+        with RouteChanges("demo.r1") as changes:
+            while changes.wait(1.0) is not None: ...   # True: something changed; False: timeout
+
+    A watcher that dumped the routing table every 50 ms took half a vCPU of an emulated lab
+    VM from the traffic it measured; the kernel's notifications cost nothing while nothing
+    changes."""
+
+    def __init__(self, netns: str | None = None, family: int = socket.AF_INET):
+        self.sock = socket_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, RTMGRP_IPV6_ROUTE if family == socket.AF_INET6 else RTMGRP_IPV4_ROUTE))
+        self.sock.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
+
+    def wait(self, timeout: float) -> bool:
+        """True as soon as a route change arrives (all pending ones are read) or `wake()` is
+        called, False after `timeout` s."""
+        ready = select.select([self.sock, self._wake_r], [], [], timeout)[0]
+        if not ready:
+            return False
+        if self._wake_r in ready:
+            os.read(self._wake_r, 64)
+        while True:
+            try:
+                self.sock.recv(65536)
+            except BlockingIOError:
+                return True
+            except OSError as err:  # ENOBUFS: more changes than the buffer held; still a change
+                if err.errno != errno.ENOBUFS:
+                    raise
+
+    def wake(self) -> None:
+        """Make a `wait` in another thread return now (to stop a watcher)."""
+        os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        """Close the multicast socket."""
+        self.sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def __enter__(self) -> "RouteChanges":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

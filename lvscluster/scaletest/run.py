@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from lvscluster.files import write_atomic
 from lvscluster.lab import faults
 from lvscluster.model.cluster import Cluster
 from lvscluster.netlink import IpvsSocket, Links
+from lvscluster.netlink.links import RouteChanges
 from lvscluster.netlink.connections import count_connections
 from lvscluster.plan.desired import plan_director
 from lvscluster.plan.render import frr_daemons
@@ -68,25 +70,32 @@ def control_cluster(cluster: Cluster) -> Cluster:
 
 
 class EcmpWatch(threading.Thread):
-    """Polls the router's next hops for a prefix every `period` seconds; keeps (time, hops) changes."""
+    """Keeps (time, hops) each time the router's next hops for a prefix change: it reads them when
+    the router's kernel announces a route change (and every `period` s as a safety net), so it costs
+    the lab nothing while ECMP stands still."""
 
-    def __init__(self, namespace: str, prefix: str, period: float = 0.05):
+    def __init__(self, namespace: str, prefix: str, period: float = 1.0):
         super().__init__(daemon=True, name="ecmp-watch")
         self.namespace, self.prefix, self.period = namespace, prefix, period
         self.changes: list[tuple[float, tuple[str, ...]]] = []
         self._halt = threading.Event()
+        self.family = socket.AF_INET6 if ":" in prefix else socket.AF_INET
+        self._events = RouteChanges(namespace, self.family)  # subscribed before the first read: no change is missed
 
     def run(self) -> None:
         with Links(self.namespace) as links:
             while not self._halt.is_set():
-                hops = tuple(sorted(links.nexthops(self.prefix)))
+                hops = tuple(sorted(links.nexthops(self.prefix, self.family)))
                 if not self.changes or self.changes[-1][1] != hops:
                     self.changes.append((time.monotonic(), hops))
-                self._halt.wait(self.period)
+                self._events.wait(self.period)
 
     def stop(self) -> None:
         self._halt.set()
+        self._events.wake()
         self.join(timeout=5)
+        if not self.is_alive():
+            self._events.close()
 
     def first_change_after(self, moment: float) -> float | None:
         """Seconds from `moment` until the next hops changed, or None if they did not."""
