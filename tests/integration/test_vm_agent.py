@@ -54,3 +54,26 @@ def test_the_agent_runs_cli_lines_and_commands_and_stops_on_request(tmp_path: Pa
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_an_idle_agent_looks_less_often_and_still_answers(tmp_path: Path) -> None:
+    """Under emulation each look at the shared 9p directory costs guest CPU: after BUSY_FOR s
+    without a request the agent backs off to POLL_IDLE, and a request then is still answered."""
+    schedule, poll = [], vmagent.POLL_BUSY
+    for since in (0.0, 1.0, vmagent.BUSY_FOR + 0.1, vmagent.BUSY_FOR + 0.3, 10.0, 20.0, 30.0):
+        poll = vmagent.next_poll(since, poll)
+        schedule.append(poll)
+    assert schedule[:2] == [vmagent.POLL_BUSY] * 2
+    assert schedule[2:] == sorted(schedule[2:]) and schedule[-1] == vmagent.POLL_IDLE, schedule
+    agent = subprocess.Popen([sys.executable, "-m", "lvscluster.cli.vmagent", str(tmp_path)], cwd=ROOT)
+    try:
+        time.sleep(vmagent.BUSY_FOR + 2)  # idle: backed off
+        started = time.monotonic()
+        code, out, _ = ask(tmp_path, "late", {"argv": ["echo", "late"]})
+        assert (code, out) == (0, "late\n")
+        assert time.monotonic() - started < vmagent.POLL_IDLE + 5
+        (tmp_path / vmagent.SHUTDOWN).write_text("")
+        assert agent.wait(30) == 0
+    finally:
+        agent.kill()
+        agent.wait()
