@@ -105,8 +105,12 @@ class LabVm:
                 raise LvsClusterError(f"another VM holds {vm.LOCK_PATH} (a test run or another lab); "
                                       "this machine runs one VM at a time: wait for it or stop it") from None
             command = (f"cd {REPO} && exec {sys.executable} -m lvscluster.cli.vmagent {self.directory}")
+            try:
+                cpus, why = vm.vcpus_for_host()
+            except ValueError as exc:
+                raise LvsClusterError(str(exc)) from None
             argv = vm.vng_argv(vm.find_kernel_image(), vm.guest_prelude() + command, vng=vm.find_vng(),
-                               memory=memory, rwdirs=[self.directory], cwd=REPO)
+                               memory=memory, cpus=cpus, rwdirs=[self.directory], cwd=REPO)
             env = dict(os.environ)
             env["PATH"] = os.pathsep.join([str(Path(vm.find_vng()).parent), env.get("PATH", vm.GUEST_PATH)])
             console = open(self.directory / "console.log", "wb")
@@ -115,8 +119,10 @@ class LabVm:
             console.close()
         finally:
             os.close(lock_fd)  # the lock stays held by vng/qemu, which inherited it
-        (self.directory / "vm.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "boot_id": _boot_id()}))
-        progress("booting a VM with Debian's kernel for IPVS (this kernel has none; software emulation takes ~35 s)")
+        (self.directory / "vm.json").write_text(json.dumps({"pid": proc.pid, "started": time.time(), "boot_id": _boot_id(),
+                                                           "cpus": cpus}))
+        progress(f"booting a VM with Debian's kernel for IPVS (this kernel has none; software emulation takes ~35 s); "
+                 f"{cpus} vCPU{'s' if cpus > 1 else ''}: {why}")
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not (self.directory / READY).exists():
             if proc.poll() is not None or time.monotonic() > deadline:
