@@ -110,10 +110,11 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
             assert f"network {uplink.director.address.network} area 0.0.0.0" in running
     if spec.role == "director":
         for vip in cluster.topology.vips:
-            if vip.address.version == 6:  # OSPFv3: redistributed through the VIP prefix list
+            if vip.address.version == 6 and not bgp:  # OSPFv3: redistributed through the VIP prefix list
                 assert f" permit {vip.address}/128" in running and "redistribute connected route-map" in running
                 continue
-            assert (f"network {vip.address}/32" + ("" if bgp else " area 0.0.0.0")) in running
+            prefix = f"{vip.address}/{vip.address.max_prefixlen}"  # BGP: in its address family's block
+            assert (f"network {prefix}" + ("" if bgp else " area 0.0.0.0")) in running
     else:
         assert f"maximum-paths {spec.max_paths or 8}" in running
 
