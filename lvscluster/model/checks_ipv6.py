@@ -3,8 +3,8 @@
 An IPv6 VIP is announced over the uplinks' IPv6 subnets (`subnet6:` on a dual-stack link), by
 OSPFv3 (ospf6d) or by BGP over an IPv6 session per uplink (address-family ipv6 unicast, FRR
 bgpd or ExaBGP), and forwarded by DR to the real servers' IPv6 addresses on a shared link. What
-lvscluster does not configure yet (TUN ip6ip6, NAT over IPv6, OSPFv3 authentication) is
-refused here rather than half-deployed.
+lvscluster does not configure yet (TUN ip6ip6, NAT over IPv6) is refused here rather than
+half-deployed.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ def _dual_stack_links(cluster: Cluster) -> list[Problem]:
 
 def _ipv6_vips(cluster: Cluster) -> list[Problem]:
     problems: list[Problem] = []
-    nodes = cluster.topology.nodes
     for vi, vip in enumerate(cluster.topology.vips):
         if vip.address.version != 6:
             continue
@@ -51,10 +50,4 @@ def _ipv6_vips(cluster: Cluster) -> list[Problem]:
             problems.append(Problem(("vips", vi, "address"), (
                 f"IPv6 VIP {vip.address} needs an IPv6 uplink on every director (subnet6: on its link to the router); "
                 f"{', '.join(bare)} {'has' if len(bare) == 1 else 'have'} none, so {how} could not announce it from there")))
-        for node in cluster.directors + cluster.routers:
-            if cluster.ospf(node).auth is not None:
-                where = ("nodes", node, "ospf", "auth") if nodes[node].ospf else ("defaults", "ospf", "auth")
-                problems.append(Problem(where, (
-                    f"OSPF authentication with IPv6 VIP {vip.address}: lvscluster does not render OSPFv3 "
-                    "authentication yet, so ospf6d would peer without it; remove auth or the IPv6 VIP")))
     return once(problems)

@@ -192,3 +192,49 @@ def test_exabgp_announces_the_ipv6_vip_over_its_ipv6_sessions(namespaces: Namesp
     finally:
         for director in cluster.directors:
             exabgp.stop(ns[director])
+
+
+def test_ospfv3_keys_authenticate_the_ipv6_peering(namespaces: Namespaces, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ospf.auth` also puts the OSPFv3 authentication trailer (HMAC-SHA-256, same key id and key)
+    on every ospf6d uplink: with the router's key d1 forms an OSPFv3 adjacency and gives the router
+    its IPv6 next hop; d2 with another key never does (and ospf6d drops its packets), until it gets
+    the right key."""
+    text = (ROOT / "topology" / "dualstack.lvs.yml").read_text()
+    line = "  ospf: {area: 0.0.0.0, hello: 1, dead: 3, bfd: true}\n"
+    assert line in text
+    (tmp_path / "dualstack.lvs.yml").write_text(text.replace(
+        line, "  ospf: {area: 0.0.0.0, hello: 1, dead: 3, bfd: true, auth: {key_id: 7, key: {env: LVS_TEST_KEY}}}\n", 1))
+    monkeypatch.setenv("LVS_TEST_KEY", "right-key")
+    cluster = Cluster.from_topology(load_topology(tmp_path / "dualstack.lvs.yml"))
+    monkeypatch.setenv("LVS_TEST_KEY", "wrong-key")
+    wrong = plan_cluster(Cluster.from_topology(load_topology(tmp_path / "dualstack.lvs.yml")))["d2"].frr
+    right = plan_cluster(cluster)["d2"].frr
+    assert " ipv6 ospf6 authentication key-id 7 hash-algo hmac-sha-256 key wrong-key\n" in wrong
+    assert " ipv6 ospf6 authentication key-id 7 hash-algo hmac-sha-256 key right-key\n" in right
+
+    ns = wire_routers_and_directors(cluster, namespaces, configs={"d2": wrong}, prefix="v6-auth")
+    router, vip6 = ns["r1"], f"{cluster.topology.vips[1].address}/128"
+    face = {u.director.node: u.router.name for u in cluster.uplinks("r1")}
+
+    def full_neighbours() -> list[str]:
+        shown = json.loads(subprocess.run(["vtysh", "-N", router, "-c", "show ipv6 ospf6 neighbor json"],
+                                          capture_output=True, text=True).stdout or "{}")
+        return sorted(n["interfaceName"] for n in shown.get("neighbors", []) if n.get("state") == "Full")
+
+    started = time.monotonic()
+    assert wait_for_hops6(router, vip6, [face["d1"]]) == [face["d1"]]
+    print(f"measured: OSPFv3 with authentication: d1's IPv6 next hop {time.monotonic() - started:.1f} s after FRR started")
+    assert full_neighbours() == [face["d1"]]
+    time.sleep(5)  # longer than the dead interval (3 s): d2's OSPFv3 never came up
+    assert wait_for_hops6(router, vip6, [face["d1"]], timeout=1) == [face["d1"]]
+    assert full_neighbours() == [face["d1"]]
+    interface = json.loads(subprocess.run(["vtysh", "-N", router, "-c", f"show ipv6 ospf6 interface {face['d2']} json"],
+                                          capture_output=True, text=True).stdout or "{}")
+    auth = interface[face["d2"]]["authInfo"]  # the trailer is on, and d2's packets fail it
+    assert auth["authType"] == "manualkey" and auth["rxPktDrop"] > 0, interface
+    started = time.monotonic()
+    frr.reload(ns["d2"], right)
+    assert wait_for_hops6(router, vip6, sorted(face.values())) == sorted(face.values())
+    print(f"measured: OSPFv3 with authentication: d2 joined {time.monotonic() - started:.1f} s after getting the right key")
+    assert full_neighbours() == sorted(face.values())
