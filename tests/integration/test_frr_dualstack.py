@@ -41,21 +41,6 @@ def namespaces():
     spaces.cleanup()
 
 
-def wait_for_hops6(router: str, vip: str, expected: list[str], timeout: float = 60) -> list[str]:
-    """The router's selected, active next-hop interfaces for an IPv6 VIP once they equal `expected`
-    (OSPFv3 next hops are the directors' link-local addresses, so the interface names the director)."""
-    deadline, hops = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        routes = json.loads(subprocess.run(["vtysh", "-N", router, "-c", f"show ipv6 route {vip} json"],
-                                           capture_output=True, text=True).stdout or "{}")
-        hops = sorted(h["interfaceName"] for r in routes.get(vip, []) if r.get("selected")
-                      for h in r["nexthops"] if h.get("active"))
-        if hops == expected:
-            break
-        time.sleep(0.2)
-    return hops
-
-
 @pytest.mark.parametrize("topology", ["dualstack", "dualbgp"])
 def test_router_spreads_both_vips_over_every_director(topology: str, namespaces: Namespaces) -> None:
     """OSPFv2 + OSPFv3 (dualstack) and BGP over an IPv4 and an IPv6 session per uplink (dualbgp):
@@ -69,7 +54,7 @@ def test_router_spreads_both_vips_over_every_director(topology: str, namespaces:
     v4 = {u.director.node: str(u.director.address.ip) for u in uplinks}
     face = {u.director.node: u.router.name for u in uplinks}  # the router's interface towards each director
     started = time.monotonic()
-    assert wait_for_hops6(router, vip6, sorted(face.values())) == sorted(face.values())
+    assert wait_for_hops(router, vip6, sorted(face.values())) == sorted(face.values())
     print(f"measured: {topology}: IPv6 VIP with {len(face)} next hops {time.monotonic() - started:.1f} s after FRR started")
     assert wait_for_hops(router, vip4, sorted(v4.values())) == sorted(v4.values())
     kernel = json.loads(subprocess.run(["ip", "-n", router, "-6", "-j", "route", "show", vip6],
@@ -93,17 +78,17 @@ def test_router_spreads_both_vips_over_every_director(topology: str, namespaces:
 
     started = time.monotonic()
     deploy(cluster.with_node("d1", drain=True))  # OSPF cost on lo, OSPFv3 external metric; BGP: AS path prepended
-    assert wait_for_hops6(router, vip6, [face["d2"]]) == [face["d2"]]
+    assert wait_for_hops(router, vip6, [face["d2"]]) == [face["d2"]]
     print(f"measured: {topology}: drain of d1 left the IPv6 VIP on d2 alone after {time.monotonic() - started:.1f} s")
     assert wait_for_hops(router, vip4, [v4["d2"]]) == [v4["d2"]]
     deploy(cluster)
-    assert wait_for_hops6(router, vip6, sorted(face.values())) == sorted(face.values())
+    assert wait_for_hops(router, vip6, sorted(face.values())) == sorted(face.values())
     assert wait_for_hops(router, vip4, sorted(v4.values())) == sorted(v4.values())
 
     # d2's agent withdraws the IPv6 VIP alone: the router keeps d1 for it, both for the IPv4 VIP
     started = time.monotonic()
     deploy(cluster, {"d2": HealthVerdict(withdrawn=frozenset({"web6"}))})
-    assert wait_for_hops6(router, vip6, [face["d1"]]) == [face["d1"]]
+    assert wait_for_hops(router, vip6, [face["d1"]]) == [face["d1"]]
     print(f"measured: {topology}: withdrawal of the IPv6 VIP on d2 took {time.monotonic() - started:.1f} s")
     assert wait_for_hops(router, vip4, sorted(v4.values()), timeout=1) == sorted(v4.values())
     assert frr.config_delta(ns["d2"], plan_director(cluster, "d2", HealthVerdict(withdrawn=frozenset({"web6"}))).frr) == []
@@ -173,7 +158,7 @@ def test_exabgp_announces_the_ipv6_vip_over_its_ipv6_sessions(namespaces: Namesp
         started = time.monotonic()
         for director in cluster.directors:
             exabgp.apply(ns[director], plan_director(cluster, director).exabgp)
-        assert wait_for_hops6(router, vip6, sorted(face.values())) == sorted(face.values())
+        assert wait_for_hops(router, vip6, sorted(face.values())) == sorted(face.values())
         print(f"measured: exabgp: IPv6 VIP with {len(face)} next hops {time.monotonic() - started:.1f} s after ExaBGP started")
         assert wait_for_hops(router, vip4, sorted(v4.values())) == sorted(v4.values())
         desired = plan_director(cluster, "d1").exabgp
@@ -182,11 +167,11 @@ def test_exabgp_announces_the_ipv6_vip_over_its_ipv6_sessions(namespaces: Namesp
 
         started = time.monotonic()
         exabgp.apply(ns["d1"], plan_director(cluster.with_node("d1", drain=True), "d1").exabgp)
-        assert wait_for_hops6(router, vip6, [face["d2"]]) == [face["d2"]]
+        assert wait_for_hops(router, vip6, [face["d2"]]) == [face["d2"]]
         print(f"measured: exabgp: drain of d1 left the IPv6 VIP on d2 alone after {time.monotonic() - started:.1f} s")
         started = time.monotonic()
         exabgp.apply(ns["d2"], plan_director(cluster, "d2", HealthVerdict(withdrawn=frozenset({"web6"}))).exabgp)
-        assert wait_for_hops6(router, vip6, [face["d1"]]) == [face["d1"]]  # the drained one, as a last resort
+        assert wait_for_hops(router, vip6, [face["d1"]]) == [face["d1"]]  # the drained one, as a last resort
         print(f"measured: exabgp: withdrawal of the IPv6 VIP on d2 took {time.monotonic() - started:.1f} s")
         assert wait_for_hops(router, vip4, [v4["d2"]]) == [v4["d2"]]  # d1 is drained for both families
     finally:
@@ -223,11 +208,11 @@ def test_ospfv3_keys_authenticate_the_ipv6_peering(namespaces: Namespaces, tmp_p
         return sorted(n["interfaceName"] for n in shown.get("neighbors", []) if n.get("state") == "Full")
 
     started = time.monotonic()
-    assert wait_for_hops6(router, vip6, [face["d1"]]) == [face["d1"]]
+    assert wait_for_hops(router, vip6, [face["d1"]]) == [face["d1"]]
     print(f"measured: OSPFv3 with authentication: d1's IPv6 next hop {time.monotonic() - started:.1f} s after FRR started")
     assert full_neighbours() == [face["d1"]]
     time.sleep(5)  # longer than the dead interval (3 s): d2's OSPFv3 never came up
-    assert wait_for_hops6(router, vip6, [face["d1"]], timeout=1) == [face["d1"]]
+    assert wait_for_hops(router, vip6, [face["d1"]], timeout=1) == [face["d1"]]
     assert full_neighbours() == [face["d1"]]
     interface = json.loads(subprocess.run(["vtysh", "-N", router, "-c", f"show ipv6 ospf6 interface {face['d2']} json"],
                                           capture_output=True, text=True).stdout or "{}")
@@ -235,6 +220,6 @@ def test_ospfv3_keys_authenticate_the_ipv6_peering(namespaces: Namespaces, tmp_p
     assert auth["authType"] == "manualkey" and auth["rxPktDrop"] > 0, interface
     started = time.monotonic()
     frr.reload(ns["d2"], right)
-    assert wait_for_hops6(router, vip6, sorted(face.values())) == sorted(face.values())
+    assert wait_for_hops(router, vip6, sorted(face.values())) == sorted(face.values())
     print(f"measured: OSPFv3 with authentication: d2 joined {time.monotonic() - started:.1f} s after getting the right key")
     assert full_neighbours() == sorted(face.values())
