@@ -1,9 +1,10 @@
 """Rules for IPv6 VIPs and dual-stack links; each returns Problems, none raises.
 
-An IPv6 VIP is announced by OSPFv3 (ospf6d) over the uplinks' IPv6 subnets (`subnet6:` on a
-dual-stack link) and forwarded by DR to the real servers' IPv6 addresses on a shared link. What
-lvscluster does not configure yet (TUN ip6ip6, NAT over IPv6, BGP IPv6 unicast, OSPFv3
-authentication) is refused here rather than half-deployed.
+An IPv6 VIP is announced over the uplinks' IPv6 subnets (`subnet6:` on a dual-stack link), by
+OSPFv3 (ospf6d) or by BGP over an IPv6 session per uplink (address-family ipv6 unicast, FRR
+bgpd or ExaBGP), and forwarded by DR to the real servers' IPv6 addresses on a shared link. What
+lvscluster does not configure yet (TUN ip6ip6, NAT over IPv6) is refused here rather than
+half-deployed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ def _dual_stack_links(cluster: Cluster) -> list[Problem]:
 
 def _ipv6_vips(cluster: Cluster) -> list[Problem]:
     problems: list[Problem] = []
-    nodes = cluster.topology.nodes
     for vi, vip in enumerate(cluster.topology.vips):
         if vip.address.version != 6:
             continue
@@ -46,19 +46,8 @@ def _ipv6_vips(cluster: Cluster) -> list[Problem]:
         bare = [d for d in cluster.directors if not any(
             u.director.address_of(6) for u in cluster.uplinks(d))]
         if bare:
+            how = " or ".join(sorted({"OSPFv3" if cluster.announce(d) == "ospf" else "a BGP IPv6 session" for d in bare}))
             problems.append(Problem(("vips", vi, "address"), (
                 f"IPv6 VIP {vip.address} needs an IPv6 uplink on every director (subnet6: on its link to the router); "
-                f"{', '.join(bare)} {'has' if len(bare) == 1 else 'have'} none, so OSPFv3 could not announce it from there")))
-        for director in cluster.directors:
-            if cluster.announce(director) != "ospf":
-                where = ("nodes", director, "announce") if nodes[director].announce else ("defaults", "announce")
-                problems.append(Problem(where, (
-                    f"IPv6 VIP {vip.address} would be announced by BGP from {director}: lvscluster announces IPv6 VIPs "
-                    "by OSPFv3 only for now (BGP IPv6 unicast is not rendered yet); use announce: ospf")))
-        for node in cluster.directors + cluster.routers:
-            if cluster.ospf(node).auth is not None:
-                where = ("nodes", node, "ospf", "auth") if nodes[node].ospf else ("defaults", "ospf", "auth")
-                problems.append(Problem(where, (
-                    f"OSPF authentication with IPv6 VIP {vip.address}: lvscluster does not render OSPFv3 "
-                    "authentication yet, so ospf6d would peer without it; remove auth or the IPv6 VIP")))
+                f"{', '.join(bare)} {'has' if len(bare) == 1 else 'have'} none, so {how} could not announce it from there")))
     return once(problems)

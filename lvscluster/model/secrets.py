@@ -23,6 +23,7 @@ SECRET_FILE_MAX = 64 * 1024  # bytes: a key file, not a disk image
 _SECRET_LINES = (
     re.compile(r"^(\s*ip ospf message-digest-key \d+ md5 )(\S+)(.*)$"),
     re.compile(r"^(\s*ip ospf authentication-key )(\S+)(.*)$"),
+    re.compile(r"^(\s*ipv6 ospf6 authentication key-id \d+ hash-algo \S+ key )(\S+)(.*)$"),  # OSPFv3 trailer
     re.compile(r"^(\s*neighbor \S+ password )(\S+)(.*)$"),
     re.compile(r'^(\s*md5-password ")([^"]*)(".*)$'),  # ExaBGP
 )
@@ -100,7 +101,7 @@ class Secret(BaseModel):
 
 
 def redact_frr(text: str) -> str:
-    """FRR (or ExaBGP) config text with every secret (OSPF key, BGP password) replaced by <redacted>."""
+    """FRR (or ExaBGP) config text with every secret (OSPF/OSPFv3 key, BGP password) replaced by <redacted>."""
     out = []
     for line in text.splitlines(keepends=True):
         for pattern in _SECRET_LINES:

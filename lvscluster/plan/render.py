@@ -45,7 +45,7 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
     context = {"hostname": node, "router_id": str(spec.router_id), "ospf": cluster.ospf(node), "bfd_profile": BFD_PROFILE,
                "asn": cluster.asn(node), "bgp": cluster.bgp(node)}
     director = spec.role == "director"
-    links, peers = [], []
+    links, peers, peers6 = [], [], []
     for u in cluster.uplinks(node):
         mine, theirs = (u.director, u.router) if director else (u.router, u.director)
         announce = cluster.announce(u.director.node)
@@ -55,9 +55,12 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
         if announce == "bgp":
             # ExaBGP has no BFD: its sessions end by the hold timer (or a NOTIFICATION when it stops)
             bfd = cluster.bgp(node).bfd and cluster.bgp(u.director.node).announcer != "exabgp"
-            peers.append({"address": str(theirs.address.ip), "asn": cluster.asn(theirs.node), "bfd": bfd,
-                          "local": str(mine.address.ip)})
-    context["peers"] = peers
+            peer = {"asn": cluster.asn(theirs.node), "bfd": bfd}
+            peers.append({**peer, "address": str(theirs.address.ip), "local": str(mine.address.ip)})
+            # IPv6 VIPs: a second, IPv6 session over the uplink's global addresses (address-family ipv6 unicast)
+            if cluster.ipv6_vips and mine.address_of(6) is not None and theirs.address_of(6) is not None:
+                peers6.append({**peer, "address": str(theirs.address_of(6).ip), "local": str(mine.address_of(6).ip)})
+    context.update(peers=peers, peers6=peers6)
     context["ospf6"] = any(link["ospf6"] for link in links)
     if director:
         nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services)
@@ -70,7 +73,7 @@ def frr_context(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) ->
                        vips6=[f"{v.address}/128" for v in cluster.topology.vips if v.name not in withdrawn and v.address.version == 6])
     else:
         protocols = cluster.router_protocols(node)
-        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True, forwarding6=context["ospf6"],
+        context.update(downlinks=links, max_paths=spec.max_paths or 8, forwarding=True, forwarding6=context["ospf6"] or bool(peers6),
                        protocols=protocols,
                        bfd=cluster.ospf(node) if "ospf" in protocols or not protocols else cluster.bgp(node))
     return context
@@ -110,13 +113,14 @@ LVSCLUSTER_COMMAND, EXABGP_DIR = "@LVSCLUSTER@", "@EXABGP_DIR@"
 
 
 def render_exabgp(cluster: Cluster, node: str, withdrawn: Collection[str] = ()) -> ExabgpState:
-    """A director's ExaBGP (`announcer: exabgp`): one neighbour per uplink router, and the routes
-    its API process announces: every VIP /32 not `withdrawn`, with the AS prepended when drained."""
+    """A director's ExaBGP (`announcer: exabgp`): one neighbour per uplink router (and family), and the routes
+    its API process announces: every VIP /32 (and /128, to the IPv6 neighbours) not `withdrawn`,
+    with the AS prepended when drained."""
     context = frr_context(cluster, node, withdrawn)
     config = _render("exabgp/director.conf.j2", **context, process=EXABGP_PROCESS,
                      command=LVSCLUSTER_COMMAND, directory=EXABGP_DIR)
     path = f" as-path [ {' '.join([str(context['asn'])] * (DRAIN_PREPEND + 1))} ]" if context["drain_prepend"] else ""
-    routes = tuple(sorted(f"route {vip} next-hop self{path}" for vip in context["vips"]))
+    routes = tuple(sorted(f"route {vip} next-hop self{path}" for vip in context["vips"] + context["vips6"]))
     return ExabgpState(config=config, routes=routes)
 
 

@@ -110,10 +110,11 @@ def test_rendered_config_loads_into_real_frr(topology: Path, node: str, namespac
             assert f"network {uplink.director.address.network} area 0.0.0.0" in running
     if spec.role == "director":
         for vip in cluster.topology.vips:
-            if vip.address.version == 6:  # OSPFv3: redistributed through the VIP prefix list
+            if vip.address.version == 6 and not bgp:  # OSPFv3: redistributed through the VIP prefix list
                 assert f" permit {vip.address}/128" in running and "redistribute connected route-map" in running
                 continue
-            assert (f"network {vip.address}/32" + ("" if bgp else " area 0.0.0.0")) in running
+            prefix = f"{vip.address}/{vip.address.max_prefixlen}"  # BGP: in its address family's block
+            assert (f"network {prefix}" + ("" if bgp else " area 0.0.0.0")) in running
     else:
         assert f"maximum-paths {spec.max_paths or 8}" in running
 
@@ -292,19 +293,22 @@ def test_exabgp_announces_drains_and_withdraws_through_its_api(namespaces: Names
 
 
 def wait_for_hops(router: str, vip: str, expected: list[str], timeout: float = 60) -> list[str]:
-    """The router's selected, active next hops for the VIP once they equal `expected` (or at the timeout)."""
+    """The router's selected, active next hops for the VIP once they equal `expected` (or at the
+    timeout): addresses for an IPv4 VIP, interfaces for an IPv6 one (its next hops are the
+    directors' link-local addresses, so the router's interface names the director)."""
+    family, key = ("ipv6", "interfaceName") if ":" in vip else ("ip", "ip")
     deadline, hops = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
-        routes = json.loads(subprocess.run(["vtysh", "-N", router, "-c", f"show ip route {vip} json"],
+        routes = json.loads(subprocess.run(["vtysh", "-N", router, "-c", f"show {family} route {vip} json"],
                                            capture_output=True, text=True).stdout or "{}")
-        hops = sorted(h["ip"] for r in routes.get(vip, []) if r.get("selected") for h in r["nexthops"] if h.get("active"))
+        hops = sorted(h[key] for r in routes.get(vip, []) if r.get("selected") for h in r["nexthops"] if h.get("active"))
         if hops == expected:
             break
         time.sleep(0.2)
     return hops
 
 
-@pytest.mark.parametrize("topology", ["demo", "bgp8"])
+@pytest.mark.parametrize("topology", ["demo", "bgp8", "dualbgp"])
 def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, namespaces: Namespaces, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """`change_director` (the scaletest's and `director drain`'s step) drains and undrains from
@@ -339,6 +343,10 @@ def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, names
     others = sorted(a for d, a in address.items() if d != "d1")
     assert wait_for_hops(router, vip, others) == others
     print(f"measured: {topology} drain applied in {applied:.2f} s, router's ECMP changed {time.monotonic() - started:.2f} s after")
+    vip6 = next((f"{v.address}/128" for v in cluster.topology.vips if v.address.version == 6), None)
+    if vip6:  # the same one vtysh run prepends on the IPv6 session too (dualbgp)
+        face = {u.director.node: u.router.name for u in cluster.uplinks(cluster.routers[0])}
+        assert wait_for_hops(router, vip6, [face["d2"]]) == [face["d2"]]
     changes = [argv for argv in ran if "-c" in argv and "show running-config" not in argv]
     assert len(changes) == 1 and "-f" not in changes[0] and str(frr.RELOAD) not in " ".join(map(str, ran)), ran
     if topology == "demo":  # an OSPF cost: vtysh talks to ospfd alone
@@ -349,6 +357,8 @@ def test_a_planned_drain_changes_ecmp_from_the_record_alone(topology: str, names
     ran.clear()
     assert change.change_director(cluster, in_namespaces(ns), "d1", said.append) == 1, said
     assert wait_for_hops(router, vip, every) == every
+    if vip6:
+        assert wait_for_hops(router, vip6, sorted(face.values())) == sorted(face.values())
     assert len([argv for argv in ran if "-c" in argv and "show running-config" not in argv]) == 1, ran
     assert not deploy.read_deployed("d1", ns["d1"]).topology.nodes["d1"].drain
     assert not [line for line in said if "not possible" in line], said

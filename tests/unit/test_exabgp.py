@@ -104,3 +104,35 @@ def test_the_bridge_reads_answers_that_arrive_together() -> None:
     os.close(write_end)
     assert reader.readline(1) == ""  # ExaBGP went away
     os.close(read_end)
+
+
+def test_ipv6_vips_get_an_ipv6_neighbour_per_uplink_and_each_neighbour_one_family() -> None:
+    """dualbgp with ExaBGP: the /128 is a route like the /32; each uplink has an IPv4 and an IPv6
+    neighbour, each naming its family (ExaBGP's default, every family, would hand the /128 to the
+    IPv4 session with an IPv4 next hop), and FRR routes the replies by a default route per family.
+    An IPv4-only ExaBGP config names no family (unchanged, so no restart on upgrade)."""
+    text = (ROOT / "topology" / "dualbgp.lvs.yml").read_text().replace("bfd: true}", "bfd: true, announcer: exabgp}", 1)
+    cluster = Cluster.from_topology(parse_topology(text)[0])
+    d1 = plan_director(cluster, "d1")
+    assert d1.exabgp.routes == ("route 10.99.0.10/32 next-hop self", "route 2001:db8:99::10/128 next-hop self")
+    blocks = d1.exabgp.config.split("neighbor ")[1:]
+    assert [b.split()[0] for b in blocks] == ["10.1.1.1", "2001:db8:1:1::1"]
+    assert "local-address 10.1.1.2;" in blocks[0] and "ipv4 unicast;" in blocks[0] and "ipv6" not in blocks[0]
+    assert "local-address 2001:db8:1:1::2;" in blocks[1] and "ipv6 unicast;" in blocks[1] and "ipv4" not in blocks[1]
+    assert "ip route 0.0.0.0/0 10.1.1.1\n" in d1.frr and "ipv6 route ::/0 2001:db8:1:1::1\n" in d1.frr
+    withdrawn = plan_director(cluster, "d1", HealthVerdict(withdrawn=frozenset({"web6"}))).exabgp
+    assert withdrawn.routes == ("route 10.99.0.10/32 next-hop self",)
+    assert "family" not in plan_director(exabgp_demo(), "d1").exabgp.config
+
+
+def test_frr_bgp_announces_ipv6_vips_in_their_own_address_family() -> None:
+    """dualbgp with FRR bgpd: the IPv6 session leaves ipv4 unicast, carries the /128 (and the
+    drain's prepend) in ipv6 unicast; the router takes max_paths there too."""
+    cluster = Cluster.from_topology(parse_topology((ROOT / "topology" / "dualbgp.lvs.yml").read_text())[0])
+    d1 = plan_director(cluster.with_node("d1", drain=True), "d1").frr
+    v4, v6 = d1.split(" address-family ipv4 unicast\n")[1].split(" address-family ipv6 unicast\n")
+    assert "network 10.99.0.10/32" in v4 and "no neighbor 2001:db8:1:1::1 activate" in v4 and "2001:db8:99" not in v4
+    assert "network 2001:db8:99::10/128" in v6 and "neighbor 2001:db8:1:1::1 activate" in v6
+    assert "neighbor 2001:db8:1:1::1 route-map LVSCLUSTER-DRAIN out" in v6 and "10.1.1.1" not in v6.split("exit\n")[0]
+    r1 = plan_cluster(cluster)["r1"].frr.split(" address-family ipv6 unicast\n")[1].split(" exit-address-family")[0]
+    assert "maximum-paths 8" in r1 and "neighbor 2001:db8:1:2::2 default-originate" in r1

@@ -94,6 +94,22 @@ def test_a_director_and_its_router_must_hold_the_same_key(keyed: Path) -> None:
     assert "nodes.d2.ospf: d2 and its router r1 differ in OSPF authentication" in str(error.value)
 
 
+def test_the_ospf_key_also_authenticates_ospfv3_and_is_redacted_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With IPv6 VIPs the same key id and key go into OSPFv3's authentication trailer (HMAC-SHA-256)
+    on every ospf6d uplink, at both ends; a plan never shows that key either."""
+    monkeypatch.setenv("LVS_TEST_OSPF", OSPF_KEY)
+    text = (ROOT / "topology" / "dualstack.lvs.yml").read_text()
+    assert OSPF_LINE in text
+    path = tmp_path / "dualstack.lvs.yml"
+    path.write_text(text.replace(OSPF_LINE, OSPF_LINE[:-1] + ", auth: {key_id: 7, key: {env: LVS_TEST_OSPF}}}", 1))
+    states = plan_cluster(Cluster.from_topology(load_topology(path)))
+    line = f" ipv6 ospf6 authentication key-id 7 hash-algo hmac-sha-256 key {OSPF_KEY}\n"
+    for node, uplinks in (("r1", 2), ("d1", 1), ("d2", 1)):
+        assert states[node].frr.count(line) == uplinks and f" ip ospf message-digest-key 7 md5 {OSPF_KEY}\n" in states[node].frr
+    printed = json.dumps(plan_json({"d1": diff_node(states["d1"], NodeState(name="d1", role="director"))}))
+    assert OSPF_KEY not in printed and f"hash-algo hmac-sha-256 key {REDACTED}" in printed
+
+
 def test_plans_and_reasons_never_show_the_secret(keyed: Path) -> None:
     desired = plan_cluster(Cluster.from_topology(load_topology(keyed)))["d1"]
     fresh = diff_node(desired, NodeState(name="d1", role="director"))
