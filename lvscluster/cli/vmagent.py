@@ -16,6 +16,7 @@ so it lives with the CLI; the lab VM's host side, `lab.vmhost`, owns the protoco
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -46,7 +47,7 @@ _warm = threading.Event()
 
 def _preload() -> None:
     try:
-        import lvscluster.cli  # noqa: F401  (the import is the point)
+        importlib.import_module("lvscluster.cli")  # the import is the point: forked children start warm
     finally:
         _warm.set()
 

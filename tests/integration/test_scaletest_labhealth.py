@@ -9,7 +9,6 @@ the server answers its probe is a network fault: those flows break, and the run 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

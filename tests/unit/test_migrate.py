@@ -72,7 +72,7 @@ def test_a_block_keyword_without_braces_is_refused(tmp_path, line) -> None:
     text = "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  real_server 10.0.1.2 80 {\n    weight 1\n  }\n"
     text = text.replace("    weight 1\n", "    " + line + "\n") if line == "MISC_CHECK" else text + "  " + line + "\n"
     conf = _write(tmp_path, "k.conf", text + "}\n")
-    with pytest.raises(ConfError, match=f"has no '{{ }}' block: keepalived would read the lines after it"):
+    with pytest.raises(ConfError, match="has no '{ }' block: keepalived would read the lines after it"):
         import_keepalived(conf)
 
 
