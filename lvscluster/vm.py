@@ -88,7 +88,7 @@ def vcpus_for_host(free: float | None = None) -> tuple[int, str]:
     free = free_cores() if free is None else free
     if free >= 1.5:
         return DEFAULT_CPUS, f"{free:.1f} of {os.cpu_count()} cores free"
-    return 1, (f"only {free:.1f} of {os.cpu_count()} cores free: 1 vCPU (two vCPUs on one free core "
+    return 1, (f"only {free:.1f} of {os.cpu_count()} cores free (two vCPUs on one free core "
                "stall each other under emulation)")
 
 

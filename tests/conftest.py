@@ -70,12 +70,33 @@ def pytest_collection_finish(session):
     if mode == "inplace" or (mode == "auto" and vm.kernel_has_ipvs()):
         return
     batch = VMBatch(config, kernel_items, mode)
+    batch.cpus = vm.vcpus_for_host()  # measured now, before this machine's own tests start beside the VM
     config.stash[_BATCH_KEY] = batch
     # The VM boots now and runs its batch while this machine runs the other tests; the proxies
     # come last and wait for it (most of a kernel test's time is the VM's, not this machine's).
     session.items[:] = [i for i in session.items if not i.get_closest_marker("kernel")] + [
         KernelVMItem.from_parent(i.parent, name=i.name, original=i, batch=batch) for i in kernel_items]
     batch.start()
+    yield_cpu_to_the_vm()
+
+
+#: Nice value of the host's own tests while the VM batch runs beside them.
+HOST_TESTS_NICE = 10
+
+
+def yield_cpu_to_the_vm() -> None:
+    """Lower this (main) thread's priority, and so that of every process the host's tests start,
+    below the VM batch's thread, its QEMU and its host CPU hog (started earlier, they keep nice 0).
+
+    Beside the VM, the host's own tests (FRR labs, fuzzing) kept both cores busy for most of the
+    batch: the kernel tests that judge whether their lab could keep up (the scaletests) then ran
+    beside two busy cores, not the one the busy-host test asks for, and said "lab overloaded".
+    The VM is CI's critical path; the host's tests take the CPU it leaves. Linux nice values are
+    per thread, so only the thread calling this is lowered."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, HOST_TESTS_NICE)
+    except (OSError, AttributeError):  # not Linux, or not allowed: the tests still run
+        pass
 
 
 def pytest_sessionfinish(session):
@@ -137,6 +158,7 @@ class VMBatch:
         self.nodeids = [i.nodeid for i in items]
         self.mode = mode
         self.needs_lab_image = any(i.get_closest_marker("lab_image") for i in items)
+        self.cpus: tuple[int, str] = (vm.DEFAULT_CPUS, "default")
         self.results: dict[str, dict] | None = None
         self.summary: str | None = None
         self._thread: threading.Thread | None = None
@@ -222,8 +244,8 @@ class VMBatch:
         why = ("forced by --kernel-tests=vm" if self.mode == "vm"
                else f"host kernel {os.uname().release} has no IPVS")
         self._say(f"\nlvscluster: {why}: booting {kernel} in a virtme-ng VM (software emulation, "
-                  f"~35 s boot) to run {len(self.nodeids)} kernel test(s); limit {timeout:.0f} s, "
-                  f"log {workdir / 'console.log'}")
+                  f"~35 s boot; {self.cpus[0]} vCPU(s): {self.cpus[1]}) to run {len(self.nodeids)} kernel test(s); "
+                  f"limit {timeout:.0f} s, log {workdir / 'console.log'}")
         stream = self.config.getoption("verbose") > 0
         t0 = time.monotonic()
         load = HostLoadService(workdir) if HostLoadService else None  # a kernel test may ask for a busy host core
@@ -231,7 +253,7 @@ class VMBatch:
             load.start()
         try:
             res = vm.run_in_vm(
-                f"sh {shlex.quote(str(script))}", kernel=kernel, timeout=timeout,
+                f"sh {shlex.quote(str(script))}", kernel=kernel, timeout=timeout, cpus=self.cpus[0],
                 rwdirs=[workdir], cwd=self.config.rootpath, log_path=workdir / "console.log",
                 on_line=(lambda line: self._say(f"  [vm] {line}")) if stream else None,
                 on_wait=lambda msg: self._say(f"lvscluster: {msg}"),

@@ -5,11 +5,17 @@ the file `cpu-hog.request` exists in the batch's shared directory, one busy proc
 host core at 100% (what `stress-ng --cpu 1` does), and `cpu-hog.running` holds its pid. A test
 inside the VM asks for it with `host_cpu_hog()`. Run in place (a kernel with IPVS, no VM), the
 same context manager starts the busy process itself.
+
+When the hog stops, `cpu-hog.load` says how busy the host's cores were meanwhile (from
+/proc/stat): the hog's own share, the rest at nice 0 (the VM, when there is one), and the time
+at a positive nice (the host's own tests, which tests/conftest.py lowers beside the VM). A test
+that claims "one core busy" can then show that the host was not busier than that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,9 +24,30 @@ import threading
 import time
 from pathlib import Path
 
-REQUEST, RUNNING = "cpu-hog.request", "cpu-hog.running"
+from lvscluster.vm import cpu_times
+
+REQUEST, RUNNING, LOAD = "cpu-hog.request", "cpu-hog.running", "cpu-hog.load"
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
 LONGEST = 900.0  # seconds a hog may run, even if its request is never taken back
+
+
+def process_ticks(pid: int) -> int:
+    """Clock ticks process *pid* has run (utime + stime), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def load_beside(before: dict[str, int], hog_ticks: int, seconds: float) -> dict[str, float]:
+    """Cores busy on average since *before*: the hog, the rest at nice 0, and at a positive nice."""
+    after, hz = cpu_times(), os.sysconf("SC_CLK_TCK")
+    cores = {k: (after[k] - before[k]) / hz / max(seconds, 1e-3) for k in after}
+    hog = hog_ticks / hz / max(seconds, 1e-3)
+    return {"seconds": round(seconds, 1), "cores": os.cpu_count() or 1, "hog": round(hog, 2),
+            "other_nice0": round(max(0.0, cores["normal"] - hog), 2), "niced": round(cores["nice"], 2),
+            "idle": round(cores["idle"], 2)}
 
 
 class HostLoadService(threading.Thread):
@@ -31,6 +58,7 @@ class HostLoadService(threading.Thread):
         self.directory, self.halt = directory, threading.Event()
         self.process: subprocess.Popen | None = None
         self.started = 0.0
+        self.before: dict[str, int] = {}
 
     def run(self) -> None:
         try:
@@ -38,7 +66,7 @@ class HostLoadService(threading.Thread):
                 wanted = (self.directory / REQUEST).exists() and time.monotonic() - self.started < LONGEST \
                     if self.process else (self.directory / REQUEST).exists()
                 if wanted and self.process is None:
-                    self.process, self.started = subprocess.Popen(BUSY_LOOP), time.monotonic()
+                    self.process, self.started, self.before = subprocess.Popen(BUSY_LOOP), time.monotonic(), cpu_times()
                     (self.directory / RUNNING).write_text(str(self.process.pid))
                 elif not wanted and self.process is not None:
                     self._stop_hog()
@@ -47,6 +75,8 @@ class HostLoadService(threading.Thread):
 
     def _stop_hog(self) -> None:
         if self.process is not None:
+            load = load_beside(self.before, process_ticks(self.process.pid), time.monotonic() - self.started)
+            (self.directory / LOAD).write_text(json.dumps(load))
             self.process.kill()
             self.process.wait()
             self.process = None
@@ -57,15 +87,34 @@ class HostLoadService(threading.Thread):
         self.join(timeout=10)
 
 
+class HostHog:
+    """The busy process a test asked for: its pid, and once it stopped, how busy the host was."""
+
+    def __init__(self, pid: int):
+        self.pid, self.load = pid, {}
+
+    def describe(self) -> str:
+        """One line on the host's cores while the hog ran (empty until it stopped)."""
+        load = self.load
+        if not load:
+            return f"host CPU hog pid {self.pid}"
+        return (f"host CPU hog pid {self.pid}: over {load['seconds']} s of {load['cores']} cores, the hog "
+                f"{load['hog']}, the rest at nice 0 (the VM) {load['other_nice0']}, niced (the host's "
+                f"own tests) {load['niced']}, idle {load['idle']}")
+
+
 @contextlib.contextmanager
 def host_cpu_hog(timeout: float = 30.0):
-    """One host core kept busy for the duration of the block (asked of the host from inside the VM)."""
+    """One host core kept busy for the duration of the block (asked of the host from inside the
+    VM); yields a `HostHog` whose `load` is filled in when the block ends."""
     results = os.environ.get("LVSCLUSTER_VM_RESULTS")
     if not results:  # in place: this machine is the host
-        process = subprocess.Popen(BUSY_LOOP)
+        process, started, before = subprocess.Popen(BUSY_LOOP), time.monotonic(), cpu_times()
+        hog = HostHog(process.pid)
         try:
-            yield process.pid
+            yield hog
         finally:
+            hog.load = load_beside(before, process_ticks(process.pid), time.monotonic() - started)
             process.send_signal(signal.SIGKILL)
             process.wait()
         return
@@ -76,9 +125,13 @@ def host_cpu_hog(timeout: float = 30.0):
         while not (directory / RUNNING).exists():
             assert time.monotonic() < deadline, f"the host did not start its CPU hog within {timeout:g} s"
             time.sleep(0.2)
-        yield int((directory / RUNNING).read_text())
+        hog = HostHog(int((directory / RUNNING).read_text()))
+        yield hog
     finally:
         (directory / REQUEST).unlink(missing_ok=True)
         deadline = time.monotonic() + timeout
         while (directory / RUNNING).exists() and time.monotonic() < deadline:
             time.sleep(0.2)
+        with contextlib.suppress(OSError, ValueError, NameError):
+            hog.load = json.loads((directory / LOAD).read_text())
+        (directory / LOAD).unlink(missing_ok=True)

@@ -219,7 +219,10 @@ def test_faults_under_the_scaletest_break_no_flow_but_a_pulled_servers(demo: Pat
 def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: Path) -> None:
     """scripts/demo's scaletest (100 flows, --rate auto, drain/undrain/kill/revive of d2, agents
     running) while a process keeps one host core busy (the VM's two vCPUs then share the other):
-    the lab paces itself from what it measured, no flow breaks, and the lab judged itself valid."""
+    the lab paces itself from what it measured, no flow breaks, and the lab judged itself valid.
+
+    In the suite, the host's own tests run beside the VM at nice 10 (tests/conftest.py); the
+    measured line shows how busy the host's cores were, so "one core busy" is checked, not assumed."""
     assert wait_until(agents_report_all_up, 60), agent_logs(*DIRECTORS)
     with host_cpu_hog() as hog:
         code, output, report = run_scaletest(
@@ -227,16 +230,16 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
             "--duration", "80", "--churn", "drain d2@5s,undrain d2@20s,kill d2@35s,revive d2@45s")
     print(output)
     lab, traffic, events = report["lab"], report["traffic"], {e["action"]: e for e in report["events"]}
-    print(f"measured: beside a host CPU hog (pid {hog}): the lab carried {report['calibration']['carried_per_s']}/s, "
-          f"ran at {report['calibration']['rate']}/s; {lab['verdict_text']} ({'; '.join(lab['reasons']) or 'no reason'}); "
+    print(f"measured: beside a busy host core ({hog.describe()}): the lab carried "
+          f"{report['calibration']['carried_per_s']}/s, ran at {report['calibration']['rate']}/s; "
+          f"{lab['verdict_text']} ({'; '.join(lab['reasons']) or 'no reason'}); "
           f"loop lag max {lab['loop_lag_ms_max']} ms, stalled {lab['stalled_s']} s, pace {lab['flow_pace']}; "
           f"{traffic['flows_broken']} flows broken, {traffic['new_ok']} new ok, {traffic['new_failed']} failed; ECMP after "
           + ", ".join(f"{a} {e['ecmp_changed_after']}" for a, e in events.items()))
     assert traffic["flows_broken"] == 0, report["broken_flows"]
-    if lab["verdict"] != "valid":  # the lab said it starved (exit 3): no claim about the cluster either way
-        assert code == 3, output
-        pytest.xfail(f"lab overloaded beside the hog, result not valid: {'; '.join(lab['reasons'])} (issue 13)")
+    assert lab["verdict"] == "valid", f"lab overloaded beside one busy host core: {lab['reasons']} ({hog.describe()})"
     assert traffic["flows_established"] == 100, report
+    assert traffic["new_failed"] == 0, report
     assert code == 0, output
     # drain, undrain and kill moved ECMP; a revive (FRR started and configured on a starved VM) may
     # rejoin after the traffic ended: its flows are still checked, 0 broken

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,13 +23,33 @@ def test_a_request_from_the_vm_keeps_a_host_core_busy_until_taken_back(tmp_path,
     service.start()
     monkeypatch.setenv("LVSCLUSTER_VM_RESULTS", str(tmp_path / "results.jsonl"))  # as inside the VM
     try:
-        with host_cpu_hog() as pid:
+        with host_cpu_hog() as hog:
+            pid = hog.pid
             before = cpu_ticks(pid)
             time.sleep(0.5)
             assert cpu_ticks(pid) - before >= 5  # it runs (an idle process gains nothing; this machine may be busy)
         assert not (tmp_path / "cpu-hog.running").exists()
+        # how busy the host was meanwhile came back with it: the hog ran, and the shares add up to the cores
+        assert hog.load["hog"] > 0.05 and hog.load["seconds"] >= 0.5, hog.load
+        total = hog.load["hog"] + hog.load["other_nice0"] + hog.load["niced"] + hog.load["idle"]
+        assert abs(total - hog.load["cores"]) < 0.5, hog.load
+        assert "the hog" in hog.describe()
         time.sleep(0.2)
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     finally:
         service.stop()
     assert service.process is None and os.listdir(tmp_path) == []
+
+
+def test_in_place_the_hog_says_how_busy_the_host_was_and_counts_niced_work_apart(monkeypatch):
+    monkeypatch.delenv("LVSCLUSTER_VM_RESULTS", raising=False)
+    with host_cpu_hog() as hog:
+        niced = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(1.0)
+        finally:
+            niced.kill()
+            niced.wait()
+    assert not Path(f"/proc/{hog.pid}").exists() or Path(f"/proc/{hog.pid}/stat").read_text().split()[2] == "Z"
+    assert hog.load["hog"] > 0.05, hog.load
+    assert hog.load["niced"] > 0.05, hog.load  # the niced busy loop is counted as niced, not as the VM's
