@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from lvscluster.vm import cpu_times
+from lvscluster.lab.vm import cpu_times
 
 REQUEST, RUNNING, LOAD = "cpu-hog.request", "cpu-hog.running", "cpu-hog.load"
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]

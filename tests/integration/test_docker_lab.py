@@ -24,7 +24,7 @@ from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.plan.diff import diff_node
-from lvscluster.vm import kernel_has_ipvs
+from lvscluster.lab.vm import kernel_has_ipvs
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "dockerdemo"
