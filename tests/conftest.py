@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lvscluster import vm
+from lvscluster.lab import vm
 
 try:
     from hostload import HostLoadService

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from lvscluster.vm import cpu_times
+from lvscluster.lab.vm import cpu_times
 
 REQUEST, RUNNING, LOAD = "cpu-hog.request", "cpu-hog.running", "cpu-hog.load"
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
@@ -142,7 +142,7 @@ def vm_cpus_as_booted_beside_the_hog():
     """Inside the test VM: take every vCPU but the first offline for the block, and back online after.
 
     `lvscluster lab up` boots its VM with one vCPU when only one host core is free
-    (`lvscluster.vm.vcpus_for_host`: two emulated vCPUs on one free core stall each other). This
+    (`lvscluster.lab.vm.vcpus_for_host`: two emulated vCPUs on one free core stall each other). This
     batch VM was booted on a quiet host with two; with the hog it becomes the VM a user would
     have got. In place (a host kernel with IPVS, no VM) nothing changes."""
     if not os.environ.get("LVSCLUSTER_VM_RESULTS"):

@@ -13,7 +13,7 @@ from lvscluster.apply.placement import Placement
 from lvscluster.cli.common import (JsonFlag, TopologyFile, err, escape, forward_to_vm, lab_vm, load_cluster, out,
                                    print_json, run_in_vm)
 from lvscluster.errors import EXIT_FAILURE, LvsClusterError
-from lvscluster.lab import netns as lab_provider
+from lvscluster.lab import provider as lab_provider
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.secrets import redact_frr
 from lvscluster.plan.actions import Action

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,12 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from lvscluster.apply import frr
 from lvscluster.cli.common import JsonFlag, TopologyFile, err, forward_to_vm, lab_vm, load_cluster, out, print_json
 from lvscluster.errors import EXIT_USAGE, LvsClusterError
-from lvscluster.lab import netns as provider
 from lvscluster.lab import vmhost
-from lvscluster.lab.layout import namespace_name, plan_lab
+from lvscluster.lab.common import lab_namespaces, processes_in
+from lvscluster.lab.layout import namespace_name
+from lvscluster.lab.provider import LabProvider, provider_for, provider_of
+from lvscluster.lab.record import read_record, recorded_labs
 
 lab_app = typer.Typer(
     help=(
@@ -64,36 +64,21 @@ def lab_up(
     cluster = load_cluster(file)
     inside_vm = bool(os.environ.get("LVSCLUSTER_IN_VM"))  # a forwarded `lab up --vm` must not nest
     in_a_vm = not inside_vm and (vm if vm is not None else vmhost.needs_vm())
-    if backend is LabBackend.docker:
-        from lvscluster.lab import containers
-
-        if in_a_vm:
-            from lvscluster.lab import dockerimage
-
-            _progress(("--vm given" if vm else "this kernel has no IPVS") + ": running the Docker lab in a VM")
-            dockerimage.tarball(_progress)  # the VM has no network: the image's files come from here
-            _lab_up_in_vm(cluster.name, file, backend)  # exits with the VM's answer
-
-        layout = containers.up(cluster, file, progress=_progress)
-        out.print(f"lab {cluster.name} is up: {len(layout.namespaces) - (1 if layout.bridges else 0)} containers, "
-                  f"{len(cluster.topology.links)} Docker networks; next: `lvscluster deploy` with the same "
-                  "topology file", markup=False)
-        return
+    provider = provider_for(backend.value)
     if in_a_vm:
-        _lab_up_in_vm(cluster.name, file)
-    layout = plan_lab(cluster)
-    provider.up(layout, file, progress=_progress, agents=agents)
-    out.print(f"lab {cluster.name} is up: {len(layout.namespaces)} namespaces, {len(layout.veths)} cables; "
-              "next: `lvscluster deploy` with the same topology file", markup=False)
+        provider.prepare_vm("--vm given" if vm else "this kernel has no IPVS", _progress)
+        _lab_up_in_vm(cluster.name, file, backend)  # exits with the VM's answer
+    built = provider.up(cluster, file, progress=_progress, agents=agents)
+    out.print(f"lab {cluster.name} is up: {built}; next: `lvscluster deploy` with the same topology file", markup=False)
 
 
-def _lab_up_in_vm(name: str, file: Path, backend: LabBackend = LabBackend.netns) -> None:
+def _lab_up_in_vm(name: str, file: Path, backend: LabBackend) -> None:
     """This kernel has no IPVS: boot a VM for the lab and build the lab inside it."""
-    if lab_vm(name) or provider.read_record(name):
+    if lab_vm(name) or read_record(name):
         raise LvsClusterError(f"lab {name!r} is already up; run `lvscluster lab down {file}` first")
     vm = vmhost.LabVm(name)
     vm.start(progress=_progress)
-    (vm.directory / BACKEND_FILE).write_text(backend.value)  # `lab exec` enters a container, not just its namespace
+    (vm.directory / BACKEND_FILE).write_text(backend.value)  # `lab exec` asks this provider in the VM
     try:
         forward_to_vm(vm, file)
     except BaseException as exc:  # a failed build, or the VM refused: never leave an empty VM behind
@@ -103,7 +88,13 @@ def _lab_up_in_vm(name: str, file: Path, backend: LabBackend = LabBackend.netns)
         raise
 
 
-BACKEND_FILE = "backend"
+BACKEND_FILE = "backend"  # in the lab VM's directory: the provider of the lab inside it
+
+
+def _vm_provider(vm: vmhost.LabVm) -> LabProvider:
+    """The provider of the lab inside a lab VM (as `lab up` wrote it; netns before there was a choice)."""
+    path = vm.directory / BACKEND_FILE
+    return provider_for(path.read_text() if path.exists() else LabBackend.netns.value)
 
 
 def _lab_name(file: Optional[Path], lab: Optional[str]) -> str:
@@ -111,8 +102,7 @@ def _lab_name(file: Optional[Path], lab: Optional[str]) -> str:
         return lab
     if file is not None:
         return load_cluster(file).name
-    running = sorted(p.name for p in provider.STATE_ROOT.iterdir()) if provider.STATE_ROOT.exists() else []
-    running = sorted(set(running) | set(vmhost.running_vm_labs()))
+    running = sorted(set(recorded_labs()) | set(vmhost.running_vm_labs()))
     if len(running) == 1:
         return running[0]
     raise LvsClusterError("no lab given and " + (f"{len(running)} labs are up ({', '.join(running)}): name one with --lab"
@@ -131,23 +121,13 @@ def lab_down(
     name = _lab_name(file, lab)
     # Namespaces here mean the lab is here, even if a VM of that name shares this filesystem
     # (a kernel-test VM sees the host's files, and must never stop the host's lab VM).
-    if not provider.lab_namespaces(name) and vmhost.vm_dir(name).exists():
+    if not lab_namespaces(name) and vmhost.vm_dir(name).exists():
         _progress("stopping the lab VM")  # everything of the lab lives and dies with its VM
         vmhost.LabVm(name).stop()
         out.print(f"lab {name}: VM stopped", markup=False)
         return
-    from lvscluster.lab import containers
-
-    docker_record = (provider.read_record(name) or {}).get("provider") == "docker"
-    if docker_record or (shutil.which("docker") and containers.leftovers(name)):
-
-        _progress("removing the lab's containers and Docker networks")
-        removed, networks = containers.down(name)
-        out.print(f"lab {name}: removed {removed} containers and {networks} Docker networks"
-                  if removed or networks else f"lab {name}: nothing to remove", markup=False)
-        return
-    removed = provider.down(name, progress=_progress)
-    out.print(f"lab {name}: removed {removed} namespaces" if removed else f"lab {name}: nothing to remove", markup=False)
+    removed = provider_of(name).down(name, progress=_progress)
+    out.print(f"lab {name}: {removed or 'nothing to remove'}", markup=False)
 
 
 @lab_app.command("status")
@@ -160,27 +140,19 @@ def lab_status(
     name = _lab_name(file, lab)
     if (vm := lab_vm(name)) is not None:
         forward_to_vm(vm, file)
-    record = provider.read_record(name)
-    present = set(provider.lab_namespaces(name))
+    record = read_record(name)
+    present = set(lab_namespaces(name))
     if record is None and not present:
         raise LvsClusterError(f"lab {name} is not up")
     nodes = {}
-    containers = (record or {}).get("containers", {})
-    for node, space in (record or {}).get("namespaces", {}).items():
-        if node in containers:  # a Docker lab: FRR runs inside the container
-            from lvscluster.lab.containers import frr_daemons_in
-
-            daemons = frr_daemons_in(containers[node]) if node in record.get("frr_nodes", []) else []
-        else:
-            pathspace = frr.pathspace_for(space)
-            daemons = [d for d in ("zebra", "ospfd", "bfdd") if frr.running(pathspace, d)]
-        nodes[node] = {"namespace": space, "present": space in present, "frr": daemons,
-                       "processes": len(provider.processes_in(space))}
-        if node in containers:
-            nodes[node]["container"] = containers[node]
+    for node, space in record.namespaces.items() if record else ():
+        nodes[node] = {"namespace": space, "present": space in present,
+                       "frr": provider_for(record).frr_daemons(record, node), "processes": len(processes_in(space))}
+        if node in record.containers:
+            nodes[node]["container"] = record.containers[node]
+    topology, cables = (record.topology, record.veths) if record else (None, [])
     if as_json:
-        print_json({"lab": name, "topology": (record or {}).get("topology"), "nodes": nodes,
-                    "cables": (record or {}).get("veths", [])})
+        print_json({"lab": name, "topology": topology, "nodes": nodes, "cables": cables})
         return
     from rich.table import Table
 
@@ -191,7 +163,7 @@ def lab_status(
         table.add_row(node, info["namespace"], "yes" if info["present"] else "[red]missing[/red]",
                       ", ".join(info["frr"]) or "-", str(info["processes"]))
     out.print(table)
-    out.print(f"{len((record or {}).get('veths', []))} cables; topology {(record or {}).get('topology')}", markup=False)
+    out.print(f"{len(cables)} cables; topology {topology}", markup=False)
 
 
 @lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -203,20 +175,15 @@ def lab_exec(
     """Run a command inside a node's namespace, e.g. `lvscluster lab exec c1 -- curl http://10.99.0.10/`."""
     name = _lab_name(None, lab)
     if (vm := lab_vm(name)) is not None:  # straight to the node: no lvscluster start-up in the VM
-        if (vm.directory / BACKEND_FILE).exists() and (vm.directory / BACKEND_FILE).read_text() == "docker":
-            raise typer.Exit(vm.run(["docker", "exec", "-i", f"{name}.{node}", *command]))
-        space = namespace_name(name, node)
-        if vm.run(["test", "-e", f"/run/netns/{space}"]) != 0:
+        if vm.run(["test", "-e", f"/run/netns/{namespace_name(name, node)}"]) != 0:  # any provider's node has one
             err.print(f"lab {name} has no node {node!r}", markup=False)
             raise typer.Exit(EXIT_USAGE)
-        raise typer.Exit(vm.run(["ip", "netns", "exec", space, *command]))
-    record = provider.read_record(name) or {}
-    space = record.get("namespaces", {}).get(node)
-    if space is None:
-        known = ", ".join(record.get("namespaces", {})) or "none"
+        raise typer.Exit(vm.run(_vm_provider(vm).exec(name, node, command)))
+    record = read_record(name)
+    if record is None or node not in record.namespaces:
+        known = ", ".join(record.namespaces if record else ()) or "none"
         err.print(f"lab {name} has no node {node!r} (nodes: {known})", markup=False)
         raise typer.Exit(EXIT_USAGE)
     sys.stdout.flush()
-    if container := record.get("containers", {}).get(node):  # a Docker lab: the node's own filesystem too
-        os.execvp("docker", ["docker", "exec", *(["-it"] if sys.stdin.isatty() else ["-i"]), container, *command])
-    os.execvp("ip", ["ip", "netns", "exec", space, *command])
+    argv = provider_for(record).exec(name, node, command, tty=sys.stdin.isatty())
+    os.execvp(argv[0], argv)

@@ -148,10 +148,9 @@ def director_add(
     _in_vm(cluster, file)
     lab = _lab(cluster)
     if lab is not None:
-        from lvscluster.lab import netns as lab_provider
-        from lvscluster.lab.layout import plan_lab
+        from lvscluster.lab.provider import provider_of
 
-        added = lab_provider.grow(plan_lab(cluster), file, _say)
+        added = provider_of(cluster.name).grow(cluster, file, _say)
         _say(f"lab {cluster.name} grown by {', '.join(added) or 'nothing'}")
         lab = _lab(cluster)
     joining = cluster.with_node(name, drain=True)
@@ -211,7 +210,7 @@ def _remove_node(file: Path, name: str, no_edit: bool, drain_and_wait) -> None:
     """Drain and wait (`drain_and_wait`), tear the node down (and out of the lab, if it is in one),
     delete it from the file, deploy the rest."""
     from lvscluster.apply import lifecycle
-    from lvscluster.lab import netns as lab_provider
+    from lvscluster.lab import provider as lab_provider
 
     vm = lab_vm(load_cluster(file).name)
     if vm is not None:  # the choreography runs in the VM; the file is edited here

@@ -1,1 +1,1 @@
-"""Labs: a topology built as network namespaces (default) on this machine or in a VM."""
+"""Labs: a topology built on this machine or in a VM, by a provider (network namespaces or Docker)."""

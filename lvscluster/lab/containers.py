@@ -22,7 +22,7 @@ directors cannot be deployed.
 from __future__ import annotations
 
 import ipaddress
-import json
+import shutil
 import subprocess
 import sys
 import time
@@ -30,12 +30,12 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 
+from lvscluster.apply.placement import Placement
 from lvscluster.errors import ApplyError, EnvironmentProblem
-from lvscluster.files import write_atomic
-from lvscluster.lab import vmdocker
-from lvscluster.lab.dockerimage import ensure_image
-from lvscluster.lab.layout import LabLayout, plan_lab
-from lvscluster.lab.netns import Progress, quiet, wait_listening, lab_namespaces, remove_state_dir, state_dir
+from lvscluster.lab import dockerimage, vmdocker
+from lvscluster.lab.common import Progress, lab_namespaces, not_up, quiet, wait_listening
+from lvscluster.lab.layout import LabLayout, namespace_name, plan_lab
+from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, write_record
 from lvscluster.model.cluster import Cluster
 
 LABEL = "lvscluster.lab"
@@ -107,7 +107,7 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> Lab
     lab = cluster.name
     if leftovers(lab) or lab_namespaces(lab):
         raise ApplyError(f"lab {lab!r} is already up (or left over); run `lvscluster lab down {topology_path}` first")
-    image = ensure_image(client, progress)
+    image = dockerimage.ensure_image(client, progress)
     layout = plan_lab(cluster)
     step = "start"
     try:
@@ -171,7 +171,7 @@ def _create_network(client, lab: str, index: int, mtu: int | None) -> None:
 
 def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     """Create the node's container on its first link's network, connect the others, start it."""
-    lab, name = cluster.name, f"{cluster.name}.{node}"
+    lab, name = cluster.name, namespace_name(cluster.name, node)
     links = [iface.link_index for iface in cluster.interfaces_of(node)]
     first = network_name(lab, links[0])
     api = client.api
@@ -237,29 +237,23 @@ def _wait_for(ready, what: str, timeout: float) -> None:
 
 
 def _write_record(layout: LabLayout, topology_path: Path, containers: dict[str, str]) -> None:
-    record = {"name": layout.name, "topology": str(Path(topology_path).resolve()), "provider": "docker",
-              "agents": False, "namespaces": {n: layout.netns(n) for n in containers}, "containers": containers,
-              "frr_nodes": layout.frr_nodes, "frr_daemons": layout.frr_daemons, "veths": [],
-              "test_servers": [{"node": s.node, "tcp_ports": s.tcp_ports, "udp_ports": s.udp_ports}
-                               for s in layout.test_servers]}
-    state_dir(layout.name).mkdir(parents=True, exist_ok=True)
-    write_atomic(state_dir(layout.name) / "lab.json", json.dumps(record, indent=2) + "\n")
+    write_record(LabRecord(
+        name=layout.name, topology=str(Path(topology_path).resolve()), provider=DockerLab.name, agents=False,
+        namespaces={n: layout.netns(n) for n in containers}, containers=containers, frr_nodes=layout.frr_nodes,
+        frr_daemons={n: list(d) for n, d in layout.frr_daemons.items()},
+        test_servers=[{"node": s.node, "tcp_ports": s.tcp_ports, "udp_ports": s.udp_ports} for s in layout.test_servers]))
 
 
-def shrink(lab: str, node: str) -> None:
+def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
     """Take one node's container (and its namespace attachment) out of a running Docker lab."""
-    from lvscluster.lab.netns import read_record
-
-    record = read_record(lab)
-    container = record["containers"].pop(node)
-    connect().containers.get(container).remove(force=True)
+    progress(f"{node}: removing its container {record.containers[node]}")
+    connect().containers.get(record.containers[node]).remove(force=True)
     try:
-        netns.remove(record["namespaces"].pop(node))
+        netns.remove(record.namespaces[node])
     except OSError:
         pass
-    record["frr_nodes"] = [n for n in record.get("frr_nodes", []) if n != node]
-    record["test_servers"] = [t for t in record.get("test_servers", []) if t["node"] != node]
-    write_atomic(state_dir(lab) / "lab.json", json.dumps(record, indent=2) + "\n")
+    record.forget(node)
+    write_record(record)
 
 
 def down(lab: str) -> tuple[int, int]:
@@ -279,3 +273,58 @@ def down(lab: str) -> tuple[int, int]:
             pass
     remove_state_dir(lab)
     return len(containers), len(networks)
+
+
+class DockerLab:
+    """The Docker lab as a `LabProvider`: one container per node on Docker networks."""
+
+    name = "docker"
+
+    def up(self, cluster: Cluster, topology_path: Path, progress: Progress = quiet, agents: bool = True) -> str:
+        """Build the lab as containers (no agents); returns what was built."""
+        layout = up(cluster, topology_path, progress)
+        return (f"{len(layout.namespaces) - (1 if layout.bridges else 0)} containers, "
+                f"{len(cluster.topology.links)} Docker networks")
+
+    def grow(self, cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> list[str]:
+        """Refused: a Docker lab cannot grow yet."""
+        if not lab_namespaces(cluster.name):
+            raise not_up(cluster.name, topology_path)
+        raise ApplyError(f"lab {cluster.name!r} is a Docker lab: it cannot grow yet; `lvscluster lab down`, then "
+                         f"`lvscluster lab up --backend docker {topology_path}` with the new node")
+
+    def shrink(self, record: LabRecord, node: str, progress: Progress = quiet) -> None:
+        """Take one node's container out of the lab (see `shrink`)."""
+        shrink(record, node, progress)
+
+    def down(self, lab: str, progress: Progress = quiet) -> str:
+        """Remove the lab's containers, networks, namespace attachments and record."""
+        progress("removing the lab's containers and Docker networks")
+        removed, networks = down(lab)
+        return f"removed {removed} containers and {networks} Docker networks" if removed or networks else ""
+
+    def record(self, lab: str) -> LabRecord | None:
+        """The lab's record, when it is a Docker lab."""
+        found = read_record(lab)
+        return found if found is not None and found.provider == self.name else None
+
+    def exec(self, lab: str, node: str, command: list[str], tty: bool = False) -> list[str]:
+        """`docker exec` into the node's container: its own filesystem too."""
+        return ["docker", "exec", "-it" if tty else "-i", namespace_name(lab, node), *command]
+
+    def placements(self, record: LabRecord) -> dict[str, Placement]:
+        """Each node in its container, reached with `docker exec`."""
+        return {node: Placement("docker", name, lab=True) for node, name in record.containers.items()}
+
+    def frr_daemons(self, record: LabRecord, node: str) -> list[str]:
+        """The FRR daemons running in the node's container (FRR runs only on routers and directors)."""
+        return frr_daemons_in(record.containers[node]) if node in record.frr_nodes else []
+
+    def leftovers(self, lab: str) -> bool:
+        """Whether a running Docker holds containers or networks of the lab."""
+        return bool(shutil.which("docker")) and leftovers(lab)
+
+    def prepare_vm(self, why: str, progress: Progress = quiet) -> None:
+        """The lab VM has no network: make the image's tarball here for its dockerd to import."""
+        progress(f"{why}: running the Docker lab in a VM")
+        dockerimage.tarball(progress)

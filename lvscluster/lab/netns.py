@@ -8,12 +8,8 @@ works after a crash, a half-finished `up`, or twice in a row.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,28 +21,11 @@ from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, in_namespaces
 from lvscluster.apply.processes import fork_daemon, terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
-from lvscluster.files import write_atomic
-from lvscluster.lab.layout import LabLayout, Veth
-from lvscluster.netlink.netns import socket_in_netns
-from lvscluster.runfiles import LABS_DIR, forget_namespace
-
-STATE_ROOT = LABS_DIR
-Progress = Callable[[str], None]
-
-
-def quiet(_: str) -> None:
-    """A progress callback that says nothing."""
-    pass
-
-
-def state_dir(lab: str) -> Path:
-    """Where a lab keeps its record and logs."""
-    return STATE_ROOT / lab
-
-
-def lab_namespaces(lab: str) -> list[str]:
-    """Every namespace on this machine that belongs to the lab (named `<lab>.<node>`)."""
-    return sorted(n for n in netns.listnetns() if n.startswith(f"{lab}."))
+from lvscluster.lab.common import Progress, lab_namespaces, not_up, processes_in, quiet, wait_listening
+from lvscluster.lab.layout import LabLayout, Veth, namespace_name, plan_lab
+from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, state_dir, write_record
+from lvscluster.model.cluster import Cluster
+from lvscluster.runfiles import forget_namespace
 
 
 def _link_index(ipr: IPRoute, name: str) -> int:
@@ -105,12 +84,10 @@ def grow(layout: LabLayout, topology_path: Path, progress: Progress = quiet, run
     A failure leaves what was added (`lab down` removes all of it) and names the step.
     """
     if not lab_namespaces(layout.name):
-        raise ApplyError(f"lab {layout.name!r} is not up: run `lvscluster lab up {topology_path}`")
-    if (read_record(layout.name) or {}).get("provider") == "docker":
-        raise ApplyError(f"lab {layout.name!r} is a Docker lab: it cannot grow yet; `lvscluster lab down`, then "
-                         f"`lvscluster lab up --backend docker {topology_path}` with the new node")
+        raise not_up(layout.name, topology_path)
     if agents is None:  # as the lab was built
-        agents = bool((read_record(layout.name) or {}).get("agents", True))
+        record = read_record(layout.name)
+        agents = record.agents if record is not None else True
     return _build(layout, topology_path, progress, runner, agents)
 
 
@@ -120,23 +97,10 @@ def _forget(space: str) -> None:
     forget_namespace(space)
 
 
-def shrink(lab: str, node: str, progress: Progress = quiet) -> bool:
-    """Take one node out of a running lab (its namespace, processes, FRR, cables, records), as
-    decommissioning the machine would; the rest carries on. False when the lab has no such node.
-
-    `director remove` and `rs remove` call it after tearing the node down, so a node added later
-    can take the freed addresses without meeting the old one on the LAN.
-    """
-    record = read_record(lab)
-    space = (record or {}).get("namespaces", {}).get(node)
-    if record is None or space is None:
-        return False
-    if record.get("provider") == "docker":
-        from lvscluster.lab import containers
-
-        progress(f"{node}: removing its container {record['containers'][node]}")
-        containers.shrink(lab, node)
-        return True
+def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
+    """Take one node out of a running namespace lab (its namespace, processes, FRR, cables, record
+    entries); the rest carries on."""
+    space = record.namespaces[node]
     progress(f"{node}: removing its lab namespace {space}")
     frr.stop(frr.pathspace_for(space))
     terminate(processes_in(space))
@@ -145,22 +109,19 @@ def shrink(lab: str, node: str, progress: Progress = quiet) -> bool:
     except OSError:
         pass
     _forget(space)
-    record["namespaces"].pop(node)
-    record["veths"] = [v for v in record.get("veths", []) if space not in (v["netns"], v["peer_netns"])]
-    record["frr_nodes"] = [n for n in record.get("frr_nodes", []) if n != node]
-    record.get("frr_daemons", {}).pop(node, None)
-    record["test_servers"] = [t for t in record.get("test_servers", []) if t["node"] != node]
-    write_atomic(state_dir(lab) / "lab.json", json.dumps(record, indent=2) + "\n")
-    return True
+    record.forget(node)
+    write_record(record)
 
 
 def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: Runner, agents: bool) -> list[str]:
     """Create whatever of the layout does not exist yet; returns the nodes whose namespace was new."""
     step = "start"
     try:
-        directory = state_dir(layout.name)
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_record(layout, topology_path, agents)
+        write_record(LabRecord(
+            name=layout.name, topology=str(Path(topology_path).resolve()), provider=NetnsLab.name, agents=agents,
+            namespaces=layout.namespaces, veths=[asdict(v) for v in layout.veths], bridges=layout.bridges,
+            frr_nodes=layout.frr_nodes, frr_daemons={n: list(d) for n, d in layout.frr_daemons.items()},
+            test_servers=[asdict(s) for s in layout.test_servers]))
         step = "namespaces"
         existing = set(netns.listnetns())
         new_nodes = [node for node, name in layout.namespaces.items() if name not in existing]
@@ -225,54 +186,9 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
     return new_nodes
 
 
-def wait_listening(namespace: str, ports: tuple[int, ...], timeout: float) -> None:
-    """Wait until something accepts on each TCP port inside the namespace (a Python start is slow in a VM)."""
-    deadline = time.monotonic() + timeout
-    for port in ports:
-        while True:
-            probe = socket_in_netns(namespace, socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                probe.settimeout(1)
-                probe.connect(("127.0.0.1", port))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise ApplyError(f"nothing listens on port {port} after {timeout:g} s") from None
-                time.sleep(0.2)
-            finally:
-                probe.close()
-
-
 def _has_link(namespace: str, name: str) -> bool:
     with IPRoute(netns=namespace) as ipr:
         return bool(ipr.link_lookup(ifname=name))
-
-
-def _write_record(layout: LabLayout, topology_path: Path, agents: bool) -> None:
-    record = {"name": layout.name, "topology": str(Path(topology_path).resolve()), "provider": "netns", "agents": agents,
-              "namespaces": layout.namespaces, "veths": [asdict(v) for v in layout.veths],
-              "bridges": layout.bridges, "frr_nodes": layout.frr_nodes, "frr_daemons": layout.frr_daemons,
-              "test_servers": [asdict(s) for s in layout.test_servers]}
-    write_atomic(state_dir(layout.name) / "lab.json", json.dumps(record, indent=2) + "\n")
-
-
-def read_record(lab: str) -> dict | None:
-    """The record `up` wrote, or None when the lab is not up."""
-    try:
-        return json.loads((state_dir(lab) / "lab.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def lab_placements(lab: str) -> dict[str, Placement] | None:
-    """Where each node of lab `lab` lives when it is up on this machine (None when it is not):
-    its namespace, or its container in a Docker lab."""
-    record = read_record(lab)
-    if record is None:
-        return None
-    if record.get("provider") == "docker":
-        return {node: Placement("docker", name, lab=True) for node, name in record["containers"].items()}
-    return in_namespaces(record["namespaces"])
 
 
 def start_test_server(lab: str, server) -> int:
@@ -311,29 +227,10 @@ def _start_agent(layout: LabLayout, node: str, topology_path: Path) -> int:
 def start_agent(lab: str, node: str) -> int:
     """Start a director's health-check agent again, as `lab up` did (e.g. after it was killed)."""
     record = read_record(lab)
-    if record is None or node not in record.get("namespaces", {}):
+    if record is None or node not in record.namespaces:
         raise ApplyError(f"lab {lab} is not up or has no node {node}")
-    layout = LabLayout(name=lab, namespaces=record["namespaces"])
-    return _start_agent(layout, node, Path(record["topology"]))
-
-
-def processes_in(namespace: str) -> list[int]:
-    """PIDs of the processes whose network namespace is `namespace` (read from /proc)."""
-    try:
-        target = os.stat(f"/run/netns/{namespace}")
-    except OSError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev) and int(entry) != os.getpid():
-            pids.append(int(entry))
-    return pids
+    layout = LabLayout(name=lab, namespaces=record.namespaces)
+    return _start_agent(layout, node, Path(record.topology))
 
 
 def down(lab: str, progress: Progress = quiet) -> int:
@@ -358,10 +255,51 @@ def down(lab: str, progress: Progress = quiet) -> int:
     return len(spaces)
 
 
-def remove_state_dir(lab: str) -> None:
-    """Remove the lab's record and logs (any provider's)."""
-    directory = state_dir(lab)
-    if directory.exists():
-        for child in directory.iterdir():
-            child.unlink()
-        directory.rmdir()
+class NetnsLab:
+    """The namespace lab as a `LabProvider`: one network namespace per node, veth cables, bridges."""
+
+    name = "netns"
+
+    def up(self, cluster: Cluster, topology_path: Path, progress: Progress = quiet, agents: bool = True) -> str:
+        """Build the lab's namespaces, cables, FRR, test servers (and agents); returns what was built."""
+        layout = plan_lab(cluster)
+        up(layout, topology_path, progress=progress, agents=agents)
+        return f"{len(layout.namespaces)} namespaces, {len(layout.veths)} cables"
+
+    def grow(self, cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> list[str]:
+        """Add the nodes the topology gained (see `grow`)."""
+        return grow(plan_lab(cluster), topology_path, progress)
+
+    def shrink(self, record: LabRecord, node: str, progress: Progress = quiet) -> None:
+        """Take one node's namespace out of the lab (see `shrink`)."""
+        shrink(record, node, progress)
+
+    def down(self, lab: str, progress: Progress = quiet) -> str:
+        """Remove the lab's namespaces, processes, FRR and files."""
+        removed = down(lab, progress)
+        return f"removed {removed} namespaces" if removed else ""
+
+    def record(self, lab: str) -> LabRecord | None:
+        """The lab's record, when it is a namespace lab."""
+        found = read_record(lab)
+        return found if found is not None and found.provider == self.name else None
+
+    def exec(self, lab: str, node: str, command: list[str], tty: bool = False) -> list[str]:
+        """`ip netns exec` into the node's namespace."""
+        return ["ip", "netns", "exec", namespace_name(lab, node), *command]
+
+    def placements(self, record: LabRecord) -> dict[str, Placement]:
+        """Each node in its namespace."""
+        return in_namespaces(record.namespaces)
+
+    def frr_daemons(self, record: LabRecord, node: str) -> list[str]:
+        """The FRR daemons running in the node's pathspace."""
+        pathspace = frr.pathspace_for(record.namespaces[node])
+        return [d for d in ("zebra", "ospfd", "bfdd") if frr.running(pathspace, d)]
+
+    def leftovers(self, lab: str) -> bool:
+        """Whether namespaces of the lab exist."""
+        return bool(lab_namespaces(lab))
+
+    def prepare_vm(self, why: str, progress: Progress = quiet) -> None:
+        """Nothing: the lab VM builds a namespace lab from the topology alone."""

@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from lvscluster import vm
 from lvscluster.apply.processes import alive
 from lvscluster.errors import EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
+from lvscluster.lab import vm
 
 VM_ROOT = Path(os.environ.get("LVSCLUSTER_VM_DIR", "/tmp/lvscluster-labvm"))
 REPO = Path(__file__).resolve().parent.parent.parent

@@ -24,7 +24,7 @@ from lvscluster.model.cluster import Cluster
 from lvscluster.model.loader import load_topology
 from lvscluster.plan.desired import plan_cluster
 from lvscluster.plan.diff import diff_node
-from lvscluster.vm import kernel_has_ipvs
+from lvscluster.lab.vm import kernel_has_ipvs
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "dockerdemo"
@@ -157,14 +157,14 @@ def test_a_node_leaves_the_lab_and_the_lab_cannot_grow(docker_lab, docker_client
     """`director/rs remove` take the node's container out (the shrink a namespace lab does too);
     adding a node to a running Docker lab is refused before anything is touched."""
     from lvscluster.errors import ApplyError
-    from lvscluster.lab import netns as lab_provider
-    from lvscluster.lab.layout import plan_lab
+    from lvscluster.lab.common import lab_namespaces
+    from lvscluster.lab.provider import provider_of, shrink
 
     cluster, path = docker_lab
-    assert lab_provider.shrink(LAB, "c1")
+    assert shrink(LAB, "c1")
     assert [c.name for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={LAB}"})
             if c.name == f"{LAB}.c1"] == []
-    assert f"{LAB}.c1" not in lab_provider.lab_namespaces(LAB)
+    assert f"{LAB}.c1" not in lab_namespaces(LAB)
     assert "c1" not in json.loads(lvscluster("lab", "status", "--json", "--lab", LAB).stdout)["nodes"]
     with pytest.raises(ApplyError, match="is a Docker lab: it cannot grow yet"):
-        lab_provider.grow(plan_lab(cluster), path)
+        provider_of(LAB).grow(cluster, path)

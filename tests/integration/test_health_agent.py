@@ -17,6 +17,8 @@ import pytest
 
 from lvscluster.runfiles import read_health_record as read_record
 from lvscluster.lab import netns as provider
+from lvscluster.lab.common import processes_in
+from lvscluster.lab.record import state_dir
 
 pytestmark = [
     pytest.mark.root,
@@ -87,7 +89,7 @@ def test_every_director_quiesces_a_dead_real_server_and_takes_it_back(lab: str) 
     assert wait_until(all_up, 60), records(lab)
     assert all(r["verdict"] == {"quiesced": [], "withdrawn": [], "sorry": []} for r in records(lab).values())
 
-    (server,) = provider.processes_in(f"{lab}.rs2")
+    (server,) = processes_in(f"{lab}.rs2")
     killed = time.time()
     os.kill(server, 9)
     def rs2_down():
@@ -126,14 +128,14 @@ def test_every_director_quiesces_a_dead_real_server_and_takes_it_back(lab: str) 
 def test_no_healthy_real_server_withdraws_the_vip(lab: str) -> None:
     assert wait_until(lambda: all(r.get("targets") for r in records(lab).values()), 60)
     for rs in ("rs1", "rs2"):
-        for pid in provider.processes_in(f"{lab}.{rs}"):
+        for pid in processes_in(f"{lab}.{rs}"):
             os.kill(pid, 9)
     def withdrawn():
         recs = records(lab)
         return recs if all(r.get("verdict", {}).get("withdrawn") == ["web"] for r in recs.values()) else None
     recs = wait_until(withdrawn, 10)
     assert recs, records(lab)
-    log = (provider.state_dir(lab) / "agent-d1.log").read_text()
+    log = (state_dir(lab) / "agent-d1.log").read_text()
     assert "web tcp/80 rs1 is down" in log and "web udp/53 rs2 is down" in log, log
     assert recs["d1"]["verdict"]["quiesced"] == []  # withdrawn: the weights stay (no reset while the router converges)
     assert all(not t["up"] for t in recs["d1"]["targets"].values())

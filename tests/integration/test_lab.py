@@ -12,6 +12,9 @@ import pytest
 
 from lvscluster.apply import frr
 from lvscluster.lab import netns as provider
+from lvscluster.lab.common import lab_namespaces, processes_in
+from lvscluster.lab.provider import shrink
+from lvscluster.lab.record import read_record, state_dir
 
 ROOT = Path(__file__).parent.parent.parent
 pytestmark = [
@@ -62,7 +65,7 @@ def test_lab_up_status_exec_down(topology) -> None:
     done = lvscluster("lab", "up", "--no-vm", str(path))
     assert done.returncode == 0, done.stderr
     assert "cabling" in done.stderr  # progress is shown
-    assert provider.lab_namespaces(name) == sorted(f"{name}.{n}" for n in ("c1", "r1", "d1", "rs1", "rs2", "_switch"))
+    assert lab_namespaces(name) == sorted(f"{name}.{n}" for n in ("c1", "r1", "d1", "rs1", "rs2", "_switch"))
 
     # addresses as the model assigns them, default routes via the router on the LAN
     addrs = json.loads(in_node(name, "rs2", "ip", "-j", "addr", "show", "eth0").stdout)
@@ -87,8 +90,8 @@ def test_lab_up_status_exec_down(topology) -> None:
     assert again.returncode == 1 and "already up" in again.stderr
 
     assert lvscluster("lab", "down", str(path)).returncode == 0
-    assert provider.lab_namespaces(name) == []
-    assert not provider.state_dir(name).exists()
+    assert lab_namespaces(name) == []
+    assert not state_dir(name).exists()
     assert not list(frr.RUN.glob(f"{name}+*"))
     second = lvscluster("lab", "down", str(path))
     assert second.returncode == 0 and "nothing to remove" in second.stdout
@@ -106,7 +109,7 @@ def test_failed_lab_up_cleans_up_and_names_the_step(topology) -> None:
     assert done.returncode == 1
     assert "lab up failed at FRR on d1" in done.stderr
     assert "Traceback" not in done.stderr
-    assert provider.lab_namespaces(name) == []
+    assert lab_namespaces(name) == []
     assert not list(frr.RUN.glob(f"{name}+*"))
 
 
@@ -118,11 +121,11 @@ def test_a_running_lab_grows_by_a_new_director_without_touching_the_rest(topolog
 
     name, path = topology
     assert lvscluster("lab", "up", "--no-vm", str(path)).returncode == 0
-    servers_before = provider.processes_in(f"{name}.rs1")
+    servers_before = processes_in(f"{name}.rs1")
     edit_topology(path, add_director(Cluster.from_topology(load_topology(path)), "d2", "10.255.0.12"))
     added = provider.grow(plan_lab(Cluster.from_topology(load_topology(path))), path)
     assert added == ["d2"]
-    assert provider.processes_in(f"{name}.rs1") == servers_before  # the test server kept running
+    assert processes_in(f"{name}.rs1") == servers_before  # the test server kept running
     assert in_node(name, "d2", "curl", "-s", "-m", "5", "http://10.2.0.3/").stdout == "rs1\n"  # on the shared LAN
     uplink = json.loads(in_node(name, "r1", "ip", "-j", "addr", "show", "d2").stdout)  # its own cable to r1
     assert uplink[0]["operstate"] == "UP" and uplink[0]["addr_info"][0]["local"] == "10.1.1.5"
@@ -130,15 +133,15 @@ def test_a_running_lab_grows_by_a_new_director_without_touching_the_rest(topolog
     assert provider.grow(plan_lab(Cluster.from_topology(load_topology(path))), path) == []  # nothing more to add
 
     # and shrinks by it again (`director remove`): namespace, cable, FRR and record go; the rest runs on
-    assert provider.shrink(name, "d2")
-    assert f"{name}.d2" not in provider.lab_namespaces(name) and not frr.is_running(frr.pathspace_for(f"{name}.d2"))
+    assert shrink(name, "d2")
+    assert f"{name}.d2" not in lab_namespaces(name) and not frr.is_running(frr.pathspace_for(f"{name}.d2"))
     assert "d2" not in {i["ifname"] for i in json.loads(in_node(name, "r1", "ip", "-j", "link", "show").stdout)}
-    record = provider.read_record(name)
-    assert "d2" not in record["namespaces"] and "d2" not in record["frr_nodes"]
-    assert not [v for v in record["veths"] if f"{name}.d2" in (v["netns"], v["peer_netns"])]
-    assert provider.processes_in(f"{name}.rs1") == servers_before
+    record = read_record(name)
+    assert "d2" not in record.namespaces and "d2" not in record.frr_nodes and "d2" not in record.frr_daemons
+    assert not [v for v in record.veths if f"{name}.d2" in (v["netns"], v["peer_netns"])]
+    assert processes_in(f"{name}.rs1") == servers_before
     assert in_node(name, "d1", "curl", "-s", "-m", "5", "http://10.2.0.3/").stdout == "rs1\n"
-    assert provider.shrink(name, "d2") is False  # already gone
+    assert shrink(name, "d2") is False  # already gone
 
 
 def test_the_scaletest_fault_events_act_on_a_lab_and_are_undone(topology) -> None:

@@ -24,6 +24,8 @@ from labkit import (broken_flows, cli, http_answers, in_node, open_flows, run_sc
 from lvscluster.apply import frr
 from lvscluster.runfiles import read_health_record as read_record
 from lvscluster.lab import netns as lab_provider
+from lvscluster.lab.common import lab_namespaces, processes_in
+from lvscluster.lab.record import state_dir
 from lvscluster.lab.layout import TestServer
 from lvscluster.netlink import IpvsSocket
 from lvscluster.netlink.connections import connections
@@ -76,7 +78,7 @@ def agent_logs(*directors: str, lines: int = 15) -> str:
     """The last lines of the lab agents' logs, for a failure message."""
     out = []
     for director in directors:
-        path = lab_provider.state_dir("demo") / f"agent-{director}.log"
+        path = state_dir("demo") / f"agent-{director}.log"
         text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
         out += [f"--- agent-{director}.log", *text]
     return "\n".join(out)
@@ -92,7 +94,7 @@ def start_test_server(node: str) -> None:
 
 
 def kill_test_server(node: str) -> float:
-    for pid in lab_provider.processes_in(f"demo.{node}"):
+    for pid in processes_in(f"demo.{node}"):
         os.kill(pid, signal.SIGKILL)
     return time.time()
 
@@ -139,7 +141,7 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     restarted = time.time()
     assert wait_until(lambda: all(weights(d, RS2) == {80: 1, 53: 1} for d in DIRECTORS), 120)
     print(f"measured: rs2 restarted: weight back on both directors after {time.time() - restarted:.1f} s")
-    log = (lab_provider.state_dir("demo") / "agent-d1.log").read_text()
+    log = (state_dir("demo") / "agent-d1.log").read_text()
     assert "web tcp/80 rs2 is down" in log and "web tcp/80 rs2 is up" in log and "(2 successes in a row)" in log, log
     assert broken_flows([f for f in flows if f[1] != "rs2"]) == []
 
@@ -152,7 +154,7 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     with IpvsSocket("demo.d1") as sock:
         (http_service,) = [s for s in sock.services() if s.port == 80]
     assert [d.address for d in http_service.dests] == ["10.2.0.6", "10.2.0.5", "10.2.0.4"]  # the mh order too
-    log = (lab_provider.state_dir("demo") / "agent-d1.log").read_text()
+    log = (state_dir("demo") / "agent-d1.log").read_text()
     assert "add dest 10.2.0.6:80 weight 2 to tcp/10.99.0.10:80: drift:" in log, log
 
     # the metrics endpoint (loopback in d1's namespace) reports the kernel's own counters
@@ -174,7 +176,7 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     killed_all = time.monotonic()
     assert wait_for_ecmp("demo", "r1", VIP, 0, timeout=60) == []  # no healthy real server: both withdrew
     print(f"measured: every real server killed: the VIP left the router's ECMP after {time.monotonic() - killed_all:.1f} s")
-    log = (lab_provider.state_dir("demo") / "agent-d2.log").read_text()
+    log = (state_dir("demo") / "agent-d2.log").read_text()
     assert "quorum of healthy real servers: withdraw" in log, log
     for node in ("rs1", "rs2", "rs3"):
         start_test_server(node)
@@ -203,7 +205,7 @@ def test_faults_under_the_scaletest_break_no_flow_but_a_pulled_servers(demo: Pat
     assert {row["node"] for row in report["broken_flows"]} <= {"rs3"}, report["broken_flows"]
     assert code == labkit.scaletest_exit(report), output
     assert events["crash-frr d1@5s"]["ecmp_changed_after"] is not None, events  # d1 left ECMP
-    assert "FRR ospfd had died: started again" in (lab_provider.state_dir("demo") / "agent-d1.log").read_text(), \
+    assert "FRR ospfd had died: started again" in (state_dir("demo") / "agent-d1.log").read_text(), \
         agent_logs("d1")
     assert sorted(wait_for_ecmp("demo", "r1", VIP, 2, timeout=60)) == ["10.1.1.2", "10.1.2.2"]  # d1 is back
     for director in DIRECTORS:  # each agent saw rs3 go down (and quiesced it), then come back
@@ -392,7 +394,7 @@ def test_lifecycle_commands_edit_the_file_and_move_traffic(demo: Path) -> None:
     assert code == 0, output
     assert "d2:" not in demo.read_text()
     # the lab lost both machines too: d3 below takes d2's LAN address, which must not be held twice
-    assert {"demo.d2", "demo.rs1"}.isdisjoint(lab_provider.lab_namespaces("demo"))
+    assert {"demo.d2", "demo.rs1"}.isdisjoint(lab_namespaces("demo"))
     assert wait_for_ecmp("demo", "r1", VIP, 1) == ["10.1.1.2"]
     code, output = cli("director", "add", str(demo), "d3", "--router-id", "10.255.0.13")
     assert code == 0 and "d3 added" in output, output
@@ -423,5 +425,5 @@ def test_destroy_then_lab_down_leave_nothing(demo: Path) -> None:
 
     code, output = cli("lab", "down", str(demo))
     assert code == 0, output
-    assert lab_provider.lab_namespaces("demo") == []
+    assert lab_namespaces("demo") == []
     assert not [p for d in (frr.ETC, frr.RUN) if d.exists() for p in d.glob("demo+*")]  # no FRR leftovers

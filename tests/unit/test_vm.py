@@ -1,4 +1,4 @@
-"""Host-side tests of lvscluster.vm and of the kernel-test plugin (with a fake vng, no VM)."""
+"""Host-side tests of lvscluster.lab.vm and of the kernel-test plugin (with a fake vng, no VM)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lvscluster import vm
+from lvscluster.lab import vm
 
 CONFTEST = Path(__file__).parents[1] / "conftest.py"
 
@@ -109,7 +109,7 @@ sys.exit(subprocess.call(["sh", "-c", "modprobe() {{ :; }}\\n" + cmd], cwd=cwd))
 
 @pytest.fixture
 def fake_vm(tmp_path, monkeypatch):
-    """Environment in which lvscluster.vm boots a fake VM: a script that runs the command here."""
+    """Environment in which lvscluster.lab.vm boots a fake VM: a script that runs the command here."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     vng = bindir / "vng"

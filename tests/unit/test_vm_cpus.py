@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lvscluster import vm
+from lvscluster.lab import vm
 
 
 def test_a_busy_machine_gets_one_vcpu_and_is_told_why(monkeypatch):
