@@ -120,6 +120,7 @@ def host_cpu_hog(timeout: float = 30.0):
         return
     directory = Path(results).parent
     (directory / REQUEST).write_text("busy one core\n")
+    hog = None
     try:
         deadline = time.monotonic() + timeout
         while not (directory / RUNNING).exists():
@@ -132,8 +133,9 @@ def host_cpu_hog(timeout: float = 30.0):
         deadline = time.monotonic() + timeout
         while (directory / RUNNING).exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        with contextlib.suppress(OSError, ValueError, NameError):
-            hog.load = json.loads((directory / LOAD).read_text())
+        if hog is not None:
+            with contextlib.suppress(OSError, ValueError):
+                hog.load = json.loads((directory / LOAD).read_text())
         (directory / LOAD).unlink(missing_ok=True)
 
 

@@ -200,7 +200,7 @@ class RouteChanges:
     """Wakes when a route changes in one namespace (rtnetlink multicast), instead of polling.
 
         with RouteChanges("demo.r1") as changes:
-            while changes.wait(1.0) is not None: ...   # True: something changed; False: timeout
+            if changes.wait(1.0): ...   # True: something changed (or wake()); False: timeout
 
     A watcher that dumped the routing table every 50 ms took half a vCPU of an emulated lab
     VM from the traffic it measured; the kernel's notifications cost nothing while nothing

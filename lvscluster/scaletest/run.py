@@ -92,8 +92,9 @@ class EcmpWatch(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self._events.wake()
-        self.join(timeout=5)
+        if self.ident is not None:  # started: wake it and wait for it (a watch never started has nothing to join)
+            self._events.wake()
+            self.join(timeout=5)
         if not self.is_alive():
             self._events.close()
 
