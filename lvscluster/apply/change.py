@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from lvscluster.apply.backends import apply_lock
-from lvscluster.apply.deploy import agent_verdict, read_deployed, topology_snapshot
+from lvscluster.apply.deploy import agent_verdict, read_deployed, topology_snapshot, wake_agent
 from lvscluster.apply.lifecycle import deploy_nodes
 from lvscluster.apply.placement import Placement, placement_of
 from lvscluster.apply.reach import backend_for
@@ -61,6 +61,7 @@ def change_director(cluster: Cluster, lab: dict[str, Placement] | None, node: st
                 progress(f"{node}: {action.summary}: {action.reason}")
             backend.apply_under_lock(actions, frr_running=before.frr)
             write_atomic(record, topology_snapshot(cluster))
+        wake_agent(node, backend.placement.netns)  # it re-plans with its live verdict at once
         return len(actions)
     except (LvsClusterError, OSError) as exc:
         progress(f"{node}: quick change not possible ({exc}): deploying the node whole")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from lvscluster.apply.backends import NodeBackend, apply_lock
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, placement_of
+from lvscluster.apply.processes import signal_if_same
 from lvscluster.apply.reach import backend_for
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
 from lvscluster.files import write_atomic
@@ -50,6 +51,15 @@ def agent_verdict(cluster: Cluster, node: str, backend: NodeBackend) -> HealthVe
     record = read_health_record(node, backend.placement.netns)
     verdict = HealthVerdict.from_json(record["verdict"]) if record and "verdict" in record else None
     return verdict if verdict and (verdict.quiesced or verdict.withdrawn or verdict.sorry) else None
+
+
+def wake_agent(node: str, netns: str | None) -> bool:
+    """Ask a director's running agent to converge now (SIGHUP), after its record or the node
+    changed: it re-reads the topology and re-plans with its live verdict at once, not at its next
+    check or repair round. False when no agent runs (its record names a process that is gone)."""
+    record = read_health_record(node, netns) or {}
+    pid = record.get("pid")
+    return isinstance(pid, int) and signal_if_same(pid, record.get("pid_start"), signal.SIGHUP)
 
 
 def _verdict_summary(verdict: HealthVerdict) -> str:
@@ -249,6 +259,7 @@ def _record_deployed(plan: DeployPlan, name: str) -> None:
         path.unlink(missing_ok=True)
     else:
         write_atomic(path, _snapshot(plan))
+        wake_agent(name, backend.placement.netns)
 
 
 def plan_teardown(plan: DeployPlan) -> DeployPlan:

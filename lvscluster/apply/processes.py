@@ -28,6 +28,27 @@ def alive(pid: int) -> bool:
         return False
 
 
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
+    one process, so a signal never reaches another that reused the pid. None: no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def signal_if_same(pid: int, started: int | None, signum: int) -> bool:
+    """Send `signum` to `pid` only while it is the process that started at `started`; True if sent."""
+    if started is None or start_time(pid) != started:
+        return False
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        return False
+    return True
+
+
 def terminate(pids: list[int], timeout: float = 3) -> None:
     """SIGTERM every pid, wait up to `timeout` seconds, then SIGKILL what is left."""
     for pid in pids:

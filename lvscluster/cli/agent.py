@@ -41,7 +41,8 @@ def agent(
       was changed by hand (a dest deleted with ipvsadm). It acts only on a deployed director.
     - Serves Prometheus metrics (IPVS counters, health, weights, sync, OSPF, VIP announced).
 
-    In a lab, `lab up` starts one agent per director. On a real director run it from systemd
+    SIGHUP makes it converge at once (deploy and `director drain` send it after changing the
+    director). In a lab, `lab up` starts one agent per director. On a real director run it from systemd
     (`contrib/lvscluster-agent@.service`). Every change is logged with its reason.
     """
     from lvscluster.apply.reach import backend_for

@@ -24,6 +24,7 @@ from pathlib import Path
 from lvscluster.apply import exabgp, frr
 from lvscluster.apply.backends import KernelBackend, apply_lock
 from lvscluster.apply.deploy import read_deployed
+from lvscluster.apply.processes import start_time
 from lvscluster.apply.status import bgp_peers, ospf_neighbors
 from lvscluster.errors import LvsClusterError
 from lvscluster.health.checks import CheckResult, CheckTarget, run_check
@@ -143,16 +144,23 @@ class Agent:
                 log.warning("%s: %s is down: %s (%d failures in a row)", self.node, target.key, result.detail, spec.fall)
             self._wake.set()
 
+    def wake(self) -> None:
+        """Converge now (SIGHUP: a deploy or a drain just changed the director)."""
+        self._wake.set()
+
     # -- convergence ------------------------------------------------------------------------
     def converge(self) -> int:
         """Observe the director, apply what differs from its desired state with the current
-        verdict, log each change with its reason; returns the number of changes."""
-        self.verdict = self.book.verdict(self.cluster)
-        desired = plan_director(self.cluster, self.node, self.verdict)
+        verdict, log each change with its reason; returns the number of changes.
+
+        The verdict is taken once the node's lock is held: a deploy or a scaletest's revive may
+        hold it for seconds, and checks that changed meanwhile must not be applied stale."""
         with apply_lock(self.backend.netns):
             if self._source_changed():
                 self.reload_now = True  # deploy changed the topology meanwhile: reload, then converge
                 return 0
+            self.verdict = self.book.verdict(self.cluster)
+            desired = plan_director(self.cluster, self.node, self.verdict)
             self._restart_crashed_frr()
             observed = self.backend.observe(desired)
             vips_on_lo = {a.address for a in observed.addresses}
@@ -223,7 +231,7 @@ class Agent:
                 "checks": status.checks, "failures": status.failures,
             }
         write_health_record(health_record_path(self.node, self.backend.netns), {
-            "node": self.node, "pid": os.getpid(), "topology": str(self.topology_path),
+            "node": self.node, "pid": os.getpid(), "pid_start": start_time(os.getpid()), "topology": str(self.topology_path),
             "verdict": self.verdict.to_json(), "targets": targets, "updated": round(time.time(), 3),
         })
 

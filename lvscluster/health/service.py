@@ -76,4 +76,5 @@ async def _run_until_signal(runner: "Agent") -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runner.wake)
     await runner.run(stop)

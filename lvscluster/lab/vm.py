@@ -179,6 +179,26 @@ def _genl_family_exists(name: str) -> bool:
         return False
 
 
+def cached_trees() -> list[str]:
+    """Read-only trees a guest reads the same files from again and again: /usr (FRR, vtysh, the
+    shared libraries), this Python and its venv. `vng_argv` shares each over its own 9p device
+    that the guest mounts with its page cache on (`guest_prelude`); over the uncached root, each
+    vtysh run took 1.5 s and an import of the apply layer 19 s in a lab VM (0.3 s and 11 s cached).
+    The root stays uncached, so the guest sees at once what the host writes during a lab's life."""
+    trees: list[str] = []
+    for path in ("/usr", sys.base_prefix, sys.prefix):
+        path = os.path.realpath(path)
+        inside = any(path == t or path.startswith(t + "/") for t in trees)
+        if os.path.isdir(path) and not inside and path != "/" and not re.search(r"[\s,'\"\\]", path):
+            trees.append(path)
+    return trees
+
+
+def _cached_tree_opts(trees: Sequence[str]) -> str:
+    return " ".join(f"-fsdev local,id=lvsc{i},path={tree},security_model=none,readonly=on "
+                    f"-device virtio-9p-pci,fsdev=lvsc{i},mount_tag=lvsc{i}" for i, tree in enumerate(trees))
+
+
 def vng_argv(
     kernel: str | os.PathLike,
     command: str,
@@ -190,12 +210,15 @@ def vng_argv(
     cwd: str | os.PathLike | None = None,
     kvm: bool = False,
     extra: Sequence[str] = (),
+    cached: Sequence[str] = (),
 ) -> list[str]:
     """Build the ``vng`` command line that boots *kernel* and runs shell *command* in it.
 
     KVM is off by default (it does not work on the project's machines) and the root
     filesystem is shared over 9p (virtiofsd fails here, and vng wastes ~5 s trying it).
-    Each of *rwdirs* is shared writable at the same path, so the guest can leave results.
+    Each of *rwdirs* is shared writable at the same path, so the guest can leave results;
+    each of *cached* (see :func:`cached_trees`) read-only over its own 9p device, which
+    :func:`guest_prelude` mounts with the guest's page cache on.
     """
     argv = [vng, "--run", str(kernel), "--force-9p", "--memory", str(memory), "--cpus", str(cpus)]
     if not kvm:
@@ -204,16 +227,22 @@ def vng_argv(
         argv += ["--rwdir", str(d)]
     if cwd is not None:
         argv += ["--cwd", str(cwd)]
+    if cached:
+        argv.append("--qemu-opts=" + _cached_tree_opts(cached))
     argv += list(extra)
     argv += ["--exec", command]
     return argv
 
 
-def guest_prelude(modules: Iterable[str] = GUEST_MODULES) -> str:
-    """Shell lines that prepare a guest: sane PATH and the IPVS and networking modules loaded."""
+def guest_prelude(modules: Iterable[str] = GUEST_MODULES, cached: Sequence[str] = ()) -> str:
+    """Shell lines that prepare a guest: sane PATH, the *cached* trees mounted over themselves
+    with the page cache on (as `vng_argv` shared them), the IPVS and networking modules loaded."""
     mods = " ".join(modules)
+    mounts = "".join(f"mount -t 9p -o ro,trans=virtio,version=9p2000.L,access=any,msize=524288,cache=loose lvsc{i} {tree} "
+                     f"|| echo 'lvscluster-vm: {tree} stays uncached' >&2\n" for i, tree in enumerate(cached))
     return (
         f"export PATH={GUEST_PATH}\n"
+        + mounts +
         f"modprobe -qa {mods} || echo 'lvscluster-vm: some of [{mods}] failed to load' >&2\n"
     )
 
@@ -295,8 +324,9 @@ def run_in_vm(
     reason = vm_unavailable_reason() if (vng is None or kernel is None) else None
     if reason or vng is None or kernel is None:
         raise RuntimeError(reason or "cannot boot a VM")
-    argv = vng_argv(kernel, guest_prelude() + command, vng=vng, memory=memory, cpus=cpus,
-                    rwdirs=rwdirs, cwd=cwd)
+    cached = cached_trees()
+    argv = vng_argv(kernel, guest_prelude(cached=cached) + command, vng=vng, memory=memory, cpus=cpus,
+                    rwdirs=rwdirs, cwd=cwd, cached=cached)
     env = dict(os.environ)
     # vng starts virtme-run through PATH: make the directory vng lives in (the venv) come first.
     env["PATH"] = os.pathsep.join([str(Path(vng).parent), env.get("PATH", GUEST_PATH)])

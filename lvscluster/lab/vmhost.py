@@ -109,8 +109,9 @@ class LabVm:
                 cpus, why = vm.vcpus_for_host()
             except ValueError as exc:
                 raise LvsClusterError(str(exc)) from None
-            argv = vm.vng_argv(vm.find_kernel_image(), vm.guest_prelude() + command, vng=vm.find_vng(),
-                               memory=memory, cpus=cpus, rwdirs=[self.directory], cwd=REPO)
+            cached = vm.cached_trees()
+            argv = vm.vng_argv(vm.find_kernel_image(), vm.guest_prelude(cached=cached) + command, vng=vm.find_vng(),
+                               memory=memory, cpus=cpus, rwdirs=[self.directory], cwd=REPO, cached=cached)
             env = dict(os.environ)
             env["PATH"] = os.pathsep.join([str(Path(vm.find_vng()).parent), env.get("PATH", vm.GUEST_PATH)])
             console = open(self.directory / "console.log", "wb")

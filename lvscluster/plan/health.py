@@ -154,7 +154,7 @@ class HealthBook:
 def decide(cluster: Cluster, down: Iterable[DestKey]) -> HealthVerdict:
     """The verdict for a set of down dests (pure; the same on every director for the same set)."""
     down = frozenset(down)
-    withdrawn, sorry = set(), set()
+    withdrawn, sorry, unserved = set(), set(), set()
     for vip in cluster.topology.vips:
         healthy_per_service = {}
         for service in vip.services:
@@ -163,8 +163,11 @@ def decide(cluster: Cluster, down: Iterable[DestKey]) -> HealthVerdict:
                        if ref.weight > 0 and not cluster.topology.nodes[ref.node].drain
                        and DestKey(vip.name, label, ref.node) not in down]
             healthy_per_service[label] = len(healthy)
-            if not healthy and vip.sorry_server is not None:
-                sorry.add((vip.name, label))
+            if not healthy:
+                if vip.sorry_server is not None:
+                    sorry.add((vip.name, label))
+                else:
+                    unserved.add((vip.name, label))
         if not any(vip.name == k.vip for k in down):
             continue  # nothing of this VIP is down: drained or zero weights are deploy's business
         if vip.sorry_server is None and all(n < vip.quorum for n in healthy_per_service.values()):
@@ -172,7 +175,10 @@ def decide(cluster: Cluster, down: Iterable[DestKey]) -> HealthVerdict:
     # A withdrawn VIP keeps its weights: packets the router still sends while it converges find
     # a real server (or its own failure) rather than a service with every weight at 0, which the
     # director would answer with a reset. That also covers checks that failed from this director
-    # only (its LAN path is what broke).
-    quiesced = frozenset(k for k in down if k.vip not in withdrawn)
+    # only (its LAN path is what broke). For the same reason a service with no healthy real server
+    # and no sorry server keeps its weights while another service keeps the VIP announced: checks
+    # that come back one by one (a director whose links were down) never leave it refusing every
+    # new connection of one service for a round.
+    quiesced = frozenset(k for k in down if k.vip not in withdrawn and (k.vip, k.service) not in unserved)
     return HealthVerdict(quiesced=quiesced, withdrawn=frozenset(withdrawn),
                          sorry=frozenset(s for s in sorry if any(k.vip == s[0] and k.service == s[1] for k in down)))

@@ -155,3 +155,27 @@ def test_a_second_agent_for_a_director_says_why_it_cannot_start(lab: str, tmp_pa
     assert "is an agent for d1 already running?" in second.stderr and "Traceback" not in second.stderr, second.stderr
     os.kill(first, 0)  # still there
     assert read_record("d1", f"{lab}.d1")["pid"] == first
+
+
+def test_a_woken_agent_converges_at_once_not_at_its_next_repair_round(lab: str) -> None:
+    """deploy and `director drain` send SIGHUP (`wake_agent`) after changing a director: the agent
+    re-plans with its live verdict then, not up to `repair_interval` (10 s here) later."""
+    from lvscluster.apply.deploy import wake_agent
+
+    def settled():
+        record = read_record("d1", f"{lab}.d1") or {}
+        return record if record.get("targets") and all(t["checks"] >= RISE for t in record["targets"].values()) else None
+    record = wait_until(settled, 60)
+    assert record, read_record("d1", f"{lab}.d1")
+    # every check counted up: only the repair round (every 10 s) writes the record now; wake the
+    # agent just after one, when the next is ~10 s away
+    last = record["updated"]
+    before = wait_until(lambda: (read_record("d1", f"{lab}.d1") or {}).get("updated", last) != last and
+                        read_record("d1", f"{lab}.d1")["updated"], 15)
+    assert before, "no repair round within 15 s"
+    woken = time.time()
+    assert wake_agent("d1", f"{lab}.d1")
+    updated = wait_until(lambda: (read_record("d1", f"{lab}.d1") or {}).get("updated", 0) > before and
+                         read_record("d1", f"{lab}.d1")["updated"], 8)
+    assert updated and updated - woken < 5, (before, woken, updated)
+    assert not wake_agent("d9", f"{lab}.d1")  # no record, no signal

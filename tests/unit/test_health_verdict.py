@@ -73,6 +73,19 @@ def test_no_healthy_real_server_withdraws_the_vip_but_keeps_it_on_lo() -> None:
     assert decide(cluster, down[:5]).withdrawn == frozenset()
 
 
+def test_a_service_with_no_healthy_server_keeps_its_weights_while_another_keeps_the_vip() -> None:
+    """A director whose links come back sees its checks rise one by one: web's udp/53 may be up
+    again while every tcp/80 check is still down. Quiescing all of tcp/80 would refuse each of its
+    new connections for that round; its weights stay until one of them is healthy again."""
+    cluster = demo()
+    tcp_down = [DestKey("web", "tcp/80", rs) for rs in ("rs1", "rs2", "rs3")]
+    verdict = decide(cluster, tcp_down)
+    assert verdict == HealthVerdict()  # announced (udp/53 serves), tcp/80 as deployed
+    assert plan_director(cluster, "d1", verdict) == plan_director(cluster, "d1")
+    # as soon as one tcp/80 check is up again, the others are quiesced
+    assert decide(cluster, tcp_down[1:]).quiesced == frozenset(tcp_down[1:])
+
+
 def test_quorum_withdraws_before_the_last_server_fails() -> None:
     topology = load_topology(ROOT / "topology" / "demo.lvs.yml")
     cluster = Cluster.from_topology(topology.model_copy(update={"vips": [topology.vips[0].model_copy(update={"quorum": 2})]}))

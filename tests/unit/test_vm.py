@@ -72,6 +72,20 @@ def test_vng_argv_rwdirs_cwd_kvm_extra():
     assert argv[-2:] == ["--exec", "c"]
 
 
+def test_cached_trees_are_shared_read_only_and_mounted_with_the_page_cache_on():
+    trees = vm.cached_trees()
+    assert trees[0] == "/usr" and os.path.realpath(sys.prefix) in trees  # FRR and vtysh; this venv
+    assert len(trees) == len(set(trees)) and "/" not in trees
+    argv = vm.vng_argv("k", "c", cached=trees)
+    (opts,) = [a for a in argv if a.startswith("--qemu-opts=")]
+    for i, tree in enumerate(trees):
+        assert f"-fsdev local,id=lvsc{i},path={tree},security_model=none,readonly=on" in opts
+        assert f"-device virtio-9p-pci,fsdev=lvsc{i},mount_tag=lvsc{i}" in opts
+    prelude = vm.guest_prelude(cached=trees)
+    assert f"cache=loose lvsc0 /usr " in prelude and prelude.index("lvsc0") < prelude.index("modprobe")
+    assert not [a for a in vm.vng_argv("k", "c") if a.startswith("--qemu-opts")]  # nothing asked, nothing shared
+
+
 def test_guest_prelude_loads_ipvs_schedulers_and_tunnels():
     prelude = vm.guest_prelude()
     for mod in ("ip_vs", "ip_vs_mh", "ip_vs_sh", "ip_vs_rr", "ip_vs_wlc", "ipip"):
