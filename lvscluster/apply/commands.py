@@ -49,4 +49,15 @@ class Runner:
         return done
 
 
+    def vty(self, path, lines: list[str]) -> list[str]:
+        """Send `lines` to an FRR daemon's vty socket at `path` (`apply.frrvty`), recorded as
+        `vty PATH LINE...` like a command; nothing is sent in a dry run."""
+        self.recorded.append(["vty", str(path), *lines])
+        if self.dry_run:
+            return []
+        from lvscluster.apply.frrvty import run_commands
+
+        return run_commands(path, lines)
+
+
 DEFAULT_RUNNER = Runner()

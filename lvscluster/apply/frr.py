@@ -303,7 +303,8 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
     """Apply `text` as the whole config (only the difference; daemons keep running).
 
     vtysh first: the lines to remove (`removal_commands`) and, for a small change (a drain's
-    OSPF cost or AS-path prepend), the lines to add, in one vtysh run (~1 s under emulation); a
+    OSPF cost or AS-path prepend), the lines to add, in one vtysh run (~1 s under emulation), or
+    straight over the daemon's vty socket when they all belong to one (`apply.frrvty`, ~0.1 s); a
     larger addition loads the whole file with `vtysh -f`; frr-reload (~6-40 s) only if the running
     config has not taken the wanted shape after that. `running` is the running config as last read
     (or as deploy last left it), if the caller has it. The result is checked either way.
@@ -323,7 +324,10 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
         if added is not None:  # a small change (a drain's cost): removals and additions in one vtysh
             commands += added
             daemon = owning_daemon(set(current) ^ set(wanted))
-        if commands:
+        socket = (run_dir(pathspace) if pathspace else RUN) / f"{daemon}.vty" if daemon else None
+        if commands and socket is not None and socket.exists():  # one daemon: straight to its socket
+            runner.vty(socket, commands)
+        elif commands:
             vtysh = _vtysh(pathspace) + (["-d", daemon] if daemon else [])
             runner.run([*vtysh, *[x for c in commands for x in ("-c", c)]], check=False)
         if added is None:

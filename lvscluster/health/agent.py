@@ -171,6 +171,7 @@ class Agent:
                 for action in actions:
                     log.info("%s: %s: %s", self.node, action.summary, self._reason(action))
                 self.backend.apply_under_lock(actions)
+            self.write_record()  # in the same hold: a quick change reading the verdict never reads an older one
         self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))
         carried = self._carried(desired)
         self.announced = {vip.name: vip.name not in self.verdict.withdrawn and vip_prefix(vip) in carried
@@ -251,7 +252,7 @@ class Agent:
                     await loop.run_in_executor(None, self.converge)
                 except Exception as exc:  # a long-running agent logs and retries; it never dies of one error
                     log.error("%s: %s (retrying in %g s)", self.node, str(exc) or repr(exc), self.repair_interval)
-                self.write_record()
+                self.write_record()  # again: the checks counted meanwhile, or converge stopped early
                 if self.reload_now:
                     self.reload_now = False
                     continue

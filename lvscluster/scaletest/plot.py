@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -38,6 +41,21 @@ def _shade_stalls(ticks: list[Tick], axes) -> None:
             labelled = True
 
 
+def matplotlib_config_dir() -> str:
+    """A writable config dir for matplotlib (a lab VM's home is read-only), seeded with the font
+    cache bootstrap built on the host: the VM sees the same fonts under the same root, and
+    building the cache again took tens of seconds of every scaletest there."""
+    target = Path(tempfile.gettempdir()) / "lvscluster-matplotlib"
+    target.mkdir(exist_ok=True)
+    if not any(target.glob("fontlist-*.json")):
+        for cached in (Path.home() / ".cache" / "matplotlib").glob("fontlist-*.json"):
+            try:
+                shutil.copy(cached, target)
+            except OSError:
+                pass  # matplotlib builds its own
+    return str(target)
+
+
 def plot_report(report: Mapping[str, Any], traffic_ticks: Iterable[Tick | Mapping[str, Any]],
                 path: str | Path) -> Path:
     """Draw the run's timeline to `path` (PNG) and return the path.
@@ -47,6 +65,7 @@ def plot_report(report: Mapping[str, Any], traffic_ticks: Iterable[Tick | Mappin
     (ok and failed). Both: a dashed line per churn event, labelled; grey bands where the lab
     stalled; a red title when the lab was overloaded (the result is not valid).
     """
+    os.environ.setdefault("MPLCONFIGDIR", matplotlib_config_dir())
     import matplotlib  # slow to import: only here
 
     matplotlib.use("Agg")

@@ -384,8 +384,6 @@ def _sync_lags(run: reporting.TrafficRun, sync: list[dict]) -> list[dict]:
 
 def write_report(report: dict, ticks: list, directory: Path) -> list[Path]:
     """report.json, report.png and summary.txt in `directory`."""
-    # matplotlib wants a writable config dir for its font cache; the lab VM's home is read-only
-    os.environ.setdefault("MPLCONFIGDIR", str(Path(tempfile.gettempdir()) / "lvscluster-matplotlib"))
     from lvscluster.scaletest.plot import plot_report
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +277,20 @@ def test_the_flows_pace_is_reported_but_not_judged():
     assert judge(summary, run, kept)["verdict"] == "valid" and judge(summary, run, kept)["flow_pace"] == 0.975
     lab = judge(summary, run, halved)
     assert lab["verdict"] == "valid" and lab["flow_pace"] == 0.5
+
+
+def test_matplotlib_config_dir_is_writable_and_seeded_with_the_hosts_font_cache(tmp_path, monkeypatch) -> None:
+    """A lab VM's home is read-only: matplotlib gets a writable dir holding the font cache
+    bootstrap built, instead of building it again at emulation speed."""
+    from lvscluster.scaletest.plot import matplotlib_config_dir
+
+    home, temp = tmp_path / "home", tmp_path / "tmp"
+    (home / ".cache" / "matplotlib").mkdir(parents=True)
+    temp.mkdir()
+    (home / ".cache" / "matplotlib" / "fontlist-v390.json").write_text('{"_version": 390}')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
+    target = Path(matplotlib_config_dir())
+    assert target.parent == temp and (target / "fontlist-v390.json").read_text() == '{"_version": 390}'
+    (home / ".cache" / "matplotlib" / "fontlist-v390.json").write_text("newer")
+    assert (Path(matplotlib_config_dir()) / "fontlist-v390.json").read_text() == '{"_version": 390}'  # seeded once

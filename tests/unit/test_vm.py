@@ -82,7 +82,7 @@ def test_cached_trees_are_shared_read_only_and_mounted_with_the_page_cache_on():
         assert f"-fsdev local,id=lvsc{i},path={tree},security_model=none,readonly=on" in opts
         assert f"-device virtio-9p-pci,fsdev=lvsc{i},mount_tag=lvsc{i}" in opts
     prelude = vm.guest_prelude(cached=trees)
-    assert f"cache=loose lvsc0 /usr " in prelude and prelude.index("lvsc0") < prelude.index("modprobe")
+    assert "cache=loose lvsc0 /usr " in prelude and prelude.index("lvsc0") < prelude.index("modprobe")
     assert not [a for a in vm.vng_argv("k", "c") if a.startswith("--qemu-opts")]  # nothing asked, nothing shared
 
 
