@@ -221,6 +221,11 @@ def owning_daemon(keys: set[tuple[str, ...]]) -> str | None:
     return owners.pop() if len(owners) == 1 and None not in owners else None
 
 
+def vty_socket(pathspace: str | None, daemon: str) -> Path:
+    """Where `daemon` of the pathspace (None: the machine's FRR) listens for vtysh."""
+    return (run_dir(pathspace) if pathspace else RUN) / f"{daemon}.vty"
+
+
 def is_running(pathspace: str | None) -> bool:
     """True when zebra's vty socket of the pathspace (or the machine's FRR) exists."""
     return (run_dir(pathspace) if pathspace else RUN).joinpath("zebra.vty").exists()
@@ -324,7 +329,7 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
         if added is not None:  # a small change (a drain's cost): removals and additions in one vtysh
             commands += added
             daemon = owning_daemon(set(current) ^ set(wanted))
-        socket = (run_dir(pathspace) if pathspace else RUN) / f"{daemon}.vty" if daemon else None
+        socket = vty_socket(pathspace, daemon) if daemon else None
         if commands and socket is not None and socket.exists():  # one daemon: straight to its socket
             runner.vty(socket, commands)
         elif commands:
@@ -352,6 +357,10 @@ def running_config(pathspace: str | None, runner: Runner = DEFAULT_RUNNER) -> st
     return runner.run([*_vtysh(pathspace), "-c", "show running-config"]).stdout
 
 
-def vtysh_json(pathspace: str | None, command: str, runner: Runner = DEFAULT_RUNNER) -> dict:
-    """A `show ... json` command's answer, parsed."""
+def vtysh_json(pathspace: str | None, command: str, runner: Runner = DEFAULT_RUNNER, daemon: str | None = None) -> dict:
+    """A `show ... json` command's answer, parsed; asked of `daemon` alone over its vty socket when
+    it has one (no vtysh process: ~1.4 s of CPU under emulation, and an agent asks every round)."""
+    socket = vty_socket(pathspace, daemon) if daemon else None
+    if socket is not None and socket.exists() and not runner.dry_run:
+        return json.loads(runner.vty(socket, [command])[0] or "{}")
     return json.loads(runner.run([*_vtysh(pathspace), "-c", command]).stdout or "{}")

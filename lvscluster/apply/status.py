@@ -26,7 +26,7 @@ def ospf_neighbors(pathspace: str | None) -> list[dict]:
     if not frr.is_running(pathspace):
         return []
     try:
-        data = frr.vtysh_json(pathspace, "show ip ospf neighbor json")
+        data = frr.vtysh_json(pathspace, "show ip ospf neighbor json", daemon="ospfd")
     except (LvsClusterError, ValueError):
         return []
     neighbors = []
@@ -43,7 +43,7 @@ def bgp_peers(pathspace: str | None) -> list[dict]:
     if not frr.is_running(pathspace) or not frr.running(pathspace or "", "bgpd"):
         return []
     try:
-        data = frr.vtysh_json(pathspace, "show bgp ipv4 unicast summary json")
+        data = frr.vtysh_json(pathspace, "show bgp ipv4 unicast summary json", daemon="bgpd")
     except (LvsClusterError, ValueError):
         return []
     return [{"address": address, "state": str(peer.get("state", ""))}
