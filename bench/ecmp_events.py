@@ -59,17 +59,18 @@ def trace_commands() -> None:
     """--trace: print every command deploy runs (vtysh, ip) with its duration, to see where a step's time goes."""
     from lvscluster.apply import commands
 
-    real = commands.Runner.run
+    def timed(real, show):
+        def traced(self, *args, **kwargs):
+            started = time.monotonic()
+            try:
+                return real(self, *args, **kwargs)
+            finally:
+                print(f"    +{time.monotonic() - STEP_START:5.2f} s  took {time.monotonic() - started:4.2f} s: "
+                      f"{show(*args)[:100]}", file=sys.stderr)
+        return traced
 
-    def traced(self, argv, *args, **kwargs):
-        started = time.monotonic()
-        try:
-            return real(self, argv, *args, **kwargs)
-        finally:
-            print(f"    +{time.monotonic() - STEP_START:5.2f} s  took {time.monotonic() - started:4.2f} s: "
-                  f"{' '.join(map(str, argv))[:100]}", file=sys.stderr)
-
-    commands.Runner.run = traced
+    commands.Runner.run = timed(commands.Runner.run, lambda argv, *_: " ".join(map(str, argv)))
+    commands.Runner.vty = timed(commands.Runner.vty, lambda path, lines: f"vty {path}: {'; '.join(lines)}")
 
 
 def run(path: str, rounds: int, steps: tuple[str, ...] = STEPS, ways: tuple[str, ...] = ("deploy", "quick")) -> dict:

@@ -311,7 +311,8 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
     OSPF cost or AS-path prepend), the lines to add, in one vtysh run (~1 s under emulation), or
     straight over the daemon's vty socket when they all belong to one (`apply.frrvty`, ~0.1 s); a
     larger addition loads the whole file with `vtysh -f`; frr-reload (~6-40 s) only if the running
-    config has not taken the wanted shape after that. `running` is the running config as last read
+    config has not taken the wanted shape after that (after a socket change, the daemon's own
+    running config is read back: the changed lines there, as wanted). `running` is the running config as last read
     (or as deploy last left it), if the caller has it. The result is checked either way.
     """
     if not is_running(pathspace):
@@ -332,6 +333,8 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
         socket = vty_socket(pathspace, daemon) if daemon else None
         if commands and socket is not None and socket.exists():  # one daemon: straight to its socket
             runner.vty(socket, commands)
+            if _holds_change(runner.vty(socket, ["show running-config"])[0], current, wanted):
+                return  # read back from the daemon itself: no vtysh beside OSPF's reaction to it
         elif commands:
             vtysh = _vtysh(pathspace) + (["-d", daemon] if daemon else [])
             runner.run([*vtysh, *[x for c in commands for x in ("-c", c)]], check=False)
@@ -346,6 +349,13 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
     if done.returncode != 0 or left:
         detail = "\n".join(left) or done.stderr.strip() or done.stdout.strip()[-2000:]
         raise CommandFailed(done.args, done.returncode, f"FRR did not take the configuration:\n{detail}")
+
+
+def _holds_change(held: str, current: list[tuple[str, ...]], wanted: list[tuple[str, ...]]) -> bool:
+    """True when one daemon's running config `held` has every line `wanted` adds to `current`
+    and none it removes (a change `owning_daemon` gave to that daemon alone)."""
+    have = set(config_shape(held))
+    return set(wanted) - set(current) <= have and not (set(current) - set(wanted)) & have
 
 
 def _vtysh(pathspace: str | None) -> list[str]:
