@@ -142,6 +142,10 @@ class Agent:
                 log.info("%s: %s is up: %s (%d successes in a row)", self.node, target.key, result.detail, spec.rise)
             else:
                 log.warning("%s: %s is down: %s (%d failures in a row)", self.node, target.key, result.detail, spec.fall)
+            # recorded at once, not after the next convergence: that may wait seconds for the lock
+            # (a revive starting FRR), and a quick change planned meanwhile must not use the old one
+            self.verdict = self.book.verdict(self.cluster)
+            self.write_record()
             self._wake.set()
 
     def wake(self) -> None:
@@ -177,7 +181,7 @@ class Agent:
                 for action in actions:
                     log.info("%s: %s: %s", self.node, action.summary, self._reason(action))
                 self.backend.apply_under_lock(actions)
-            self.write_record()  # in the same hold: a quick change reading the verdict never reads an older one
+            self.write_record()  # in the same hold: a quick change never reads a verdict older than the one applied
         self._note_announced(desired)
         self.changes += len(actions)
         return len(actions)
