@@ -32,3 +32,12 @@ class ApplyError(LvsClusterError):
 
 class EnvironmentProblem(LvsClusterError):
     """The machine lacks something lvscluster needs (root, a kernel module, a program)."""
+
+
+class CommandFailed(LvsClusterError):
+    """A command (or an FRR vty socket command) failed; the message holds it and its output."""
+
+    def __init__(self, argv: list[str], returncode: int, output: str):
+        self.argv, self.returncode, self.output = argv, returncode, output
+        detail = output.strip() or "(no output)"
+        super().__init__(f"{' '.join(argv)} exited {returncode}: {detail}")

@@ -10,16 +10,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from lvscluster.errors import EnvironmentProblem, LvsClusterError
-
-
-class CommandFailed(LvsClusterError):
-    """A command exited non-zero; the message holds the command and its stderr."""
-
-    def __init__(self, argv: list[str], returncode: int, output: str):
-        self.argv, self.returncode, self.output = argv, returncode, output
-        detail = output.strip() or "(no output)"
-        super().__init__(f"{' '.join(argv)} exited {returncode}: {detail}")
+from lvscluster.errors import CommandFailed, EnvironmentProblem  # CommandFailed: imported from here too
 
 
 @dataclass

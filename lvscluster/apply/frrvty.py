@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from lvscluster.apply.commands import CommandFailed
+from lvscluster.errors import CommandFailed
 
 TRAILER = b"\0\0\0"
 
