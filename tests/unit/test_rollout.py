@@ -4,8 +4,9 @@ same logic the VM's interrupted-deploy test drives, in seconds."""
 
 from __future__ import annotations
 
-import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def demo(**hooks) -> tuple[Cluster, dict[str, MemoryBackend]]:
     cluster = Cluster.from_topology(load_topology(ROOT / "topology" / "demo.lvs.yml"))
     nodes = [n for n, s in plan_cluster(cluster).items() if managed(s)]
     return cluster, {n: MemoryBackend(n, cluster.role(n), **hooks) for n in nodes}
+
+
+def interrupt() -> None:
+    """Ctrl-C as the terminal sends it, to this (the main) thread, and handled before returning.
+
+    os.kill(os.getpid()) sends it to the process: with another thread alive (the suite's VM batch)
+    the kernel may hand it to that thread and the main thread run the handler later, so two could
+    be handled as one. The second Ctrl-C test failed once in a full clean-clone run (2026-12-07)
+    and never alone; this takes delivery out of the question."""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    time.sleep(0.001)  # a blocking call returns only after the handler ran
 
 
 def deploy(cluster: Cluster, backends: dict[str, MemoryBackend]) -> list[str]:
@@ -82,7 +94,7 @@ def test_a_failure_stops_the_rollout_at_that_node_and_the_next_deploy_continues(
 def test_ctrl_c_finishes_the_node_then_stops_and_the_next_deploy_finishes() -> None:
     def interrupt_at_rs2(node: str) -> None:
         if node == "rs2":
-            os.kill(os.getpid(), signal.SIGINT)
+            interrupt()
 
     cluster, backends = demo(before_apply=interrupt_at_rs2)
     with pytest.raises(DeployInterrupted) as stopped:
@@ -100,8 +112,8 @@ def test_ctrl_c_finishes_the_node_then_stops_and_the_next_deploy_finishes() -> N
 def test_a_second_ctrl_c_stops_at_once() -> None:
     def interrupt_twice_at_r1(node: str) -> None:
         if node == "r1":
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
+            interrupt()
+            interrupt()
 
     cluster, backends = demo(before_apply=interrupt_twice_at_r1)
     with pytest.raises(KeyboardInterrupt):
@@ -113,7 +125,7 @@ def test_a_second_ctrl_c_stops_at_once() -> None:
 def test_an_interrupt_after_the_last_node_is_no_error() -> None:
     def interrupt_at_d2(node: str) -> None:
         if node == "d2":
-            os.kill(os.getpid(), signal.SIGINT)
+            interrupt()
 
     cluster, backends = demo(before_apply=interrupt_at_d2)
     assert deploy(cluster, backends) == DEMO_ORDER  # nothing was left to stop before
