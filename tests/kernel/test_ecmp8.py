@@ -169,7 +169,8 @@ def test_directors_churn_without_breaking_a_flow(ecmp8: Path, tmp_path: Path) ->
     # again, which may fall after the traffic ends (its flows are still checked: 0 broken)
     assert all(events[label]["ecmp_changed_after"] is not None
                for label in ("drain d3@10s", "undrain d3@30s", "kill d4@50s")), events
-    assert events["kill d4@50s"]["ecmp_changed_after"] < 3  # BFD (3 x 300 ms), not the OSPF dead timer
+    if report["lab"]["verdict"] == "valid":  # a starved lab's timings say nothing about BFD
+        assert events["kill d4@50s"]["ecmp_changed_after"] < 3  # BFD (3 x 300 ms), not the OSPF dead timer
     assert report["sync_lag"]["samples"] == 8  # every director came to hold every flow's entry
 
 
