@@ -115,6 +115,8 @@ def test_agents_quiesce_a_dead_real_server_restore_it_and_withdraw_the_vip(demo:
     a killed real server is quiesced on both directors, new connections avoid it, flows to the
     others carry on; it comes back when restarted; with none left the VIP leaves ECMP."""
     assert wait_until(agents_report_all_up, 240), [read_record(d, f"demo.{d}") for d in DIRECTORS]
+    # the first test after deploy: the router learns the VIP once OSPF is Full (hello 1 s)
+    assert sorted(wait_for_ecmp("demo", "r1", VIP, 2)) == ["10.1.1.2", "10.1.2.2"]
     flows = open_flows("demo", "c1", VIP, 80, 24)
     assert {server for _, server in flows} == {"rs1", "rs2", "rs3"}
 
@@ -248,6 +250,8 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
     # in, out, in, out, in); OSPF itself may show the router d2's pre-kill LSA for a moment when the
     # adjacency forms before the VIP is announced again (in, out, in), nothing more
     revived = [len(c["next_hops"]) for c in report["ecmp_changes"] if c["t"] >= events["revive"]["at"]]
+    while revived and revived[0] == 1:  # on a starved lab the kill's own change can land after the revive began
+        revived.pop(0)
     assert revived in ([], [2], [2, 1, 2]), report["ecmp_changes"]
     if lab["verdict"] != "valid":  # the lab said it starved (exit 3): no claim about the cluster either way
         assert code == 3, output
