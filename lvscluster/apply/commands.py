@@ -39,7 +39,6 @@ class Runner:
             raise CommandFailed(full, done.returncode, done.stderr + done.stdout)
         return done
 
-
     def vty(self, path, lines: list[str]) -> list[str]:
         """Send `lines` to an FRR daemon's vty socket at `path` (`apply.frrvty`), recorded as
         `vty PATH LINE...` like a command; nothing is sent in a dry run."""

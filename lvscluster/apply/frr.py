@@ -226,9 +226,15 @@ def vty_socket(pathspace: str | None, daemon: str) -> Path:
     return (run_dir(pathspace) if pathspace else RUN) / f"{daemon}.vty"
 
 
+def _open_socket(pathspace: str | None, daemon: str | None, runner: Runner) -> Path | None:
+    """The vty socket of `daemon` when there is one to talk to (not in a dry run), else None."""
+    socket = vty_socket(pathspace, daemon) if daemon and not runner.dry_run else None
+    return socket if socket is not None and socket.exists() else None
+
+
 def is_running(pathspace: str | None) -> bool:
     """True when zebra's vty socket of the pathspace (or the machine's FRR) exists."""
-    return (run_dir(pathspace) if pathspace else RUN).joinpath("zebra.vty").exists()
+    return vty_socket(pathspace, "zebra").exists()
 
 
 _NOT_CONFIG = ("Building configuration", "Current configuration", "end")
@@ -312,8 +318,9 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
     straight over the daemon's vty socket when they all belong to one (`apply.frrvty`, ~0.1 s); a
     larger addition loads the whole file with `vtysh -f`; frr-reload (~6-40 s) only if the running
     config has not taken the wanted shape after that (after a socket change, the daemon's own
-    running config is read back: the changed lines there, as wanted). `running` is the running config as last read
-    (or as deploy last left it), if the caller has it. The result is checked either way.
+    running config is read back: the changed lines there, as wanted). `running` is the running
+    config as last read (or as deploy last left it), if the caller has it. The result is checked
+    either way.
     """
     if not is_running(pathspace):
         where = f"pathspace {pathspace}" if pathspace else "this machine"
@@ -330,8 +337,8 @@ def reload(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER, ru
         if added is not None:  # a small change (a drain's cost): removals and additions in one vtysh
             commands += added
             daemon = owning_daemon(set(current) ^ set(wanted))
-        socket = vty_socket(pathspace, daemon) if daemon else None
-        if commands and socket is not None and socket.exists():  # one daemon: straight to its socket
+        socket = _open_socket(pathspace, daemon, runner)
+        if commands and socket is not None:  # one daemon: straight to its socket
             runner.vty(socket, commands)
             if _holds_change(runner.vty(socket, ["show running-config"])[0], current, wanted):
                 return  # read back from the daemon itself: no vtysh beside OSPF's reaction to it
@@ -383,7 +390,7 @@ def running_config(pathspace: str | None, runner: Runner = DEFAULT_RUNNER) -> st
 def vtysh_json(pathspace: str | None, command: str, runner: Runner = DEFAULT_RUNNER, daemon: str | None = None) -> dict:
     """A `show ... json` command's answer, parsed; asked of `daemon` alone over its vty socket when
     it has one (no vtysh process: ~1.4 s of CPU under emulation, and an agent asks every round)."""
-    socket = vty_socket(pathspace, daemon) if daemon else None
-    if socket is not None and socket.exists() and not runner.dry_run:
+    socket = _open_socket(pathspace, daemon, runner)
+    if socket is not None:
         return json.loads(runner.vty(socket, [command])[0] or "{}")
     return json.loads(runner.run([*_vtysh(pathspace), "-c", command]).stdout or "{}")

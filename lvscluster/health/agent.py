@@ -162,8 +162,9 @@ class Agent:
         look without the lock comes first: most rounds (the repair round) find nothing to do,
         and then hold no lock that a drain would wait for (an observation reads FRR's running
         config: ~1.5 s under emulation)."""
-        if self._nothing_to_do():
-            self._note_announced(plan_director(self.cluster, self.node, self.verdict))
+        settled = self._settled()
+        if settled is not None:
+            self._note_announced(settled)
             return 0
         with apply_lock(self.backend.netns):
             if self._source_changed():
@@ -186,22 +187,22 @@ class Agent:
         self.changes += len(actions)
         return len(actions)
 
-    def _nothing_to_do(self) -> bool:
-        """True when the director already holds its desired state with the current verdict (read
-        without the lock; any difference is looked at again under it)."""
+    def _settled(self):
+        """The desired state when the director already holds it with the current verdict (read
+        without the lock; any difference is looked at again under it), else None."""
         if self._source_changed() or self._frr_daemons_dead():
-            return False
+            return None
         verdict = self.book.verdict(self.cluster)
         desired = plan_director(self.cluster, self.node, verdict)
         try:
             observed = self.backend.observe(desired)
         except Exception:  # noqa: BLE001 - the locked round observes again and reports it
-            return False
+            return None
         vips_on_lo = {a.address for a in observed.addresses}
         if not all(a.address in vips_on_lo for a in desired.addresses) or diff_node(desired, observed):
-            return False
+            return None
         self.verdict = verdict
-        return True
+        return desired
 
     def _note_announced(self, desired) -> None:
         self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))
