@@ -6,6 +6,7 @@ machine: config in `/etc/frr/<pathspace>/`, sockets and pid files in `/var/run/f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -121,13 +122,19 @@ def stop(pathspace: str, daemons: tuple[str, ...] = ALL_DAEMONS, timeout: float 
 
 
 def _remove(path: Path) -> None:
-    """Remove a pathspace directory and its files, or a stale file in its place."""
+    """Remove a pathspace directory and its files, or a stale file in its place (a file that a
+    daemon removes itself meanwhile, e.g. its pid file as it exits, is already gone, not an error)."""
     if path.is_dir() and not path.is_symlink():
-        for child in path.iterdir():
+        try:
+            children = list(path.iterdir())
+        except FileNotFoundError:
+            return
+        for child in children:
             _remove(child)
-        path.rmdir()
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            path.rmdir()
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load_config(pathspace: str | None, text: str, runner: Runner = DEFAULT_RUNNER) -> None:

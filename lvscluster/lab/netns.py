@@ -102,8 +102,8 @@ def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
     entries); the rest carries on."""
     space = record.namespaces[node]
     progress(f"{node}: removing its lab namespace {space}")
+    terminate(processes_in(space))  # its agent first, which would start a stopped FRR daemon again
     frr.stop(frr.pathspace_for(space))
-    terminate(processes_in(space))
     try:
         netns.remove(space)  # its veth ends go with it; so do their peers in the router and the switch
     except OSError:
@@ -238,10 +238,10 @@ def down(lab: str, progress: Progress = quiet) -> int:
     spaces = lab_namespaces(lab)
     if spaces:
         progress(f"stopping processes and FRR in {len(spaces)} namespaces")
+    for name in spaces:  # agents first: one that sees a daemon of its FRR gone starts it again
+        terminate(processes_in(name))
     for name in spaces:
         frr.stop(frr.pathspace_for(name))
-    for name in spaces:
-        terminate(processes_in(name))
     for name in spaces:
         try:
             netns.remove(name)

@@ -252,6 +252,9 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
     revived = [len(c["next_hops"]) for c in report["ecmp_changes"] if c["t"] >= events["revive"]["at"]]
     while revived and revived[0] == 1:  # on a starved lab the kill's own change can land after the revive began
         revived.pop(0)
+    if revived == [2, 1]:  # a revive that took ~48 s on a starved lab: the watch ended between the stale LSA's out and the in
+        assert len(wait_for_ecmp("demo", "r1", VIP, 2, timeout=60)) == 2, report["ecmp_changes"]
+        revived.append(2)
     assert revived in ([], [2], [2, 1, 2]), report["ecmp_changes"]
     if lab["verdict"] != "valid":  # the lab said it starved (exit 3): no claim about the cluster either way
         assert code == 3, output
