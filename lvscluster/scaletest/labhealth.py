@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from lvscluster.scaletest.labcpu import cpu_line
+
 STALL_SHARE = 0.10  # more of the run than this stalled: overloaded
 STARTED_SHARE = 0.90  # fewer new connections started than this share of rate x duration: overloaded
 VALID, OVERLOADED = "valid", "overloaded"
@@ -81,4 +83,6 @@ def summary_lines(lab: Mapping[str, Any]) -> list[str]:
         lines.append(f"lab: engine loop lag max {(lab.get('loop_lag_ms_max') or 0) / 1000:.2f} s, stalled "
                      f"{lab.get('stalled_s') or 0:.1f} s in all; test servers probed without IPVS: slowest answer "
                      f"{worst / 1000:.2f} s")
+    if cpu := lab.get("cpu"):
+        lines.append(cpu_line(cpu))
     return lines

@@ -32,6 +32,7 @@ from lvscluster.netlink.links import RouteChanges
 from lvscluster.netlink.connections import count_connections
 from lvscluster.plan.desired import plan_director
 from lvscluster.plan.render import frr_daemons
+from lvscluster.scaletest import labcpu
 from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.capacity import engine_argv, measure_capacity
 from lvscluster.scaletest.faultevents import FAULT_ACTIONS, FaultEvents
@@ -165,6 +166,8 @@ class Orchestrator:
         self.flows_up: float | None = None  # when the last flow got its first echo (s after start)
         self.flows_up_count = 0  # flows that have had their first echo so far
         self.calibration: dict | None = None  # what --rate auto measured
+        self.cpu: list[labcpu.CpuSnapshot] = []  # the lab's CPU ticks when the traffic started and ended
+        self.roles = {node: spec.role for node, spec in cluster.topology.nodes.items()}
         for event in test.churn:  # plan each drain once now: the templates compile before the traffic, not in it
             if event.action in ("drain", "undrain"):
                 plan_director(cluster.with_node(event.node, drain=event.action == "drain"), event.node)
@@ -267,6 +270,7 @@ class Orchestrator:
             if not self.started.wait(120):
                 raise LvsClusterError("the traffic engine did not start: " + (
                     errors.read_text()[-2000:] if traffic.poll() is not None else "no start record in 120 s"))
+            self.cpu.append(labcpu.snapshot(ns, self.roles, {traffic.pid}))
             samples, sync, late = self._drive(traffic, probe)
             for event in late:  # never leave a director drained or dead because the traffic ended first
                 self.progress(f"after the traffic: {event.label}")
@@ -305,6 +309,8 @@ class Orchestrator:
         report["sync_samples"] = sync
         report["events_after_traffic"] = [e.label for e in late]
         report["calibration"] = self.calibration
+        if len(self.cpu) == 2 and traffic.pid in self.cpu[1].pids:  # else the engine's CPU is not told apart
+            report["lab"]["cpu"] = labcpu.cpu_use(*self.cpu)
         return report, run.ticks
 
     def _drive(self, traffic: subprocess.Popen, probe: DirectorProbe) -> tuple[dict, list, list]:
@@ -317,6 +323,9 @@ class Orchestrator:
         next_sample, last = 0.0, None
         while traffic.poll() is None:
             now = time.monotonic() - self.t0
+            # well before the engine exits: once reaped, its ticks would count as this process's children's
+            if len(self.cpu) == 1 and now >= max(test.duration * 0.9, test.duration - 5):
+                self.cpu.append(labcpu.snapshot(self.namespaces, self.roles, {traffic.pid}))
             if pending and now >= pending[0].at:
                 event = pending.pop(0)
                 self.progress(f"t={now:5.1f}s  {event.label}")
