@@ -67,6 +67,7 @@ class Agent:
     changes: int = 0
     reload_now: bool = False  # set by converge when the topology changed under it
     _source: tuple[str, float] | None = None
+    _planned: tuple | None = None  # ((source, verdict), desired state) of the last plan
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: dict[DestKey, asyncio.Task] = field(default_factory=dict)
 
@@ -171,7 +172,7 @@ class Agent:
                 self.reload_now = True  # deploy changed the topology meanwhile: reload, then converge
                 return 0
             self.verdict = self.book.verdict(self.cluster)
-            desired = plan_director(self.cluster, self.node, self.verdict)
+            desired = self._desired(self.verdict)
             self._restart_crashed_frr()
             observed = self.backend.observe(desired)
             vips_on_lo = {a.address for a in observed.addresses}
@@ -193,7 +194,7 @@ class Agent:
         if self._source_changed() or self._frr_daemons_dead():
             return None
         verdict = self.book.verdict(self.cluster)
-        desired = plan_director(self.cluster, self.node, verdict)
+        desired = self._desired(verdict)
         try:
             observed = self.backend.observe(desired)
         except Exception:  # noqa: BLE001 - the locked round observes again and reports it
@@ -203,6 +204,15 @@ class Agent:
             return None
         self.verdict = verdict
         return desired
+
+    def _desired(self, verdict: HealthVerdict):
+        """The director's desired state for this verdict; the topology and verdict of the last
+        plan give its plan again (a render costs ~1 s of CPU under emulation, and most rounds
+        see the same verdict)."""
+        key = (self._source, verdict)
+        if self._planned is None or self._planned[0] != key:
+            self._planned = (key, plan_director(self.cluster, self.node, verdict))
+        return self._planned[1]
 
     def _note_announced(self, desired) -> None:
         self.ospf_full = sum(n["state"] == "Full" for n in ospf_neighbors(self.backend.frr_pathspace))

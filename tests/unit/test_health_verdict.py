@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hypothesis import given
@@ -117,3 +118,25 @@ def test_every_director_reaches_the_same_verdict_from_the_same_results() -> None
             book.record(keys[name], ok)
     verdicts = {d: b.verdict(cluster) for d, b in books.items()}
     assert verdicts["d1"] == verdicts["d2"] == HealthVerdict(quiesced=frozenset({DestKey("web", "tcp/80", "rs1")}))
+
+
+def test_the_agent_plans_a_verdict_once_and_plans_again_when_it_changes(tmp_path: Path) -> None:
+    """Most repair rounds see the verdict of the last: the agent reuses that plan (a render costs
+    ~1 s under emulation) and plans again for a new verdict or a reloaded topology."""
+    from types import SimpleNamespace
+
+    from lvscluster.health.agent import Agent
+
+    topology = tmp_path / "demo.lvs.yml"
+    topology.write_text((ROOT / "topology" / "demo.lvs.yml").read_text())
+    agent = Agent(topology_path=topology, node="d1", backend=SimpleNamespace(netns=f"lvst-noexist-{tmp_path.name}"))
+    assert agent.load()
+    healthy = agent.book.verdict(agent.cluster)
+    first = agent._desired(healthy)
+    assert agent._desired(HealthVerdict()) is first == plan_director(agent.cluster, "d1", healthy)
+    rs2 = next(t.key for t in agent.book.targets if str(t.key) == "web tcp/80 rs2")
+    quiesced = agent._desired(HealthVerdict(quiesced=frozenset({rs2})))
+    assert quiesced == plan_director(agent.cluster, "d1", HealthVerdict(quiesced=frozenset({rs2}))) != first
+    topology.write_text(topology.read_text().replace("interval: 2", "interval: 3"))
+    os.utime(topology, (1, 1))
+    assert agent.load() and agent._desired(healthy) is not first
