@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import signal
 import socket
 import sys
 import time
 
+from lvscluster.lab.testserver import run_ahead_of_the_control_plane
 from lvscluster.scaletest.labprobe import LabClock, ServerProbe, parse_probe
 from lvscluster.scaletest.wire import (CONNECTING, DONE, OPEN, Flow, HttpGet, Output, connect_failure,
                                       PortCycle, open_socket)
@@ -468,28 +468,11 @@ def _raise_file_limit() -> None:
             pass
 
 
-ENGINE_NICE = -5  # the measuring instrument runs ahead of the lab's control plane
-
-
-def _run_ahead_of_the_lab() -> None:
-    """Raise the engine's CPU priority a little above the lab's processes (as root; else as is).
-
-    In a one-vCPU emulated lab, a health agent re-planning after a drain or FRR starting on a
-    revive took the CPU for long enough that the engine's pacer woke 0.5-0.8 s late, and the run
-    was judged overloaded though every flow kept its pace. The engine is the instrument: it
-    should not queue behind the control plane it measures. The data plane (IPVS, in the kernel)
-    does not care about nice values, so this cannot make a cluster look better than it is."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, ENGINE_NICE)
-    except OSError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the engine with the command line's settings; the records go to stdout."""
     args = parse_args(argv)
     _raise_file_limit()
-    _run_ahead_of_the_lab()
+    run_ahead_of_the_control_plane()
     asyncio.run(Engine(args).run())
     return 0
 
