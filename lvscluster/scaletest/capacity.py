@@ -48,7 +48,10 @@ def measure_capacity(netns: str, target: str, test: Any, probes: list[str],
     run = parse_traffic(done.stdout.splitlines())
     if done.returncode != 0 or run.summary is None:
         raise LvsClusterError(f"measuring the lab's capacity failed (exit {done.returncode}): {done.stderr[-1500:]}")
-    counted = [t for t in run.ticks if not t.final and t.t > CALIBRATION_SKIP]
+    # counted once every flow has had its first echo: a starved lab may still be opening them after
+    # CALIBRATION_SKIP, and connections that queue behind the flows' handshakes say little of the run
+    up = max((u["t"] for u in run.flows_up), default=0.0) + 1.0 if len(run.flows_up) >= test.flows else 0.0
+    counted = [t for t in run.ticks if not t.final and t.t > max(CALIBRATION_SKIP, up)]
     carried = sum(t.new_ok for t in counted) / len(counted) if counted else 0.0
     rate = max(1.0, round(carried * AUTO_SHARE, 1))
     lab = judge(run.summary, {**run.start, "rate": 0}, run.ticks)

@@ -122,3 +122,19 @@ def test_flows_black_holed_on_the_way_break_while_the_lab_stays_valid(server_net
     assert {b.reason for b in run.broken} == {"timeout"} and len(run.broken) == 20, run.broken
     assert run.summary["lab"]["probes"]["rs1"]["rtt_ms_max"] < 1000
     assert lab["verdict"] == VALID, lab
+
+
+def test_rate_auto_measures_what_a_real_test_server_carries_once_the_flows_are_up(server_netns):
+    """`--rate auto`'s calibration against a real test server (the engine in its namespace): it
+    counts new connections once every flow has had its first echo, and paces at 30% of that."""
+    from lvscluster.scaletest.capacity import AUTO_SHARE, measure_capacity
+    from lvscluster.scaletest.run import ScaleTest
+
+    netns, target, _ = server_netns
+    test = ScaleTest(flows=20, rate=None, duration=30, echo_port=ECHO_PORT, http_port=ECHO_PORT, interval=0.5)
+    said: list[str] = []
+    found = measure_capacity(netns, target, test, ["--probe", f"rs1={netns}"], said.append)
+    assert found["flows_broken"] == 0 and found["new_failed"] == 0, found
+    assert found["carried_per_s"] > 5, found  # a quiet test server on this machine does hundreds per second
+    assert found["rate"] == max(1.0, round(found["carried_per_s"] * AUTO_SHARE, 1)), found
+    assert found["lab"]["verdict"] == VALID and "the lab carried" in said[-1], (found, said)
