@@ -29,6 +29,7 @@ from lvscluster.lab.record import state_dir
 from lvscluster.lab.layout import TestServer
 from lvscluster.netlink import IpvsSocket
 from lvscluster.netlink.connections import connections
+from lvscluster.scaletest.labcpu import cpu_line
 
 ROOT = Path(__file__).parent.parent.parent
 VIP = "10.99.0.10"
@@ -241,7 +242,10 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
           f"{lab['verdict_text']} ({'; '.join(lab['reasons']) or 'no reason'}); "
           f"loop lag max {lab['loop_lag_ms_max']} ms, stalled {lab['stalled_s']} s, pace {lab['flow_pace']}; "
           f"{traffic['flows_broken']} flows broken, {traffic['new_ok']} new ok, {traffic['new_failed']} failed; ECMP after "
-          + ", ".join(f"{a} {e['ecmp_changed_after']}" for a, e in events.items()))
+          + ", ".join(f"{a} {e['ecmp_changed_after']}" for a, e in events.items())
+          + (f"; {cpu_line(lab['cpu'])}" if lab.get("cpu") else "")
+          + f"; stalled 0.2 s or more at t={lab['stalled_seconds']}; events at "
+          + ", ".join(f"{a} {e['at']}" for a, e in events.items()))
     assert traffic["flows_broken"] == 0, report["broken_flows"]
     # a starved lab times out; it never refuses: a reset or ICMP unreachable comes from the cluster
     # (a revived director announced while its agent had every tcp dest at weight 0: 9 refused)
