@@ -44,7 +44,9 @@ def test_a_request_from_the_vm_keeps_a_host_core_busy_until_taken_back(tmp_path,
 def test_in_place_the_hog_says_how_busy_the_host_was_and_counts_niced_work_apart(monkeypatch):
     monkeypatch.delenv("LVSCLUSTER_VM_RESULTS", raising=False)
     with host_cpu_hog() as hog:
-        niced = subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", "while True: pass"])
+        # at nice 10 itself, not 10 more than this test (the suite's host tests already run at 10)
+        niced = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                                 preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 10))
         try:
             time.sleep(1.0)
         finally:
@@ -52,4 +54,6 @@ def test_in_place_the_hog_says_how_busy_the_host_was_and_counts_niced_work_apart
             niced.wait()
     assert not Path(f"/proc/{hog.pid}").exists() or Path(f"/proc/{hog.pid}/stat").read_text().split()[2] == "Z"
     assert hog.load["hog"] > 0.05, hog.load
-    assert hog.load["niced"] > 0.05, hog.load  # the niced busy loop is counted as niced, not as the VM's
+    # the niced busy loop is counted as niced, not as the VM's (beside the suite's VM and the hog,
+    # both at nice 0 on two cores, a loop at nice 10 gets ~7% of a core)
+    assert hog.load["niced"] > 0.02, hog.load
