@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 
@@ -12,7 +13,9 @@ def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int
     for a file holding a secret (it has that mode from its first byte on); `owner` (uid, gid)
     to keep a replaced file's owner."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a temporary name of this process and thread: two writers of one file (an agent's checks and
+    # its convergence thread) must not remove or rename each other's half-written file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()  # a crash's leftover keeps its old mode otherwise
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

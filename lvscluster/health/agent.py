@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class Agent:
     reload_now: bool = False  # set by converge when the topology changed under it
     _source: tuple[str, float] | None = None
     _planned: tuple | None = None  # ((source, verdict), desired state) of the last plan
+    _record_lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: dict[DestKey, asyncio.Task] = field(default_factory=dict)
 
@@ -127,7 +129,10 @@ class Agent:
         while True:
             started = time.monotonic()
             result = await run_check(spec, probe)
-            self._count(target, result)
+            try:
+                self._count(target, result)
+            except Exception as exc:  # noqa: BLE001 - a check that dies of one error is never run again
+                log.error("%s: %s: recording a check result failed: %s", self.node, target.key, str(exc) or repr(exc))
             await asyncio.sleep(max(0.0, spec.interval - (time.monotonic() - started)))
 
     def _count(self, target: HealthTarget, result: CheckResult) -> None:
@@ -263,7 +268,12 @@ class Agent:
         return f"drift: {action.reason}"
 
     def write_record(self) -> None:
-        """The record `deploy` and `status` read (atomically replaced)."""
+        """The record `deploy` and `status` read (atomically replaced). Written from the checks'
+        loop (a check flipped) and from the convergence thread: one at a time, the later last."""
+        with self._record_lock:
+            self._write_record()
+
+    def _write_record(self) -> None:
         targets = {}
         for target in self.book.targets:
             status, state = self.status[target.key], self.book.states[target.key]
