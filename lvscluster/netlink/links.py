@@ -80,6 +80,11 @@ class Links:
             }
         return out
 
+    def _names(self) -> dict[int, str]:
+        """{index: ifname} of the namespace, from libc's if_nameindex() there: not a pyroute2 dump
+        of every link with all its attributes, ~0.25 s of CPU under emulation on every agent round."""
+        return dict(in_netns(self.netns, socket.if_nameindex))
+
     def is_up(self, ifname: str) -> bool:
         """True when `ifname` exists and is administratively up."""
         info = self.links().get(ifname)
@@ -109,9 +114,7 @@ class Links:
 
     def addresses(self, interfaces=None) -> tuple[InterfaceAddress, ...]:
         """Addresses on `interfaces` (all when None), lo's own 127.0.0.1/8 and ::1/128 left out."""
-        # names from libc's if_nameindex() in the namespace, not a pyroute2 dump of every link with
-        # all its attributes: that dump was ~0.25 s of CPU under emulation, on every agent round
-        names = dict(in_netns(self.netns, socket.if_nameindex))
+        names = self._names()
         out = []
         for msg in self.ipr.get_addr():
             ifname = names.get(msg["index"])
@@ -149,9 +152,7 @@ class Links:
 
     def routes(self, family: int = socket.AF_INET, table: int = 254) -> list[dict]:
         """Routes of `table` as {"dst", "gateway", "dev"} ("dst" = "default" for /0)."""
-        # names from libc's if_nameindex() in the namespace, not a pyroute2 dump of every link with
-        # all its attributes: that dump was ~0.25 s of CPU under emulation, on every agent round
-        names = dict(in_netns(self.netns, socket.if_nameindex))
+        names = self._names()
         out = []
         for msg in self.ipr.get_routes(family=family, table=table):
             dst = msg.get_attr("RTA_DST")
