@@ -31,9 +31,16 @@ def main() -> int:
     args = parser.parse_args()
     from lvscluster.cli.common import lab_vm
     from lvscluster.lab.record import read_record
-    from lvscluster.scaletest.labcpu import cpu_line, cpu_use, snapshot
+    from lvscluster.scaletest.labcpu import cpu_use, snapshot
+    from lvscluster.scaletest.labhealth import cpu_line
 
-    cluster = Cluster.from_topology(load_topology(args.topology))
+    from lvscluster.errors import LvsClusterError
+
+    try:
+        cluster = Cluster.from_topology(load_topology(args.topology))
+    except LvsClusterError as exc:  # as the CLI says it: what is wrong with which file
+        print(exc, file=sys.stderr)
+        return 2
     if (vm := lab_vm(cluster.name)) is not None:  # the lab lives in a VM: measure there
         return vm.run([sys.executable, os.path.abspath(__file__), vm.stage(Path(args.topology)), *sys.argv[2:]])
     record = read_record(cluster.name)

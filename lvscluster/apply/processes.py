@@ -15,26 +15,35 @@ from typing import NoReturn
 from pathlib import Path
 
 
+def stat_fields(pid: int | str) -> tuple[str, list[str]] | None:
+    """/proc/PID/stat as (command, the fields after it: state first, so field N of proc(5) is
+    [N - 3]); None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    command, _, rest = text.rpartition(") ")
+    return command[command.find("(") + 1:], rest.split()
+
+
 def alive(pid: int) -> bool:
     """True when `pid` is a live process (a zombie waiting to be reaped is not)."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+    found = stat_fields(pid)
+    return bool(found and found[1]) and found[1][0] != "Z"
 
 
 def start_time(pid: int) -> int | None:
     """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
     one process, so a signal never reaches another that reused the pid. None: no such process."""
+    found = stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(") ", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return int(found[1][19]) if found else None
+    except (IndexError, ValueError):
         return None
 
 

@@ -1,8 +1,8 @@
 """Where the lab's CPU went during a scaletest, by part (traffic engine, agents, FRR, ...), from /proc.
 
-A run that judged itself overloaded should also say *why* the lab starved: from outside (its
-CPUs were busy with something else, or the VM's vCPU got little of the host) or from within
-(one of its own parts took the CPU: agents, FRR starting, the test servers). `snapshot` reads
+A run that judged itself overloaded should also say on what the lab starved: which of its own
+parts took the CPU (agents, FRR starting, the test servers, the engine), or something outside
+its namespaces. `snapshot` reads
 /proc (its only side effect); `cpu_use` is pure. Shares are of the CPU time the machine had
 (wall time x CPUs), so a part at 50% of a 1-CPU lab took half of everything there was.
 """
@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lvscluster.apply.processes import stat_fields
+from lvscluster.netlink.netns import netns_path
+
 FRR_COMMANDS = frozenset({"zebra", "ospfd", "ospf6d", "bfdd", "bgpd", "staticd", "watchfrr", "mgmtd", "vtysh"})
 ROLE_PARTS = {"director": "agents", "real_server": "test servers", "client": "client (other)",
               "router": "router (other)"}
@@ -25,11 +28,10 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """CPU ticks at one moment: per part (processes alive then), and the machine's totals."""
+    """CPU ticks at one moment: per process alive then, and the machine's totals."""
     t: float  # monotonic seconds
     cpus: int
-    parts: dict[str, int]  # part -> ticks of its processes (their own and their reaped children's)
-    pids: dict[int, tuple[str, int]]  # pid -> (part, ticks), to count only what a pid used in between
+    pids: dict[int, tuple[str, int]]  # pid -> (part, ticks: its own and its reaped children's)
     interrupts: int  # /proc/stat irq + softirq ticks
     idle: int  # /proc/stat idle + iowait ticks
 
@@ -38,7 +40,7 @@ def _namespace_ids(namespaces: Mapping[str, str]) -> dict[tuple[int, int], str]:
     ids = {}
     for node, netns in namespaces.items():
         try:
-            st = os.stat(f"/run/netns/{netns}")
+            st = os.stat(netns_path(netns))
         except OSError:
             continue
         ids[(st.st_ino, st.st_dev)] = node
@@ -46,14 +48,10 @@ def _namespace_ids(namespaces: Mapping[str, str]) -> dict[tuple[int, int], str]:
 
 
 def _process(pid: str) -> tuple[str, int] | None:
-    """(command, ticks: utime + stime + children's) of one /proc entry, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    command, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-    return command, sum(int(x) for x in fields[11:15])
+    """(command, ticks: utime + stime + children's, proc(5) fields 14-17) of one /proc entry,
+    None once it is gone."""
+    found = stat_fields(pid)
+    return (found[0], sum(int(x) for x in found[1][11:15])) if found else None
 
 
 def part_of(pid: int, command: str, node_role: str | None, engine_pids: frozenset[int]) -> str:
@@ -75,7 +73,6 @@ def snapshot(namespaces: Mapping[str, str], roles: Mapping[str, str], engine_pid
     """Read every process's CPU ticks and the machine's totals now (namespaces: node -> netns;
     roles: node -> its topology role)."""
     ids, engines = _namespace_ids(namespaces), frozenset(engine_pids)
-    parts: dict[str, int] = {}
     pids: dict[int, tuple[str, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or (found := _process(entry)) is None:
@@ -87,10 +84,9 @@ def snapshot(namespaces: Mapping[str, str], roles: Mapping[str, str], engine_pid
             node = None
         part = part_of(int(entry), found[0], roles.get(node) if node else None, engines)
         pids[int(entry)] = (part, found[1])
-        parts[part] = parts.get(part, 0) + found[1]
     with open("/proc/stat") as handle:
         fields = [int(x) for x in handle.readline().split()[1:]]
-    return CpuSnapshot(t=time.monotonic(), cpus=os.cpu_count() or 1, parts=parts, pids=pids,
+    return CpuSnapshot(t=time.monotonic(), cpus=os.cpu_count() or 1, pids=pids,
                        interrupts=fields[5] + fields[6], idle=fields[3] + fields[4])
 
 
@@ -109,9 +105,3 @@ def cpu_use(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, Any]:
     return {"seconds": round(after.t - before.t, 1), "cpus": after.cpus, "shares": shares,
             "busy": round(max(0.0, 1 - shares.get("idle", 0.0)), 3)}
 
-
-def cpu_line(cpu: Mapping[str, Any]) -> str:
-    """One line for the summary: where the lab's CPU went, biggest part first."""
-    parts = sorted(((p, s) for p, s in cpu["shares"].items() if p != "idle" and s >= 0.005), key=lambda x: -x[1])
-    return (f"lab CPU ({cpu['cpus']} CPU{'s' if cpu['cpus'] != 1 else ''}, {cpu['seconds']:g} s): {cpu['busy']:.0%} busy: "
-            + ", ".join(f"{part} {share:.0%}" for part, share in parts))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from lvscluster.scaletest.labcpu import cpu_line
-
 STALL_SHARE = 0.10  # more of the run than this stalled: overloaded
 STARTED_SHARE = 0.90  # fewer new connections started than this share of rate x duration: overloaded
 VALID, OVERLOADED = "valid", "overloaded"
@@ -86,3 +84,11 @@ def summary_lines(lab: Mapping[str, Any]) -> list[str]:
     if cpu := lab.get("cpu"):
         lines.append(cpu_line(cpu))
     return lines
+
+
+def cpu_line(cpu: Mapping[str, Any]) -> str:
+    """One line for the summary: where the lab's CPU went, biggest part first (`lab.cpu`, from
+    `scaletest.labcpu.cpu_use`)."""
+    parts = sorted(((p, s) for p, s in cpu["shares"].items() if p != "idle" and s >= 0.005), key=lambda x: -x[1])
+    return (f"lab CPU ({cpu['cpus']} CPU{'s' if cpu['cpus'] != 1 else ''}, {cpu['seconds']:g} s): {cpu['busy']:.0%} busy: "
+            + ", ".join(f"{part} {share:.0%}" for part, share in parts))

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from lvscluster.scaletest.labcpu import TICKS_PER_S, cpu_line, cpu_use, snapshot
+from lvscluster.scaletest.labcpu import TICKS_PER_S, cpu_use, snapshot
+from lvscluster.scaletest.labhealth import cpu_line
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 

@@ -29,7 +29,7 @@ from lvscluster.lab.record import state_dir
 from lvscluster.lab.layout import TestServer
 from lvscluster.netlink import IpvsSocket
 from lvscluster.netlink.connections import connections
-from lvscluster.scaletest.labcpu import cpu_line
+from lvscluster.scaletest.labhealth import cpu_line
 
 ROOT = Path(__file__).parent.parent.parent
 VIP = "10.99.0.10"

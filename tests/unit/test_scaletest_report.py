@@ -297,15 +297,15 @@ def test_matplotlib_config_dir_is_writable_and_seeded_with_the_hosts_font_cache(
 
 
 def test_the_lab_cpu_counts_what_each_pid_used_in_between_and_names_the_biggest_part_first():
-    from lvscluster.scaletest.labcpu import TICKS_PER_S, CpuSnapshot, cpu_line, cpu_use
-    from lvscluster.scaletest.labhealth import summary_lines
+    from lvscluster.scaletest.labcpu import TICKS_PER_S, CpuSnapshot, cpu_use
+    from lvscluster.scaletest.labhealth import cpu_line, summary_lines
 
     hz = TICKS_PER_S
-    before = CpuSnapshot(t=0.0, cpus=1, parts={}, interrupts=0, idle=0,
+    before = CpuSnapshot(t=0.0, cpus=1, interrupts=0, idle=0,
                          pids={10: ("agents", 5 * hz), 11: ("FRR", 0), 12: ("test servers", 3 * hz)})
     # 10 s of one CPU: the agent used 4 s more, FRR's pid 11 died and pid 12 was reused by an FRR
     # daemon (all its 1 s counts), a new engine used 3 s, interrupts 1 s, idle 1 s
-    after = CpuSnapshot(t=10.0, cpus=1, parts={}, interrupts=1 * hz, idle=1 * hz,
+    after = CpuSnapshot(t=10.0, cpus=1, interrupts=1 * hz, idle=1 * hz,
                         pids={10: ("agents", 9 * hz), 12: ("FRR", 1 * hz), 20: ("traffic engine", 3 * hz)})
     use = cpu_use(before, after)
     assert use["shares"] == {"traffic engine": 0.3, "agents": 0.4, "FRR": 0.1, "interrupts (packets, IPVS)": 0.1,
