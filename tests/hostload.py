@@ -28,6 +28,7 @@ from lvscluster.lab.vm import cpu_times
 
 REQUEST, RUNNING, LOAD = "cpu-hog.request", "cpu-hog.running", "cpu-hog.load"
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
+LONGEST = 900.0  # seconds a hog may run, even if its request is never taken back
 
 
 def _start_busy_loop() -> subprocess.Popen:
@@ -35,7 +36,6 @@ def _start_busy_loop() -> subprocess.Popen:
     inherit their nice 10 and take a few percent of a core beside the VM, not the whole of one
     (test_hostload met that: 2 ticks in 0.5 s)."""
     return subprocess.Popen(BUSY_LOOP, preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
-LONGEST = 900.0  # seconds a hog may run, even if its request is never taken back
 
 
 def process_ticks(pid: int) -> int:
