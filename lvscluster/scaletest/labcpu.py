@@ -31,7 +31,7 @@ class CpuSnapshot:
     """CPU ticks at one moment: per process alive then, and the machine's totals."""
     t: float  # monotonic seconds
     cpus: int
-    pids: dict[int, tuple[str, int]]  # pid -> (part, ticks: its own and its reaped children's)
+    pids: dict[int, tuple[str, int, str]]  # pid -> (part, ticks: its own and its reaped children's, command)
     interrupts: int  # /proc/stat irq + softirq ticks
     idle: int  # /proc/stat idle + iowait ticks
 
@@ -83,25 +83,39 @@ def snapshot(namespaces: Mapping[str, str], roles: Mapping[str, str], engine_pid
         except OSError:
             node = None
         part = part_of(int(entry), found[0], roles.get(node) if node else None, engines)
-        pids[int(entry)] = (part, found[1])
+        pids[int(entry)] = (part, found[1], found[0])
     with open("/proc/stat") as handle:
         fields = [int(x) for x in handle.readline().split()[1:]]
     return CpuSnapshot(t=time.monotonic(), cpus=os.cpu_count() or 1, pids=pids,
                        interrupts=fields[5] + fields[6], idle=fields[3] + fields[4])
 
 
+def command_group(command: str) -> str:
+    """A command as the outside-the-lab list names it: kernel threads without their CPU and
+    queue suffix (kworker/1:2 -> kworker), so many small threads add up to one visible line."""
+    return command.split("/", 1)[0] if "/" in command else command
+
+
 def cpu_use(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, Any]:
     """Each part's share of the CPU time there was between two snapshots (pure): a process alive
     at both counts what it used in between, one started meanwhile all it used; one that started
-    and ended in between is counted in its parent's children's ticks when the parent reaped it."""
+    and ended in between is counted in its parent's children's ticks when the parent reaped it.
+    `outside` names the commands outside the lab that took 1% or more, biggest first: what a
+    user stops, or a lab leaves behind, before the next run."""
     capacity = max(1e-9, (after.t - before.t) * after.cpus * TICKS_PER_S)
     used: dict[str, float] = {}
-    for pid, (part, ticks) in after.pids.items():
+    outside: dict[str, float] = {}
+    for pid, (part, ticks, command) in after.pids.items():
         earlier = before.pids.get(pid)
-        used[part] = used.get(part, 0) + ticks - (earlier[1] if earlier and earlier[0] == part else 0)
+        spent = ticks - (earlier[1] if earlier and earlier[0] == part else 0)
+        used[part] = used.get(part, 0) + spent
+        if part == "outside the lab":
+            outside[command_group(command)] = outside.get(command_group(command), 0) + spent
     used["interrupts (packets, IPVS)"] = after.interrupts - before.interrupts
     used["idle"] = after.idle - before.idle
     shares = {part: round(max(0.0, used[part]) / capacity, 3) for part in PARTS if used.get(part, 0) > 0}
+    biggest = sorted(((c, round(t / capacity, 3)) for c, t in outside.items() if t / capacity >= 0.01),
+                     key=lambda x: (-x[1], x[0]))
     return {"seconds": round(after.t - before.t, 1), "cpus": after.cpus, "shares": shares,
-            "busy": round(max(0.0, 1 - shares.get("idle", 0.0)), 3)}
+            "busy": round(max(0.0, 1 - shares.get("idle", 0.0)), 3), "outside": dict(biggest[:5])}
 

@@ -90,5 +90,7 @@ def cpu_line(cpu: Mapping[str, Any]) -> str:
     """One line for the summary: where the lab's CPU went, biggest part first (`lab.cpu`, from
     `scaletest.labcpu.cpu_use`)."""
     parts = sorted(((p, s) for p, s in cpu["shares"].items() if p != "idle" and s >= 0.005), key=lambda x: -x[1])
+    outside = ", ".join(f"{command} {share:.0%}" for command, share in cpu.get("outside", {}).items())
     return (f"lab CPU ({cpu['cpus']} CPU{'s' if cpu['cpus'] != 1 else ''}, {cpu['seconds']:g} s): {cpu['busy']:.0%} busy: "
-            + ", ".join(f"{part} {share:.0%}" for part, share in parts))
+            + ", ".join(f"{part} {share:.0%}" + (f" ({outside})" if part == "outside the lab" and outside else "")
+                        for part, share in parts))

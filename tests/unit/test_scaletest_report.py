@@ -302,17 +302,23 @@ def test_the_lab_cpu_counts_what_each_pid_used_in_between_and_names_the_biggest_
 
     hz = TICKS_PER_S
     before = CpuSnapshot(t=0.0, cpus=1, interrupts=0, idle=0,
-                         pids={10: ("agents", 5 * hz), 11: ("FRR", 0), 12: ("test servers", 3 * hz)})
+                         pids={10: ("agents", 5 * hz, "python3"), 11: ("FRR", 0, "zebra"),
+                               12: ("test servers", 3 * hz, "python3"), 30: ("outside the lab", 0, "kworker/0:1")})
     # 10 s of one CPU: the agent used 4 s more, FRR's pid 11 died and pid 12 was reused by an FRR
-    # daemon (all its 1 s counts), a new engine used 3 s, interrupts 1 s, idle 1 s
-    after = CpuSnapshot(t=10.0, cpus=1, interrupts=1 * hz, idle=1 * hz,
-                        pids={10: ("agents", 9 * hz), 12: ("FRR", 1 * hz), 20: ("traffic engine", 3 * hz)})
+    # daemon (all its 1 s counts), a new engine used 3 s, interrupts 1 s, idle 0.5 s; outside the
+    # lab two kernel worker threads used 0.4 s together, a leftover daemon 0.08 s (under 1%: unnamed)
+    after = CpuSnapshot(t=10.0, cpus=1, interrupts=1 * hz, idle=hz // 2,
+                        pids={10: ("agents", 9 * hz, "python3"), 12: ("FRR", 1 * hz, "zebra"),
+                              20: ("traffic engine", 3 * hz, "python3"), 30: ("outside the lab", hz // 5, "kworker/0:1"),
+                              31: ("outside the lab", hz // 5, "kworker/u4:2"),
+                              32: ("outside the lab", hz * 8 // 100, "keepalived")})
     use = cpu_use(before, after)
-    assert use["shares"] == {"traffic engine": 0.3, "agents": 0.4, "FRR": 0.1, "interrupts (packets, IPVS)": 0.1,
-                             "idle": 0.1}
-    assert use["busy"] == 0.9 and use["seconds"] == 10.0
-    assert cpu_line(use) == ("lab CPU (1 CPU, 10 s): 90% busy: agents 40%, traffic engine 30%, FRR 10%, "
-                             "interrupts (packets, IPVS) 10%")
+    assert use["shares"] == {"traffic engine": 0.3, "agents": 0.4, "FRR": 0.1, "outside the lab": 0.048,
+                             "interrupts (packets, IPVS)": 0.1, "idle": 0.05}
+    assert use["busy"] == 0.95 and use["seconds"] == 10.0
+    assert use["outside"] == {"kworker": 0.04}
+    assert cpu_line(use) == ("lab CPU (1 CPU, 10 s): 95% busy: agents 40%, traffic engine 30%, FRR 10%, "
+                             "interrupts (packets, IPVS) 10%, outside the lab 5% (kworker 4%)")
     report = {"verdict": "overloaded", "verdict_text": "lab overloaded: result not valid", "reasons": ["x"],
               "probes": {"rs1": {"rtt_ms_max": 10}}, "cpu": use}
     assert summary_lines(report)[-1] == cpu_line(use)
