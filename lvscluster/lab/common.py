@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pyroute2 import netns
+from pyroute2 import IPRoute, netns
 
 from lvscluster.errors import ApplyError
+from lvscluster.lab.layout import default_route_prefix
+from lvscluster.netlink.links import IFA_F_NODAD
 from lvscluster.netlink.netns import socket_in_netns
 
 Progress = Callable[[str], None]
@@ -51,6 +53,23 @@ def wait_listening(namespace: str, ports: tuple[int, ...], timeout: float) -> No
                 time.sleep(0.2)
             finally:
                 probe.close()
+
+
+def add_addresses(ipr: IPRoute, index: int, *addresses: str | None) -> None:
+    """Put each address ("10.2.0.4/24", "2001:db8:2::4/64"; None skipped) on an interface; IPv6
+    ones without duplicate address detection, so they answer at once."""
+    for text in filter(None, addresses):
+        address, prefix = text.split("/")
+        flags = {"flags": IFA_F_NODAD} if ":" in address else {}
+        ipr.addr("add", index=index, address=address, prefixlen=int(prefix), **flags)
+
+
+def add_default_routes(namespace: str, gateways: list[str]) -> None:
+    """A default route via each gateway (one per address family) in the namespace, replacing
+    one that is there."""
+    with IPRoute(netns=namespace) as ipr:
+        for gateway in gateways:
+            ipr.route("replace", dst=default_route_prefix(gateway), gateway=gateway)
 
 
 def processes_in(namespace: str) -> list[int]:

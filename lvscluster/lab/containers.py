@@ -33,7 +33,7 @@ from pyroute2 import IPRoute, netns
 from lvscluster.apply.placement import Placement
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.lab import dockerimage, vmdocker
-from lvscluster.lab.common import Progress, lab_namespaces, not_up, quiet, wait_listening
+from lvscluster.lab.common import Progress, add_addresses, add_default_routes, lab_namespaces, not_up, quiet, wait_listening
 from lvscluster.lab.layout import LabLayout, namespace_name, plan_lab
 from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, write_record
 from lvscluster.model.cluster import Cluster
@@ -124,10 +124,9 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> Lab
         for node, name in containers.items():
             step = f"interfaces of {node}"
             _wire(client.containers.get(name), cluster, node, layout.netns(node))
-        for node, gateway in layout.default_routes.items():
-            step = f"default route of {node} via {gateway}"
-            with IPRoute(netns=layout.netns(node)) as ipr:
-                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        for node, gateways in layout.default_routes.items():
+            step = f"default route of {node} via {' and '.join(gateways)}"
+            add_default_routes(layout.netns(node), gateways)
         progress(f"starting FRR on {len(layout.frr_nodes)} nodes")
         for node in layout.frr_nodes:
             step = f"FRR on {node}"
@@ -208,7 +207,7 @@ def _wire(container, cluster: Cluster, node: str, space: str) -> None:
             ipr.link("set", index=index, state="down")
             ipr.link("set", index=index, ifname=iface.name)
             ipr.addr("del", index=index, address=docker_address, prefixlen=prefix)
-            ipr.addr("add", index=index, address=iface.ip, prefixlen=iface.address.network.prefixlen)
+            add_addresses(ipr, index, str(iface.address), iface.address6 and str(iface.address6))
             ipr.link("set", index=index, state="up")
 
 

@@ -17,12 +17,12 @@ import signal
 import subprocess
 import time
 
-from pyroute2 import IPRoute
 
 from lvscluster.apply import frr
 from lvscluster.apply.backends import apply_lock
 from lvscluster.apply.processes import alive
 from lvscluster.errors import ApplyError
+from lvscluster.lab.common import add_default_routes
 from lvscluster.runfiles import read_health_record
 from lvscluster.netlink import Links
 
@@ -109,14 +109,13 @@ def pull_cables(namespace: str) -> list[str]:
     return down
 
 
-def plug_cables(namespace: str, links_down: list[str], gateway: str | None) -> None:
-    """Bring the links up again, and the default route via `gateway` that went down with them."""
+def plug_cables(namespace: str, links_down: list[str], gateways: list[str]) -> None:
+    """Bring the links up again, and the default routes via `gateways` (one per address family)
+    that went down with them."""
     with Links(namespace) as links:
         for name in links_down:
             links.set_up(name)
-    if gateway:
-        with IPRoute(netns=namespace) as ipr:
-            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway)
+    add_default_routes(namespace, gateways)
 
 
 def kill_agent(node: str, namespace: str, timeout: float = 10) -> int | None:

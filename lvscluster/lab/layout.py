@@ -9,7 +9,10 @@ contains, so `lab down` can find exactly its own objects.
 - a veth pair per two-endpoint link, straight between the two node namespaces;
 - a veth pair per endpoint of a bridged link, one end in the node, one on the bridge (bridge and
   port names come from the link's subnet and the endpoint, so they survive topology edits);
-- default routes for clients and real servers (their `gateway`, else the router on their link);
+- IPv6 addresses too on dual-stack links (`subnet6:`), without duplicate address detection (a
+  fresh lab has no duplicates, and DAD would hold each address back ~1 s);
+- default routes for clients and real servers (their `gateway`, else the router on their link),
+  one per address family their links carry;
 - FRR daemons (no config yet) on routers and directors; test servers on real servers.
 """
 
@@ -37,6 +40,8 @@ class Veth:
     peer_address: str | None = None
     bridge: str | None = None  # the peer end is enslaved to this bridge (in peer_netns)
     mtu: int | None = None
+    address6: str | None = None  # a dual-stack link's IPv6 address on `name`, with prefix length
+    peer_address6: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class LabLayout:
     namespaces: dict[str, str] = field(default_factory=dict)  # node (or "switch") -> netns name
     bridges: list[str] = field(default_factory=list)  # in the switch namespace
     veths: list[Veth] = field(default_factory=list)
-    default_routes: dict[str, str] = field(default_factory=dict)  # node -> gateway address
+    default_routes: dict[str, list[str]] = field(default_factory=dict)  # node -> gateway per family (IPv4 first)
     frr_nodes: list[str] = field(default_factory=list)
     frr_daemons: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node -> zebra, bfdd, ospfd, bgpd
     test_servers: list[TestServer] = field(default_factory=list)
@@ -94,21 +99,23 @@ def plan_lab(cluster: Cluster) -> LabLayout:
         if len(members) == 2:
             a, b = members
             lab.veths.append(Veth(lab.netns(a.node), a.name, lab.netns(b.node), b.name,
-                                  str(a.address), str(b.address), mtu=link.mtu))
+                                  str(a.address), str(b.address), mtu=link.mtu,
+                                  address6=_text(a.address6), peer_address6=_text(b.address6)))
             continue
         bridge = _short_name("br", str(link.subnet))
         lab.bridges.append(bridge)
         for member in members:
             port = _short_name("p", f"{link.subnet} {member.node}:{member.name}")
             lab.veths.append(Veth(lab.netns(member.node), member.name, lab.switch, port,
-                                  str(member.address), bridge=bridge, mtu=link.mtu))
+                                  str(member.address), bridge=bridge, mtu=link.mtu, address6=_text(member.address6)))
     if lab.bridges:
         lab.namespaces[SWITCH] = lab.switch
     for name, node in cluster.topology.nodes.items():
         if node.role in ("client", "real_server"):
-            gateway = str(node.gateway) if node.gateway else _router_on_link(cluster, name)
-            if gateway:
-                lab.default_routes[name] = gateway
+            gateways = [str(node.gateway) if node.gateway and node.gateway.version == version
+                        else _router_on_link(cluster, name, version) for version in (4, 6)]
+            if any(gateways):
+                lab.default_routes[name] = [g for g in gateways if g]
         if node.role in ("router", "director"):
             lab.frr_nodes.append(name)
             lab.frr_daemons[name] = frr_daemons(cluster, name)
@@ -130,13 +137,23 @@ def plan_lab(cluster: Cluster) -> LabLayout:
     return lab
 
 
-def _router_on_link(cluster: Cluster, node: str) -> str | None:
-    """The address of the first router (or NAT director) sharing a link with the node."""
+def _text(address) -> str | None:
+    return None if address is None else str(address)
+
+
+def default_route_prefix(gateway: str) -> str:
+    """The default route's destination for a gateway's family: 0.0.0.0/0 or ::/0."""
+    return "::/0" if ":" in gateway else "0.0.0.0/0"
+
+
+def _router_on_link(cluster: Cluster, node: str, version: int) -> str | None:
+    """The IPv4 or IPv6 address of the first router (or NAT director) sharing a link with the node
+    (on a link that carries that family)."""
     uses_nat = any(svc.forward == "nat" for vip in cluster.topology.vips for svc in vip.services
                    if node in {r.node for r in vip.real_servers})
     gateway_roles = ("director",) if uses_nat else ("router",)
     for iface in cluster.interfaces_of(node):
         for member in cluster.link_members(iface.link_index):
-            if cluster.role(member.node) in gateway_roles:
-                return member.ip
+            if cluster.role(member.node) in gateway_roles and (address := member.address_of(version)) is not None:
+                return str(address.ip)
     return None

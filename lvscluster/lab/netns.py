@@ -21,11 +21,18 @@ from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, in_namespaces
 from lvscluster.apply.processes import fork_daemon, terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
-from lvscluster.lab.common import Progress, lab_namespaces, not_up, processes_in, quiet, wait_listening
+from lvscluster.lab.common import Progress, add_addresses, add_default_routes, lab_namespaces, not_up, processes_in, quiet, wait_listening
 from lvscluster.lab.layout import LabLayout, Veth, namespace_name, plan_lab
 from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, state_dir, write_record
 from lvscluster.model.cluster import Cluster
+from lvscluster.netlink.sysctl import write_sysctls
 from lvscluster.runfiles import forget_namespace
+
+
+# Set in every new namespace before its cables: a fresh lab has no duplicate addresses, and
+# duplicate address detection would hold each IPv6 address, link-local ones too (OSPFv3 speaks
+# from those), tentative for ~1-2 s after the link comes up.
+NAMESPACE_SYSCTLS = {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"}
 
 
 def _link_index(ipr: IPRoute, name: str) -> int:
@@ -41,9 +48,7 @@ def _create_veth(veth: Veth) -> None:
         index = _link_index(ipr, veth.name)
         if veth.mtu:
             ipr.link("set", index=index, mtu=veth.mtu)
-        if veth.address:
-            address, prefix = veth.address.split("/")
-            ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+        add_addresses(ipr, index, veth.address, veth.address6)
         ipr.link("set", index=index, state="up")
     with IPRoute(netns=veth.peer_netns) as ipr:
         index = _link_index(ipr, veth.peer)
@@ -51,9 +56,7 @@ def _create_veth(veth: Veth) -> None:
             ipr.link("set", index=index, mtu=veth.mtu)
         if veth.bridge:
             ipr.link("set", index=index, master=_link_index(ipr, veth.bridge))
-        if veth.peer_address:
-            address, prefix = veth.peer_address.split("/")
-            ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+        add_addresses(ipr, index, veth.peer_address, veth.peer_address6)
         ipr.link("set", index=index, state="up")
 
 
@@ -128,6 +131,7 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
         progress(f"creating {len(new_nodes)} network namespaces")
         for node in new_nodes:
             netns.create(layout.netns(node))
+            write_sysctls(layout.netns(node), NAMESPACE_SYSCTLS)
             with IPRoute(netns=layout.netns(node)) as ipr:
                 ipr.link("set", index=_link_index(ipr, "lo"), state="up")
         step = "bridges"
@@ -146,11 +150,10 @@ def _build(layout: LabLayout, topology_path: Path, progress: Progress, runner: R
             step = f"cable {veth.netns}:{veth.name} <-> {veth.peer_netns}:{veth.peer}"
             _create_veth(veth)
         step = "routes"
-        for node, gateway in layout.default_routes.items():
+        for node, gateways in layout.default_routes.items():
             if node in new_nodes:
-                step = f"default route of {node} via {gateway}"
-                with IPRoute(netns=layout.netns(node)) as ipr:
-                    ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+                step = f"default route of {node} via {' and '.join(gateways)}"
+                add_default_routes(layout.netns(node), gateways)
         frr_nodes = [n for n in layout.frr_nodes if n in new_nodes]
         names = sorted({d for n in frr_nodes for d in layout.frr_daemons[n]}, key=frr.ALL_DAEMONS.index)
         progress(f"starting FRR ({', '.join(names)}) on {len(frr_nodes)} nodes")

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 
 HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ")
 
@@ -74,17 +75,29 @@ class _UdpEcho(asyncio.DatagramProtocol):
         self.transport.sendto(self.node + b" " + data, addr)
 
 
-async def serve(node: str, tcp_ports: list[int], udp_ports: list[int], host: str = "0.0.0.0",
+def _udp_socket(host: str, port: int) -> socket.socket:
+    """A bound UDP socket; an IPv6 one takes IPv6 only, so it can share its port with the IPv4 one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def serve(node: str, tcp_ports: list[int], udp_ports: list[int], host: str | None = None,
                 ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled (or SIGTERM when run as a program)."""
+    """Serve until cancelled (or SIGTERM when run as a program). `host` None: every address of
+    both families (a dual-stack lab's real server answers its IPv4 and IPv6 VIPs)."""
     name = node.encode()
     loop = asyncio.get_running_loop()
     # backlog 4096, not asyncio's 100: a scaletest's burst of connects overflows a short accept queue
     # under emulation, and the client would count the kernel's drops as broken flows
     servers = [await loop.create_server(lambda: _TcpAnswer(name), host, port, reuse_address=True, backlog=4096)
                for port in tcp_ports]
-    transports = [(await loop.create_datagram_endpoint(lambda: _UdpEcho(name), local_addr=(host, port)))[0]
-                  for port in udp_ports]
+    hosts = [host] if host else ["0.0.0.0", "::"]
+    transports = [(await loop.create_datagram_endpoint(lambda: _UdpEcho(name), sock=_udp_socket(h, port)))[0]
+                  for port in udp_ports for h in hosts]
     stop = asyncio.Event()
     try:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -127,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node", required=True, help="the name every answer carries")
     parser.add_argument("--tcp", type=int, action="append", default=[], help="a TCP port (HTTP or line echo)")
     parser.add_argument("--udp", type=int, action="append", default=[], help="a UDP echo port")
-    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all)")
+    parser.add_argument("--host", default=None, help="address to bind (default: every IPv4 and IPv6 address)")
     args = parser.parse_args(argv)
     run_ahead_of_the_control_plane()
     asyncio.run(serve(args.node, args.tcp, args.udp, args.host))

@@ -53,7 +53,7 @@ class FaultEvents:
         elif event.action == "link-down":
             self.unplugged[node] = faults.pull_cables(namespace)
         elif event.action == "link-up":
-            faults.plug_cables(namespace, self.unplugged.pop(node, []), self.gateways.get(node))
+            faults.plug_cables(namespace, self.unplugged.pop(node, []), self.gateways.get(node, []))
 
     def repair(self, current: Cluster) -> None:
         """After the traffic: sync let through, cables plugged, and a crashed FRR no agent restarted
@@ -61,7 +61,7 @@ class FaultEvents:
         for node in sorted(self.cut):
             faults.restore_sync(self.namespaces[node])
         for node, links in sorted(self.unplugged.items()):
-            faults.plug_cables(self.namespaces[node], links, self.gateways.get(node))
+            faults.plug_cables(self.namespaces[node], links, self.gateways.get(node, []))
         for node in sorted(self.crashed):
             namespace = self.namespaces[node]
             if read_health_record(node, namespace) is not None:

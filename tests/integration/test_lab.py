@@ -183,3 +183,44 @@ def test_the_scaletest_fault_events_act_on_a_lab_and_are_undone(topology) -> Non
     events.repair(cluster)
     assert in_node(name, "d1", "nft", "list", "table", "inet", "lvscluster_cut_sync").returncode != 0
     assert "via 10.2.0.1" in in_node(name, "rs2", "ip", "route", "show", "default").stdout
+
+
+def test_a_dual_stack_lab_numbers_and_routes_both_families(tmp_path: Path) -> None:
+    """Links with `subnet6:` get IPv6 addresses at once (no DAD wait) beside the IPv4 ones, clients
+    and real servers a default route per family via the router, and the test servers answer both."""
+    name = f"lvs6{os.getpid() % 100000}"
+    text = TOPOLOGY.format(name=name)
+    vips, rest = text.split("nodes:", 1)
+    vips += ("  - name: web6\n    address: 2001:db8:99::10\n"
+             "    services: [{protocol: tcp, port: 80}, {protocol: udp, port: 53}]\n"
+             "    real_servers: [{node: rs1}, {node: rs2}]\n")
+    rest = (rest.replace("subnet: 172.16.0.0/24}", 'subnet: 172.16.0.0/24, subnet6: "2001:db8:16::/64"}')
+            .replace("subnet: 10.1.1.0/30}", 'subnet: 10.1.1.0/30, subnet6: "2001:db8:1:1::/64"}')
+            .replace("subnet: 10.2.0.0/24}", 'subnet: 10.2.0.0/24, subnet6: "2001:db8:2::/64"}'))
+    path = tmp_path / "dual.lvs.yml"
+    path.write_text(vips + "nodes:" + rest)
+    try:
+        done = lvscluster("lab", "up", "--no-vm", "--no-agents", str(path))
+        assert done.returncode == 0, done.stderr
+        addrs = json.loads(in_node(name, "rs2", "ip", "-j", "addr", "show", "eth0").stdout)[0]["addr_info"]
+        assert [(a["local"], a["prefixlen"]) for a in addrs if a["family"] == "inet6" and a["scope"] == "global"] == \
+            [("2001:db8:2::4", 64)]
+        assert not [a for a in addrs if a.get("tentative")], addrs  # usable at once
+        for node, gateways in {"rs1": ("10.2.0.1", "2001:db8:2::1"), "c1": ("172.16.0.2", "2001:db8:16::2")}.items():
+            for family, gateway in zip(("-4", "-6"), gateways):
+                route = json.loads(in_node(name, node, "ip", "-j", family, "route", "show", "default").stdout)
+                assert [r["gateway"] for r in route] == [gateway], (node, route)
+        # across the bridge over IPv6: HTTP, line echo and UDP echo from the test servers
+        assert in_node(name, "d1", "curl", "-s", "-m", "5", "http://[2001:db8:2::3]/").stdout == "rs1\n"
+        echo = in_node(name, "d1", sys.executable, "-c",
+                       "import socket; s=socket.create_connection(('2001:db8:2::4', 80), 5); s.sendall(b'hello\\n');"
+                       "print(s.recv(100).decode(), end='');"
+                       "u=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(5);"
+                       "u.sendto(b'ping', ('2001:db8:2::3', 53)); print(u.recv(100).decode())")
+        assert echo.stdout == "rs2 hello\nrs1 ping\n", echo.stderr
+        # both ends of the point-to-point uplink are numbered in subnet6
+        for node, iface, address in (("r1", "d1", "2001:db8:1:1::1"), ("d1", "up0", "2001:db8:1:1::2")):
+            addrs = json.loads(in_node(name, node, "ip", "-j", "-6", "addr", "show", iface).stdout)[0]["addr_info"]
+            assert address in [a["local"] for a in addrs], (node, addrs)
+    finally:
+        provider.down(name)
