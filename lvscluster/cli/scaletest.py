@@ -56,6 +56,8 @@ def scaletest(
                                                 "as broken. A shorter stall is TCP retransmitting across an ECMP "
                                                 "change (BFD detection takes ~1 s), which the application survives.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of the summary.")] = False,
+    vip: Annotated[str | None, typer.Option(help="The VIP (by name) the traffic goes to, IPv4 or IPv6; its "
+                                            "services need the echo and HTTP ports. Default: the topology's first.")] = None,
 ) -> None:
     """Measure the cluster under churn: a lab built from FILE must be up and deployed.
 
@@ -74,7 +76,10 @@ def scaletest(
     from lvscluster.cli.deploy import lab_placements
     from lvscluster.scaletest.churn import parse_churn
 
+    from lvscluster.scaletest.run import chosen_vip
+
     cluster = load_cluster(file)
+    chosen_vip(cluster, vip)  # a wrong name is answered here, not after a VM boots
     events = parse_churn(churn, cluster, duration)
     new_rate = _parse_rate(rate)
     if (vm := lab_vm(cluster.name)) is not None:
@@ -100,7 +105,7 @@ def scaletest(
     from lvscluster.scaletest.run import Orchestrator, ScaleTest, control_cluster, write_report
 
     test = ScaleTest(flows=flows, rate=new_rate, duration=duration, churn=events, echo_port=echo_port,
-                     http_port=http_port, interval=interval, echo_timeout=echo_timeout)
+                     http_port=http_port, interval=interval, echo_timeout=echo_timeout, vip=vip)
     subject = control_cluster(cluster) if control else cluster
     if control:
         _progress("control run: deploying wlc, no sync, sloppy_tcp=0")

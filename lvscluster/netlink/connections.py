@@ -71,9 +71,11 @@ def connections(netns: str | None) -> list[IpvsConnection]:
 
 
 def count_in_table(text: str, vip: str, port: int, state: str = "ESTABLISHED") -> dict[str, int]:
-    """{"local": n, "sync": n}: entries to an IPv4 VIP:port in one state, counted without parsing
-    every entry (a scaletest samples thousands of them in a slow VM)."""
-    token = f" {int(ipaddress.IPv4Address(vip)):08X} {port:04X} "
+    """{"local": n, "sync": n}: entries to a VIP:port in one state, counted without parsing
+    every entry (a scaletest samples thousands of them in a slow VM). The kernel prints an IPv4
+    address as 8 hex digits, an IPv6 one as %pI6 (eight groups of four hex digits)."""
+    address = ipaddress.ip_address(vip)
+    token = f" {address.exploded if address.version == 6 else format(int(address), '08X')} {port:04X} "
     counts = {"local": 0, "sync": 0}
     for line in text.splitlines():
         if token in line:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,15 +26,14 @@ from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab import faults
 from lvscluster.model.cluster import Cluster
-from lvscluster.netlink import IpvsSocket, Links
-from lvscluster.netlink.links import RouteChanges
-from lvscluster.netlink.connections import count_connections
-from lvscluster.plan.desired import plan_director
+from lvscluster.model.topology import Vip
+from lvscluster.plan.desired import plan_director, vip_prefix
 from lvscluster.plan.render import frr_daemons
 from lvscluster.scaletest import labcpu
 from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.capacity import engine_argv, measure_capacity
 from lvscluster.scaletest.faultevents import FAULT_ACTIONS, FaultEvents
+from lvscluster.scaletest.observe import DirectorProbe, EcmpWatch
 from lvscluster.scaletest.report import ChurnEvent
 
 Progress = Callable[[str], None]
@@ -57,6 +55,17 @@ class ScaleTest:
     http_port: int = 80
     interval: float = 0.2
     echo_timeout: float = 5.0
+    vip: str | None = None  # the VIP's name (--vip); None: the topology's first
+
+
+def chosen_vip(cluster: Cluster, name: str | None) -> Vip:
+    """The VIP a scaletest sends to: the one named (--vip), else the topology's first."""
+    vips = {vip.name: vip for vip in cluster.topology.vips}
+    if name is None:
+        return cluster.topology.vips[0]
+    if name not in vips:
+        raise LvsClusterError(f"--vip {name}: {cluster.name} has no VIP of that name (its VIPs: {', '.join(vips)})")
+    return vips[name]
 
 
 def control_cluster(cluster: Cluster) -> Cluster:
@@ -70,72 +79,6 @@ def control_cluster(cluster: Cluster) -> Cluster:
     return Cluster.from_topology(topology.model_copy(update={"vips": vips, "defaults": defaults}))
 
 
-class EcmpWatch(threading.Thread):
-    """Keeps (time, hops) each time the router's next hops for a prefix change: it reads them when
-    the router's kernel announces a route change (and every `period` s as a safety net), so it costs
-    the lab nothing while ECMP stands still."""
-
-    def __init__(self, namespace: str, prefix: str, period: float = 1.0):
-        super().__init__(daemon=True, name="ecmp-watch")
-        self.namespace, self.prefix, self.period = namespace, prefix, period
-        self.changes: list[tuple[float, tuple[str, ...]]] = []
-        self._halt = threading.Event()
-        self.family = socket.AF_INET6 if ":" in prefix else socket.AF_INET
-        self._events = RouteChanges(namespace, self.family)  # subscribed before the first read: no change is missed
-
-    def run(self) -> None:
-        with Links(self.namespace) as links:
-            while not self._halt.is_set():
-                hops = tuple(sorted(links.nexthops(self.prefix, self.family)))
-                if not self.changes or self.changes[-1][1] != hops:
-                    self.changes.append((time.monotonic(), hops))
-                self._events.wait(self.period)
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self.ident is not None:  # started: wake it and wait for it (a watch never started has nothing to join)
-            self._events.wake()
-            self.join(timeout=5)
-        if not self.is_alive():
-            self._events.close()
-
-    def first_change_after(self, moment: float) -> float | None:
-        """Seconds from `moment` until the next hops changed, or None if they did not."""
-        return next((t - moment for t, _ in self.changes[1:] if t >= moment), None)
-
-
-def _service_key(vip: str, port: int) -> str:
-    return f"tcp/{vip}:{port}"
-
-
-class DirectorProbe:
-    """The directors' IPVS counters and connection tables, read cheaply: one open socket per
-    director, one service dump per sample, connection entries counted rather than parsed
-    (every read competes with the traffic for the CPU of a slow VM)."""
-
-    def __init__(self, namespaces: dict[str, str], directors: list[str], vip: str, test: ScaleTest):
-        self.namespaces, self.vip, self.test = namespaces, vip, test
-        self.sockets = {d: IpvsSocket(namespaces[d]) for d in directors}
-
-    def close(self) -> None:
-        for sock in self.sockets.values():
-            sock.close()
-
-    def counters(self) -> dict[str, dict[str, int]]:
-        """Per director: connections scheduled on the HTTP service, packets in on the echo service."""
-        out = {}
-        http, echo = _service_key(self.vip, self.test.http_port), _service_key(self.vip, self.test.echo_port)
-        for name, sock in self.sockets.items():
-            stats = sock.service_stats()
-            out[name] = {"conns": stats[http].conns if http in stats else 0,
-                         "echo_inpkts": stats[echo].inpkts if echo in stats else 0}
-        return out
-
-    def echo_flows(self) -> dict[str, dict[str, int]]:
-        """Per director: established echo entries it scheduled (local) and learnt by sync."""
-        return {name: count_connections(self.namespaces[name], self.vip, self.test.echo_port) for name in self.sockets}
-
-
 class Orchestrator:
     """One scaletest run against a lab that is up and deployed."""
 
@@ -146,11 +89,12 @@ class Orchestrator:
         if not clients or not cluster.routers or not cluster.topology.vips:
             raise LvsClusterError(f"scaletest needs a client, a router and a VIP in {cluster.name}")
         self.client, self.router = clients[0], cluster.routers[0]
-        self.vip = str(cluster.topology.vips[0].address)
-        ports = {(s.protocol, s.port) for s in cluster.topology.vips[0].services}
+        self.vip_spec = chosen_vip(cluster, test.vip)
+        self.vip = str(self.vip_spec.address)
+        ports = {(s.protocol, s.port) for s in self.vip_spec.services}
         for port, what in ((test.echo_port, "--echo-port"), (test.http_port, "--http-port")):
             if ("tcp", port) not in ports:
-                raise LvsClusterError(f"{what} {port}: VIP {cluster.topology.vips[0].name} has no tcp service on port {port}")
+                raise LvsClusterError(f"{what} {port}: VIP {self.vip_spec.name} has no tcp service on port {port}")
         self.directors = list(cluster.directors)
         self.current = cluster
         self.killed_links: dict[str, list[str]] = {}
@@ -225,7 +169,7 @@ class Orchestrator:
     def _probe_args(self) -> list[str]:
         """`--probe NODE=NETNS` for each real server of the VIP: the engine asks its test server
         straight, from inside its namespace, to tell a starved lab from a failing cluster."""
-        nodes = dict.fromkeys(ref.node for ref in self.cluster.topology.vips[0].real_servers)
+        nodes = dict.fromkeys(ref.node for ref in self.vip_spec.real_servers)
         return [x for node in nodes if os.path.exists(f"/run/netns/{self.namespaces.get(node, '-')}")
                 for x in ("--probe", f"{node}={self.namespaces[node]}")]
 
@@ -250,8 +194,8 @@ class Orchestrator:
     def run(self) -> tuple[dict, list]:
         """Run traffic and churn; returns the report and the traffic's ticks."""
         test, ns = self.test, self.namespaces
-        probe = DirectorProbe(ns, self.directors, self.vip, test)
-        watch = EcmpWatch(ns[self.router], f"{self.vip}/32")
+        probe = DirectorProbe(ns, self.directors, self.vip, test.http_port, test.echo_port)
+        watch = EcmpWatch(ns[self.router], vip_prefix(self.vip_spec))
         traffic = None
         try:
             before = probe.counters()
@@ -298,7 +242,7 @@ class Orchestrator:
                         "active": first.get(d, {}).get("local", 0)} for d in self.directors}
         run = reporting.parse_traffic(self.lines)
         report = reporting.build_report(run, test.churn, counters, sync_lag=_sync_lags(run, sync),
-                                        real_servers={ref.node: ref.weight for ref in self.cluster.topology.vips[0].real_servers},
+                                        real_servers={ref.node: ref.weight for ref in self.vip_spec.real_servers},
                                         director_flow_samples=samples)
         # the timeline is echo packets per director over two per flow and interval: with the echo
         # flows on the HTTP port, each new connection's packets count too and the lines run high

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lvscluster.scaletest.run import EcmpWatch
+from lvscluster.scaletest.observe import EcmpWatch
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 

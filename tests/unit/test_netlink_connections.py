@@ -26,3 +26,13 @@ def test_count_in_table_counts_one_vip_port_and_state_by_origin() -> None:
     assert count_in_table(SAMPLE + extra, "10.99.0.10", 53) == {"local": 0, "sync": 0}  # UDP state
     assert count_in_table(SAMPLE + extra, "10.99.0.10", 53, state="UDP") == {"local": 0, "sync": 1}
     assert count_in_table(SAMPLE, "10.99.0.11", 80) == {"local": 0, "sync": 0}
+
+
+def test_count_in_table_finds_an_ipv6_vip_as_the_kernel_prints_it() -> None:
+    from lvscluster.netlink.connections import count_in_table
+
+    synced = ("TCP 2001:0db8:0000:0000:0000:0000:0000:0002 4E22 2001:0db8:0000:0000:0000:0000:0000:00aa 0050 "
+              "2001:0db8:0000:0000:0000:0000:0000:0006 0050 ESTABLISHED Sync 890\n")
+    assert count_in_table(SAMPLE + synced, "2001:db8::aa", 80) == {"local": 0, "sync": 1}
+    assert count_in_table(SAMPLE + synced, "2001:db8::aa", 80, state="FIN_WAIT") == {"local": 1, "sync": 0}
+    assert count_in_table(SAMPLE + synced, "2001:db8::ab", 80) == {"local": 0, "sync": 0}
