@@ -6,6 +6,11 @@ host core at 100% (what `stress-ng --cpu 1` does), and `cpu-hog.running` holds i
 inside the VM asks for it with `host_cpu_hog()`. Run in place (a kernel with IPVS, no VM), the
 same context manager starts the busy process itself.
 
+The hog runs beside the VM alone: while the host's own tests still run (at nice 10, they still
+took up to half a core beside the VM under sched_autogroup), the service holds the request back
+and says so in `cpu-hog.waiting`, until they are done or HOST_TESTS_WAIT has passed. A test that
+asks for "one busy core" then gets one, not one plus the host's suite.
+
 When the hog stops, `cpu-hog.load` says how busy the host's cores were meanwhile (from
 /proc/stat): the hog's own share, the rest at nice 0 (the VM, when there is one), and the time
 at a positive nice (the host's own tests, which tests/conftest.py lowers beside the VM). A test
@@ -26,9 +31,10 @@ from pathlib import Path
 
 from lvscluster.lab.vm import cpu_times
 
-REQUEST, RUNNING, LOAD = "cpu-hog.request", "cpu-hog.running", "cpu-hog.load"
+REQUEST, RUNNING, LOAD, WAITING = "cpu-hog.request", "cpu-hog.running", "cpu-hog.load", "cpu-hog.waiting"
 BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
 LONGEST = 900.0  # seconds a hog may run, even if its request is never taken back
+HOST_TESTS_WAIT = 1200.0  # seconds a request waits for the host's own tests to finish (then the hog starts anyway)
 
 
 def _start_busy_loop() -> subprocess.Popen:
@@ -60,11 +66,13 @@ def load_beside(before: dict[str, int], hog_ticks: int, seconds: float) -> dict[
 class HostLoadService(threading.Thread):
     """Starts and stops the host's busy process as the VM's requests come and go."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, host_tests_done: threading.Event | None = None):
         super().__init__(daemon=True, name="lvscluster-host-load")
         self.directory, self.halt = directory, threading.Event()
+        self.host_tests_done = host_tests_done  # None: nothing to wait for
         self.process: subprocess.Popen | None = None
         self.started = 0.0
+        self.asked: float | None = None  # when the pending request was first seen
         self.before: dict[str, int] = {}
 
     def run(self) -> None:
@@ -72,13 +80,27 @@ class HostLoadService(threading.Thread):
             while not self.halt.wait(0.2):
                 wanted = (self.directory / REQUEST).exists() and time.monotonic() - self.started < LONGEST \
                     if self.process else (self.directory / REQUEST).exists()
+                if wanted and self.process is None and self._host_busy_with_its_tests():
+                    continue
                 if wanted and self.process is None:
                     self.process, self.started, self.before = _start_busy_loop(), time.monotonic(), cpu_times()
+                    (self.directory / WAITING).unlink(missing_ok=True)
                     (self.directory / RUNNING).write_text(str(self.process.pid))
                 elif not wanted and self.process is not None:
                     self._stop_hog()
         finally:
             self._stop_hog()
+
+    def _host_busy_with_its_tests(self) -> bool:
+        """True (and said in WAITING) while a request waits for the host's own tests to end."""
+        if self.host_tests_done is None or self.host_tests_done.is_set():
+            return False
+        self.asked = self.asked or time.monotonic()
+        waited = time.monotonic() - self.asked
+        if waited >= HOST_TESTS_WAIT:
+            return False
+        (self.directory / WAITING).write_text(f"{waited:.0f}")
+        return True
 
     def _stop_hog(self) -> None:
         if self.process is not None:
@@ -99,13 +121,15 @@ class HostHog:
 
     def __init__(self, pid: int):
         self.pid, self.load = pid, {}
+        self.waited = 0.0  # seconds the request waited for the host's own tests to finish
 
     def describe(self) -> str:
         """One line on the host's cores while the hog ran (empty until it stopped)."""
         load = self.load
         if not load:
             return f"host CPU hog pid {self.pid}"
-        return (f"host CPU hog pid {self.pid}: over {load['seconds']} s of {load['cores']} cores, the hog "
+        waited = f" (started after {self.waited:.0f} s: the host's own tests were still running)" if self.waited >= 1 else ""
+        return (f"host CPU hog pid {self.pid}{waited}: over {load['seconds']} s of {load['cores']} cores, the hog "
                 f"{load['hog']}, the rest at nice 0 (the VM) {load['other_nice0']}, niced (the host's "
                 f"own tests) {load['niced']}, idle {load['idle']}")
 
@@ -129,11 +153,15 @@ def host_cpu_hog(timeout: float = 30.0):
     (directory / REQUEST).write_text("busy one core\n")
     hog = None
     try:
-        deadline = time.monotonic() + timeout
+        asked = time.monotonic()
+        deadline = asked + timeout
         while not (directory / RUNNING).exists():
-            assert time.monotonic() < deadline, f"the host did not start its CPU hog within {timeout:g} s"
+            if (directory / WAITING).exists():  # the host's own tests are still running: it said so
+                deadline = max(deadline, asked + HOST_TESTS_WAIT + timeout)
+            assert time.monotonic() < deadline, f"the host did not start its CPU hog within {deadline - asked:g} s"
             time.sleep(0.2)
         hog = HostHog(int((directory / RUNNING).read_text()))
+        hog.waited = time.monotonic() - asked
         yield hog
     finally:
         (directory / REQUEST).unlink(missing_ok=True)

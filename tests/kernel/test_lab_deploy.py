@@ -227,9 +227,10 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
     running) while a process keeps one host core busy (the VM's two vCPUs then share the other):
     the lab paces itself from what it measured, no flow breaks, and the lab judged itself valid.
 
-    In the suite, the host's own tests run beside the VM at nice 10 (tests/conftest.py); the
-    measured line shows how busy the host's cores were, so "one core busy" is checked, not assumed.
-    The VM runs on one vCPU meanwhile, as a lab VM booted beside a busy core does."""
+    In the suite the hog starts once the host's own tests are over (they run beside the VM at nice
+    10 until then, tests/conftest.py); the measured line shows how busy the host's cores were, so
+    "one core busy" is checked, not assumed. The VM runs on one vCPU meanwhile, as a lab VM booted
+    beside a busy core does."""
     assert wait_until(agents_report_all_up, 60), agent_logs(*DIRECTORS)
     with host_cpu_hog() as hog, vm_cpus_as_booted_beside_the_hog() as vcpus:
         code, output, report = run_scaletest(
@@ -260,12 +261,10 @@ def test_the_demo_scaletest_holds_beside_a_busy_host_core(demo: Path, tmp_path: 
         assert len(wait_for_ecmp("demo", "r1", VIP, 2, timeout=60)) == 2, report["ecmp_changes"]
         revived.append(2)
     assert revived in ([], [2], [2, 1, 2]), report["ecmp_changes"]
-    if lab["verdict"] != "valid":  # the lab said it starved (exit 3): no claim about the cluster either way
-        assert code == 3, output
-        # issue 13 stays open for this: session 22's CI run stalled 29% of the run; after the test servers
-        # ran at nice -5 and the flows were ramped (session 23) two targeted runs in a row were valid
-        # (stalled 10% and 3%); the verdict becomes an assertion once the suite's own runs confirm it
-        pytest.xfail(f"lab overloaded beside one busy host core: {'; '.join(lab['reasons'])} ({hog.describe()})")
+    # the lab paced itself from what it measured and kept up: a valid result, not "lab overloaded"
+    # (issue 13; the hog starts once the host's own tests are over, tests/hostload.py)
+    assert lab["verdict"] == "valid", (f"lab overloaded beside one busy host core: {'; '.join(lab['reasons'])} "
+                                       f"({hog.describe()}; {cpu_line(lab['cpu']) if lab.get('cpu') else 'no CPU figures'})")
     assert traffic["flows_established"] == 100, report
     assert traffic["new_failed"] == 0, report
     assert code == 0, output

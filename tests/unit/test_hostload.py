@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,3 +58,23 @@ def test_in_place_the_hog_says_how_busy_the_host_was_and_counts_niced_work_apart
     # the niced busy loop is counted as niced, not as the VM's (beside the suite's VM and the hog,
     # both at nice 0 on two cores, a loop at nice 10 gets ~7% of a core)
     assert hog.load["niced"] > 0.02, hog.load
+
+
+def test_a_request_waits_for_the_hosts_own_tests_and_says_so(tmp_path, monkeypatch):
+    """While the host's own tests run, the hog is held back (the VM test was promised one busy
+    core, not one plus the host's suite) and cpu-hog.waiting says so; once they end it starts,
+    and the test's line says how long it waited."""
+    host_tests_done = threading.Event()
+    service = HostLoadService(tmp_path, host_tests_done)
+    service.start()
+    monkeypatch.setenv("LVSCLUSTER_VM_RESULTS", str(tmp_path / "results.jsonl"))  # as inside the VM
+    threading.Timer(1.5, host_tests_done.set).start()
+    try:
+        with host_cpu_hog(timeout=1.0) as hog:  # 1 s would not do without the host's word that it waits
+            assert not (tmp_path / "cpu-hog.waiting").exists()
+            assert hog.waited >= 1.0, hog.waited
+            assert (tmp_path / "cpu-hog.running").exists()
+        assert "the host's own tests were still running" in hog.describe()
+    finally:
+        service.stop()
+    assert service.process is None and os.listdir(tmp_path) == []
