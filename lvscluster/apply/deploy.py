@@ -179,7 +179,9 @@ def _rollout_state(done: list[str], untouched: list[str]) -> str:
 @contextlib.contextmanager
 def _interrupt_between_nodes():
     """While applying: the first SIGINT is noted (the caller stops after the current node), the
-    second raises KeyboardInterrupt as usual. Outside the main thread, SIGINT is left alone."""
+    second raises KeyboardInterrupt as usual. Outside the main thread, and where SIGINT is
+    ignored (a job started in the background with `&`, or under nohup-like runners: no terminal's
+    Ctrl-C is meant for it), SIGINT is left alone."""
     seen = []
 
     def note(signum, frame):
@@ -188,7 +190,7 @@ def _interrupt_between_nodes():
         seen.append(signum)
         sys.stderr.write("\ninterrupt: finishing the current node, then stopping (Ctrl-C again to stop at once)\n")
 
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield lambda: False
         return
     previous = signal.signal(signal.SIGINT, note)

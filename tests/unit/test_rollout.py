@@ -23,6 +23,16 @@ ROOT = Path(__file__).parents[2]
 DEMO_ORDER = ["rs1", "rs2", "rs3", "r1", "d1", "d2"]  # real servers, routers, then directors
 
 
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT as an interactive session has it (Python's KeyboardInterrupt handler), whatever this
+    suite inherited: a suite started in the background with `&` inherits SIGINT ignored, and then
+    deploy rightly leaves Ctrl-C alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def demo(**hooks) -> tuple[Cluster, dict[str, MemoryBackend]]:
     cluster = Cluster.from_topology(load_topology(ROOT / "topology" / "demo.lvs.yml"))
     nodes = [n for n, s in plan_cluster(cluster).items() if managed(s)]
@@ -91,7 +101,7 @@ def test_a_failure_stops_the_rollout_at_that_node_and_the_next_deploy_continues(
     assert plan_deploy(cluster, None, backends=backends).total == 0
 
 
-def test_ctrl_c_finishes_the_node_then_stops_and_the_next_deploy_finishes() -> None:
+def test_ctrl_c_finishes_the_node_then_stops_and_the_next_deploy_finishes(terminal_sigint) -> None:
     def interrupt_at_rs2(node: str) -> None:
         if node == "rs2":
             interrupt()
@@ -109,7 +119,7 @@ def test_ctrl_c_finishes_the_node_then_stops_and_the_next_deploy_finishes() -> N
     assert plan_deploy(cluster, None, backends=backends).total == 0
 
 
-def test_a_second_ctrl_c_stops_at_once() -> None:
+def test_a_second_ctrl_c_stops_at_once(terminal_sigint) -> None:
     def interrupt_twice_at_r1(node: str) -> None:
         if node == "r1":
             interrupt()
@@ -122,7 +132,7 @@ def test_a_second_ctrl_c_stops_at_once() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # deploy's handler is gone
 
 
-def test_an_interrupt_after_the_last_node_is_no_error() -> None:
+def test_an_interrupt_after_the_last_node_is_no_error(terminal_sigint) -> None:
     def interrupt_at_d2(node: str) -> None:
         if node == "d2":
             interrupt()
@@ -142,3 +152,19 @@ def test_dests_go_to_the_head_of_the_list_as_the_kernel_puts_them() -> None:
         state = apply_action(state, Action(node="d1", kind="add_dest", reason="t", service=svc,
                                            dest=IpvsDest(address=f"10.2.0.{last}", port=80)))
     assert [d.address for d in state.ipvs.services[0].dests] == ["10.2.0.6", "10.2.0.5", "10.2.0.4"]
+
+
+def test_an_ignored_sigint_stays_ignored() -> None:
+    """A deploy started with SIGINT ignored (`lvscluster deploy ... &` from a script, nohup-like
+    runners) leaves it ignored: no terminal's Ctrl-C is meant for it, so nothing stops it."""
+    def interrupt_at_rs2(node: str) -> None:
+        if node == "rs2":
+            interrupt()
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cluster, backends = demo(before_apply=interrupt_at_rs2)
+        assert deploy(cluster, backends) == DEMO_ORDER
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
