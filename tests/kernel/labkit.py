@@ -73,11 +73,18 @@ def in_node(lab: str, node: str, *argv: str, timeout: float = 120) -> subprocess
     return subprocess.run(["ip", "netns", "exec", f"{lab}.{node}", *argv], capture_output=True, text=True, timeout=timeout)
 
 
+def family(vip: str) -> int:
+    """The socket family of an address: AF_INET6 for an IPv6 VIP, else AF_INET."""
+    return socket.AF_INET6 if ":" in vip else socket.AF_INET
+
+
 def wait_for_ecmp(lab: str, router: str, vip: str, hops: int, timeout: float = 90) -> list[str]:
-    """The router's next hops for VIP/32 once there are `hops` of them (or what it has at the timeout)."""
+    """The router's next hops for VIP/32 (an IPv6 VIP's /128: link-local next hops, OSPFv3's)
+    once there are `hops` of them (or what it has at the timeout)."""
     deadline, seen = time.monotonic() + timeout, []
+    prefix = ["-6", "route", "show", f"{vip}/128"] if ":" in vip else ["route", "show", f"{vip}/32"]
     while time.monotonic() < deadline:
-        routes = json.loads(in_node(lab, router, "ip", "-j", "route", "show", f"{vip}/32").stdout or "[]")
+        routes = json.loads(in_node(lab, router, "ip", "-j", *prefix).stdout or "[]")
         seen = [h["gateway"] for r in routes for h in r.get("nexthops", [])] or [r["gateway"] for r in routes if "gateway" in r]
         if len(seen) == hops:
             return seen
@@ -140,7 +147,7 @@ def open_flows(lab: str, node: str, vip: str, port: int, count: int) -> list[tup
     line as `<node> <line>`), each with the real server that answered its first line."""
     flows = []
     for _ in range(count):
-        sock = socket_in_netns(f"{lab}.{node}", socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket_in_netns(f"{lab}.{node}", family(vip), socket.SOCK_STREAM)
         sock.settimeout(15)
         sock.connect((vip, port))
         sock.sendall(b"hello\n")
@@ -167,7 +174,7 @@ def http_answers(lab: str, node: str, vip: str, count: int, port: int = 80) -> d
     (a failed request counts under its error's name)."""
     answers: dict[str, int] = {}
     for _ in range(count):
-        sock = socket_in_netns(f"{lab}.{node}", socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket_in_netns(f"{lab}.{node}", family(vip), socket.SOCK_STREAM)
         sock.settimeout(10)
         try:
             sock.connect((vip, port))
@@ -186,7 +193,7 @@ def http_answers(lab: str, node: str, vip: str, count: int, port: int = 80) -> d
 
 def udp_answer(lab: str, node: str, vip: str, port: int, payload: str) -> str:
     """One UDP request from a lab node; the answer's text."""
-    sock = socket_in_netns(f"{lab}.{node}", socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket_in_netns(f"{lab}.{node}", family(vip), socket.SOCK_DGRAM)
     try:
         sock.settimeout(10)
         sock.sendto(payload.encode(), (vip, port))
