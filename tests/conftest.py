@@ -158,7 +158,6 @@ class VMBatch:
         self.config = config
         self.nodeids = [i.nodeid for i in items]
         self.mode = mode
-        self.needs_lab_image = any(i.get_closest_marker("lab_image") for i in items)
         self.host_tests_done = threading.Event()  # a test's host CPU hog waits for it (tests/hostload.py)
         self.cpus: tuple[int, str] = (vm.DEFAULT_CPUS, "default")
         self.results: dict[str, dict] | None = None
@@ -234,8 +233,6 @@ class VMBatch:
         if self.mode == "skip":
             why = "kernel tests disabled (--kernel-tests=skip)"
             return {n: {"outcome": "skipped", "reason": why} for n in self.nodeids}
-        if self.needs_lab_image:  # the VM has no network: the Docker lab image's files come from here
-            self._prepare_lab_image()
         timeout = self.config.getoption("--vm-timeout")
         workdir = Path(tempfile.mkdtemp(prefix="lvscluster-vm-",
                                         dir=os.environ.get("LVSCLUSTER_VM_WORKDIR", "/tmp")))
@@ -289,19 +286,6 @@ class VMBatch:
             workdir.rmdir()
         return out
 
-    def _prepare_lab_image(self) -> None:
-        """Make the Docker lab image's tarball on this machine (debootstrap, ~2 min on a fresh one).
-        A failure is only said: the tests that need it then fail in the VM naming the missing file."""
-        from lvscluster.lab import dockerimage
-
-        started = time.monotonic()
-        try:
-            path = dockerimage.tarball(lambda msg: self._say(f"lvscluster: {msg}"))
-        except Exception as exc:  # noqa: BLE001 - reported, and the tests say what is missing
-            self._say(f"lvscluster: ERROR: could not make the Docker lab image's tarball: {exc}")
-            return
-        self._say(f"lvscluster: Docker lab image tarball {path} ready ({time.monotonic() - started:.0f} s)")
-
     def _script(self, results_path: Path, timeout: float) -> str:
         """The guest's shell script: run the selected kernel tests with pytest, in place."""
         cfg = self.config
@@ -310,7 +294,7 @@ class VMBatch:
                 f"--tb={cfg.getoption('tbstyle')}", f"--rootdir={cfg.rootpath}"]
         if cfg.inipath:
             args += ["-c", str(cfg.inipath)]
-        args += ["--", *self.nodeids]
+        args += ["-m", "", "--", *self.nodeids]  # selected here already: no -m of addopts deselects them there
         env = {IN_VM_ENV: "1", RESULTS_ENV: str(results_path), "PYTHONDONTWRITEBYTECODE": "1",
                "CI": os.environ.get("CI", "")}
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())

@@ -52,7 +52,8 @@ def lab_up(
         "checks (logs in /run/lvscluster/labs/NAME/agent-NODE.log).")] = True,
     backend: Annotated[LabBackend, typer.Option(
         "--backend", help="netns: network namespaces and veth cables (default). docker: one container per node "
-        "on Docker networks, from an image built here (debootstrap, ~2 min once); needs a running dockerd. "
+        "on Docker networks, from a skeleton image made here (this machine's /usr, FRR and lvscluster are mounted "
+        "into each container); needs a running dockerd. "
         "Containers share the kernel: without IPVS here the whole Docker lab runs in a VM with its own dockerd "
         "(as --vm decides for the namespace lab).",
         case_sensitive=False)] = LabBackend.netns,

@@ -1,21 +1,21 @@
 """The Docker lab provider: a topology as containers on Docker networks (`lab up --backend docker`).
 
 - one container per node (`demo.d1`, hostname `d1`, with the capabilities FRR, sysctls and IPVS need),
-  from the locally built image (`dockerimage`), with this checkout and its Python bind-mounted
-  read-only so `lvscluster` runs inside;
+  from the skeleton image made here (`dockerimage`), with this machine's `/usr`, this checkout and
+  its Python bind-mounted read-only, so FRR, iproute2 and `lvscluster` are this machine's;
 - one internal Docker network per link (no NAT, no address on the host's bridge). Docker's
   address management would claim an address of every /30 for its gateway, so each network gets
   a private /28 from 100.64.0.0/10 for Docker's bookkeeping, and the provider gives each
   interface the topology's name and address itself (and drops Docker's);
 - each container's network namespace is attached as `/run/netns/<lab>.<node>`, so everything
   that works in a namespace lab (`ip netns exec`, netlink from the host) works here too;
-- FRR runs inside the routers' and directors' containers (Debian's frrinit), and `deploy`
+- FRR runs inside the routers' and directors' containers (this machine's frrinit), and `deploy`
   reaches each node with `docker exec -i <container> lvscluster node ...` (`DockerBackend`).
 
 Containers share the kernel they run on: IPVS, ipip and sysctls behave as that kernel does.
 Where this kernel has no IPVS, `lab up --backend docker` runs the whole Docker lab in a lab VM
-(`vmhost`), whose own dockerd (`vmdocker`, started here on first use) imports the image from the
-tarball the host made. With `--no-vm` on such a kernel the lab builds, routes and runs FRR, but
+(`vmhost`), whose own dockerd (`vmdocker`, started here on first use) makes the same skeleton
+image from the files the VM sees. With `--no-vm` on such a kernel the lab builds, routes and runs FRR, but
 directors cannot be deployed.
 """
 
@@ -95,8 +95,10 @@ def network_name(lab: str, link_index: int) -> str:
 
 
 def _mounts() -> list[str]:
-    """This checkout and the Python running it (a venv and its base), read-only at the same paths."""
-    paths = {CHECKOUT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    """This machine's programs (`/usr`), this checkout and the Python running it (a venv and its
+    base), read-only at the same paths: the image is a skeleton (`dockerimage`)."""
+    paths = {*(Path(p) for p in dockerimage.PROGRAM_MOUNTS), CHECKOUT, Path(sys.prefix).resolve(),
+             Path(sys.base_prefix).resolve()}
     keep = [p for p in sorted(paths) if not any(o != p and o in p.parents for o in paths)]
     return [f"{p}:{p}:ro" for p in keep]
 
@@ -175,7 +177,8 @@ def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     first = network_name(lab, links[0])
     api = client.api
     host_config = api.create_host_config(network_mode=first, binds=_mounts(), init=True, cap_add=list(CAPABILITIES),
-                                         security_opt=["apparmor=unconfined"])
+                                         security_opt=["apparmor=unconfined"],
+                                         tmpfs={dockerimage.OWN_COMMANDS: "mode=755,exec"})  # its own `lvscluster`
     host_config.update(MaskedPaths=[], ReadonlyPaths=[])  # the API form of --security-opt systempaths=unconfined
     api.create_container(image, command=["sleep", "infinity"], name=name, hostname=node, labels={LABEL: lab},
                          host_config=host_config,
@@ -324,6 +327,5 @@ class DockerLab:
         return bool(shutil.which("docker")) and leftovers(lab)
 
     def prepare_vm(self, why: str, progress: Progress = quiet) -> None:
-        """The lab VM has no network: make the image's tarball here for its dockerd to import."""
+        """Nothing to prepare: the VM's dockerd makes the skeleton image from the files it sees."""
         progress(f"{why}: running the Docker lab in a VM")
-        dockerimage.tarball(progress)

@@ -81,3 +81,20 @@ def start_dockerd(ping: Callable[[], bool], progress: Callable[[str], None]) -> 
                       "--iptables=false", "--ip6tables=false", "--bridge=none"], ROOT / "dockerd.log")
     _wait(ping, dockerd, "dockerd", ROOT / "dockerd.log")
     progress(f"dockerd up in the VM ({time.monotonic() - started:.0f} s)")
+
+
+def stop_dockerd(timeout: float = 30) -> list[int]:
+    """Stop the dockerd and containerd `start_dockerd` started in this VM (a test that started
+    them leaves none behind; a lab VM's end with it). Returns the pids it stopped."""
+    from lvscluster.apply.processes import terminate
+
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].rsplit(b"/", 1)[-1] in (b"dockerd", b"containerd") and str(ROOT).encode() in b" ".join(argv):
+            pids.append(int(entry.name))
+    terminate(pids, timeout)
+    return pids

@@ -3,8 +3,8 @@ and ECMP, with `deploy`'s docker transport (`docker exec ... lvscluster node`) d
 
 Containers share the host's kernel. This one has no IPVS, so directors get everything but their
 IPVS table here, and the last test checks that `deploy` says so; with an IPVS kernel the same lab
-deploys whole. dockerd is started here when none runs (scripts/bootstrap installs docker.io and
-debootstrap; the first run builds the lab image, ~2 min).
+deploys whole. dockerd is started here when none runs (scripts/bootstrap installs docker.io); the
+lab's skeleton image is made from this machine's /etc in well under a second.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Runs where the kernel has IPVS: inside the test VM on the project's machines, where the lab's
 dockerd is started by `lab up` itself (data root on a tmpfs, `lvscluster.lab.vmdocker`) and
-imports the image from the tarball the host made before booting (the `lab_image` marker asks
-the kernel-test plugin for it; a fresh machine builds it with debootstrap first, ~2 min).
+makes the skeleton image (`lvscluster.lab.dockerimage`) from the files the VM sees. The module
+stops that dockerd at its end: every kernel test module leaves no process behind.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import cli, http_answers, service_counter
+from labkit import cli, http_answers, service_counter, wait_for_ecmp
 
+from lvscluster.lab import vmdocker
 from lvscluster.lab.containers import LABEL, connect
-
-pytestmark = pytest.mark.lab_image
 
 ROOT = Path(__file__).parent.parent.parent
 LAB = "dockervm"
@@ -43,6 +42,8 @@ def docker_demo(tmp_path_factory):
     measured("lab up --backend docker (dockerd start and image import included)", started)
     yield path
     cli("lab", "down", str(path))
+    if vmdocker.in_vm():
+        vmdocker.stop_dockerd()
 
 
 def test_deploy_traffic_and_noop(docker_demo):
@@ -53,6 +54,9 @@ def test_deploy_traffic_and_noop(docker_demo):
     assert code == 0, output
     assert re.search(r"applied \d+ changes to 6 nodes", output), output
     measured("deploy of 6 containers", started)
+    started = time.monotonic()
+    assert len(wait_for_ecmp(LAB, "r1", VIP, 2)) == 2  # deploy does not wait for OSPF; the router then takes both
+    measured("both directors in the router's ECMP set after the deploy", started)
     before = service_counter(LAB, DIRECTORS, f"tcp/{VIP}:80", at_least=0, counter="inpkts")
 
     started = time.monotonic()

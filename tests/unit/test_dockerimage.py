@@ -1,4 +1,4 @@
-"""The Docker lab image's tarball and the VM's dockerd: what the host makes, what the VM refuses to."""
+"""The Docker lab's skeleton image and the VM's dockerd: what goes into the image, where dockerd is started."""
 
 from __future__ import annotations
 
@@ -8,25 +8,32 @@ from lvscluster.errors import EnvironmentProblem
 from lvscluster.lab import dockerimage, vmdocker
 
 
-def test_tarball_is_cached_by_tag(tmp_path, monkeypatch):
-    monkeypatch.setattr(dockerimage, "CACHE", tmp_path)
-    monkeypatch.delenv("LVSCLUSTER_IN_VM", raising=False)
-    rootfs = tmp_path / f"lab-rootfs-{dockerimage.tag()}"
-    (rootfs / "etc").mkdir(parents=True)
-    (rootfs / "etc" / "os-release").write_text("ID=debian\n")
-    (tmp_path / f"lab-rootfs-{dockerimage.tag()}.done").write_text("")
-    said = []
-    first = dockerimage.tarball(said.append)
-    assert first == tmp_path / f"lab-rootfs-{dockerimage.tag()}.tar" and first.stat().st_size > 0
-    assert len(said) == 1 and "packing" in said[0]
-    assert dockerimage.tarball(said.append) == first and len(said) == 1  # made once
+def test_the_skeleton_holds_what_a_container_must_own_and_is_the_same_for_the_same_files(tmp_path):
+    """Users, FRR's packaged config (owned by FRR's user), the loader's cache and the usr-merge
+    links; nothing of /usr (a container mounts this machine's); equal files, equal bytes and tag."""
+    import io
+    import tarfile
 
-
-def test_tarball_missing_in_a_vm_names_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(dockerimage, "CACHE", tmp_path)
-    monkeypatch.setenv("LVSCLUSTER_IN_VM", "1")
-    with pytest.raises(EnvironmentProblem, match=r"lab-rootfs-.*\.tar is missing: the host makes it"):
-        dockerimage.tarball(print)
+    etc = tmp_path / "etc"
+    (etc / "frr").mkdir(parents=True)
+    (etc / "frr" / "daemons").write_text("ospfd=no\n")
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\nfrr:x:103:110::/nonexistent:/usr/sbin/nologin\n")
+    (etc / "ld.so.cache").write_bytes(b"\0cache")
+    (etc / "shadow").write_text("root:secret\n")  # not copied: no container needs it
+    (etc / "os-release").symlink_to("../usr/lib/os-release")
+    first = dockerimage.skeleton(etc)
+    assert dockerimage.skeleton(etc) == first and dockerimage.tag(first) == dockerimage.tag(dockerimage.skeleton(etc))
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile("etc/frr/daemons").read() == b"ospfd=no\n"
+    assert members["etc/os-release"].issym() and members["etc/os-release"].linkname == "../usr/lib/os-release"
+    assert members["bin"].linkname == "usr/bin" and members["tmp"].mode == 0o1777
+    assert "etc/shadow" not in members and not [n for n in members if n.startswith("usr/")]
+    frr_uid = dockerimage._user_ids("frr")[0]
+    assert members["etc/frr/daemons"].uid == frr_uid and members["var/lib/frr"].uid == frr_uid
+    assert len(first) < 200_000, len(first)
+    (etc / "frr" / "daemons").write_text("ospfd=yes\n")
+    assert dockerimage.tag(dockerimage.skeleton(etc)) != dockerimage.tag(first)  # a changed file, a new image
 
 
 def test_no_dockerd_is_started_outside_a_vm(monkeypatch):
