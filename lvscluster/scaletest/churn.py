@@ -23,6 +23,10 @@ from lvscluster.scaletest.report import ChurnEvent
 ACTIONS = ("drain", "undrain", "kill", "revive", "crash-frr", "cut-sync", "restore-sync", "restart-agent",
            "link-down", "link-up")
 REAL_SERVER_ACTIONS = ("link-down", "link-up")
+# what a Docker lab can take: FRR and the agent live inside its containers, where a kill, a
+# revive or a crashed daemon would be reached through `docker` (not yet done); cables, sync
+# (nftables in the attached namespace) and drains (a deploy of the node) work as in a namespace lab
+DOCKER_ACTIONS = ("drain", "undrain", "cut-sync", "restore-sync", "link-down", "link-up")
 # per action: the node states it may follow, and the state it leaves
 _ALLOWED = {"drain": ("active",), "undrain": ("drained",), "kill": ("active", "drained"), "revive": ("killed",),
             "crash-frr": ("active", "drained"), "restart-agent": ("active", "drained"), "link-down": ("active",),
@@ -82,3 +86,9 @@ def _sequence_problems(steps: list[ChurnEvent]) -> list[str]:
             continue
         state[step.node] = _LEAVES.get(step.action, current)
     return problems
+
+
+def docker_lab_problems(events: list[ChurnEvent], lab: str) -> list[str]:
+    """The churn events a Docker lab cannot carry out yet, each named (pure)."""
+    return [f"{e.label}: {e.action} is not available on a Docker lab yet (lab {lab}); "
+            f"use {', '.join(DOCKER_ACTIONS)}, or a namespace lab" for e in events if e.action not in DOCKER_ACTIONS]

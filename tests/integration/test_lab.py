@@ -60,6 +60,19 @@ def in_node(lab: str, node: str, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", f"{lab}.{node}", *argv], capture_output=True, text=True, timeout=30)
 
 
+def assert_test_servers_answer(lab: str, node: str, rs1: str, rs2: str) -> None:
+    """From `node`: rs1's HTTP answer, rs2's line echo and rs1's UDP echo, each naming its server."""
+    host = f"[{rs1}]" if ":" in rs1 else rs1
+    assert in_node(lab, node, "curl", "-s", "-m", "5", f"http://{host}/").stdout == "rs1\n"
+    family = "AF_INET6" if ":" in rs1 else "AF_INET"
+    echo = in_node(lab, node, sys.executable, "-c",
+                   f"import socket; s=socket.create_connection(('{rs2}', 80), 5); s.sendall(b'hello\\n');"
+                   "print(s.recv(100).decode(), end='');"
+                   f"u=socket.socket(socket.{family}, socket.SOCK_DGRAM); u.settimeout(5);"
+                   f"u.sendto(b'ping', ('{rs1}', 53)); print(u.recv(100).decode())")
+    assert echo.stdout == "rs2 hello\nrs1 ping\n", echo.stderr
+
+
 def test_lab_up_status_exec_down(topology) -> None:
     name, path = topology
     done = lvscluster("lab", "up", "--no-vm", str(path))
@@ -74,13 +87,7 @@ def test_lab_up_status_exec_down(topology) -> None:
     assert route[0]["gateway"] == "10.2.0.1"
 
     # the test servers answer with their own name: HTTP, line echo and UDP echo, across the bridge
-    assert in_node(name, "d1", "curl", "-s", "http://10.2.0.3/").stdout == "rs1\n"
-    echo = in_node(name, "d1", sys.executable, "-c",
-                   "import socket; s=socket.create_connection(('10.2.0.4', 80), 5); s.sendall(b'hello\\n');"
-                   "print(s.recv(100).decode(), end='');"
-                   "u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5); u.sendto(b'ping', ('10.2.0.3', 53));"
-                   "print(u.recv(100).decode())")
-    assert echo.stdout == "rs2 hello\nrs1 ping\n", echo.stderr
+    assert_test_servers_answer(name, "d1", rs1="10.2.0.3", rs2="10.2.0.4")
 
     status = json.loads(lvscluster("lab", "status", str(path), "--json").stdout)
     assert status["nodes"]["d1"]["frr"] == ["zebra", "ospfd", "bfdd"] and status["nodes"]["rs1"]["processes"] == 1
@@ -211,13 +218,7 @@ def test_a_dual_stack_lab_numbers_and_routes_both_families(tmp_path: Path) -> No
                 route = json.loads(in_node(name, node, "ip", "-j", family, "route", "show", "default").stdout)
                 assert [r["gateway"] for r in route] == [gateway], (node, route)
         # across the bridge over IPv6: HTTP, line echo and UDP echo from the test servers
-        assert in_node(name, "d1", "curl", "-s", "-m", "5", "http://[2001:db8:2::3]/").stdout == "rs1\n"
-        echo = in_node(name, "d1", sys.executable, "-c",
-                       "import socket; s=socket.create_connection(('2001:db8:2::4', 80), 5); s.sendall(b'hello\\n');"
-                       "print(s.recv(100).decode(), end='');"
-                       "u=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.settimeout(5);"
-                       "u.sendto(b'ping', ('2001:db8:2::3', 53)); print(u.recv(100).decode())")
-        assert echo.stdout == "rs2 hello\nrs1 ping\n", echo.stderr
+        assert_test_servers_answer(name, "d1", rs1="2001:db8:2::3", rs2="2001:db8:2::4")
         # both ends of the point-to-point uplink are numbered in subnet6
         for node, iface, address in (("r1", "d1", "2001:db8:1:1::1"), ("d1", "up0", "2001:db8:1:1::2")):
             addrs = json.loads(in_node(name, node, "ip", "-j", "-6", "addr", "show", iface).stdout)[0]["addr_info"]

@@ -210,6 +210,25 @@ def run_scaletest(topology, report, *args: str) -> tuple[int, str, dict]:
     return code, output, json.loads((report / "report.json").read_text())
 
 
+def drain_undrain_holds(topology, report_dir, what: str, *args: str) -> dict:
+    """A scaletest of 40 echo flows on port 80 and 5 new connections/s for 40 s while d2 is
+    drained at 5 s and undrained at 22 s (ARGS add to it, e.g. `--vip web6`): prints a `measured`
+    line naming `what`, asserts no flow broke, no connection was refused, the exit code the report
+    owes and an ECMP change after each event; returns the report."""
+    code, output, report = run_scaletest(
+        topology, report_dir, "--echo-port", "80", "--flows", "40", "--interval", "1", "--rate", "5",
+        "--duration", "40", "--churn", "drain d2@5s,undrain d2@22s", *args)
+    traffic, events = report["traffic"], {e["action"]: e for e in report["events"]}
+    print(f"measured: {what}: {traffic['flows_broken']} of 40 flows broken, {traffic['new_ok']} new ok, "
+          f"{traffic['new_failed']} failed; ECMP after drain {events['drain']['ecmp_changed_after']} s, "
+          f"undrain {events['undrain']['ecmp_changed_after']} s; {report['lab']['verdict_text']}")
+    assert traffic["flows_broken"] == 0, report["broken_flows"]
+    assert traffic["new_failed_by_reason"].get("refused", 0) == 0, traffic
+    assert code == scaletest_exit(report), output
+    assert all(events[a]["ecmp_changed_after"] is not None for a in ("drain", "undrain")), events
+    return report
+
+
 def scaletest_exit(report: dict) -> int:
     """The exit code `lvscluster scaletest` owes this report: 3 when the lab judged itself overloaded
     (a busy CI machine), else 1 when a flow broke, else 0."""
