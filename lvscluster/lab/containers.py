@@ -10,7 +10,11 @@
 - each container's network namespace is attached as `/run/netns/<lab>.<node>`, so everything
   that works in a namespace lab (`ip netns exec`, netlink from the host) works here too;
 - FRR runs inside the routers' and directors' containers (this machine's frrinit), and `deploy`
-  reaches each node with `docker exec -i <container> lvscluster node ...` (`DockerBackend`).
+  reaches each node with `docker exec -i <container> lvscluster node ...` (`DockerBackend`);
+- a running lab grows (`director add`, `rs add`: a container per new node, and a node already
+  there connected to a new link's network, as the router is for a new director's uplink) and
+  shrinks (`director remove`: the node's container removed). Networks are named by link index
+  (`<lab>.net<i>`), so nodes and links are added at the end of their lists, as `director add` does.
 
 Containers share the kernel they run on: IPVS, ipip and sysctls behave as that kernel does.
 Where this kernel has no IPVS, `lab up --backend docker` runs the whole Docker lab in a lab VM
@@ -21,6 +25,7 @@ directors cannot be deployed.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shutil
 import subprocess
@@ -110,50 +115,95 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> Lab
     if leftovers(lab) or lab_namespaces(lab):
         raise ApplyError(f"lab {lab!r} is already up (or left over); run `lvscluster lab down {topology_path}` first")
     image = dockerimage.ensure_image(client, progress)
-    layout = plan_lab(cluster)
-    step = "start"
+    layout, step = plan_lab(cluster), ["start"]
     try:
-        step = "networks"
-        progress(f"creating {len(cluster.topology.links)} Docker networks")
-        for index, link in enumerate(cluster.topology.links):
-            _create_network(client, lab, index, link.mtu)
-        containers = {}
-        progress(f"starting {len(cluster.topology.nodes)} containers from {image}")
-        for node in cluster.topology.nodes:
-            step = f"container {node}"
-            containers[node] = _start_container(client, image, cluster, node)
-        _write_record(layout, topology_path, containers)
-        for node, name in containers.items():
-            step = f"interfaces of {node}"
-            _wire(client.containers.get(name), cluster, node, layout.netns(node))
-        for node, gateways in layout.default_routes.items():
-            step = f"default route of {node} via {' and '.join(gateways)}"
-            add_default_routes(layout.netns(node), gateways)
-        progress(f"starting FRR on {len(layout.frr_nodes)} nodes")
-        for node in layout.frr_nodes:
-            step = f"FRR on {node}"
-            _exec(client, containers[node], ["sh", "-c", FRR_SETUP],
-                  environment={"DAEMONS": " ".join(d for d in layout.frr_daemons[node] if d != "zebra")})
-        for node in layout.frr_nodes:
-            step = f"FRR on {node}"
-            _wait_for(lambda n=node: _exec(client, containers[n], ["vtysh", "-c", "show version"], check=False)[0] == 0,
-                      f"FRR on {node} did not answer vtysh", 60)
-        progress(f"starting test servers on {len(layout.test_servers)} real servers")
-        for server in layout.test_servers:
-            step = f"test server on {server.node}"
-            argv = ["python3", "-m", "lvscluster.lab.testserver", "--node", server.node]
-            argv += [x for port in server.tcp_ports for x in ("--tcp", str(port))]
-            argv += [x for port in server.udp_ports for x in ("--udp", str(port))]
-            client.containers.get(containers[server.node]).exec_run(
-                argv, detach=True, environment={"PYTHONPATH": str(CHECKOUT)}, workdir="/")
-        for server in layout.test_servers:
-            step = f"test server on {server.node}"
-            wait_listening(server.netns, server.tcp_ports, timeout=60)
+        _build(client, image, cluster, layout, topology_path, list(cluster.topology.nodes), {}, progress, step)
     except Exception as exc:
         progress("lab up failed; removing what was built")
         down(lab)
-        raise ApplyError(f"lab up failed at {step}: {exc}") from None
+        raise ApplyError(f"lab up failed at {step[0]}: {exc}") from None
     return layout
+
+
+def grow(cluster: Cluster, record: LabRecord, topology_path: Path, progress: Progress = quiet) -> list[str]:
+    """Add the topology's nodes the running lab lacks (a container each, on its networks; a node
+    already there that gains a link, as the router does for a new director, is connected to the
+    new network and that interface named and addressed). On a failure the new nodes' containers
+    are removed and the rest is left as it was; returns the new nodes."""
+    containers = dict(record.containers)
+    new = [node for node in cluster.topology.nodes if node not in containers]
+    if not new:
+        return []
+    client = connect(progress, start=True)
+    image, layout, step = dockerimage.ensure_image(client, progress), plan_lab(cluster), ["start"]
+    try:
+        _build(client, image, cluster, layout, topology_path, new, containers, progress, step)
+    except Exception as exc:
+        progress("lab grow failed; removing the new nodes' containers")
+        for node in new:
+            with contextlib.suppress(Exception):
+                client.containers.get(namespace_name(cluster.name, node)).remove(force=True)
+            with contextlib.suppress(OSError):
+                netns.remove(layout.netns(node))
+        write_record(record)
+        raise ApplyError(f"lab grow failed at {step[0]}: {exc}") from None
+    return new
+
+
+def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_path: Path, nodes: list[str],
+           containers: dict[str, str], progress: Progress, step: list[str]) -> None:
+    """Create what the lab lacks for `nodes` (every node on `up`, the new ones on `grow`):
+    networks, containers, interfaces (and the new interfaces of nodes already there), default
+    routes, FRR, test servers. `containers` (node -> container of the lab so far) gains the new
+    ones; `step[0]` names the step under way, for the caller's error."""
+    lab = cluster.name
+    have = {n.name for n in client.networks.list(filters={"label": f"{LABEL}={lab}"})}
+    new_links = [i for i in range(len(cluster.topology.links)) if network_name(lab, i) not in have]
+    step[0] = "networks"
+    progress(f"creating {len(new_links)} Docker networks")
+    for index in new_links:
+        _create_network(client, lab, index, cluster.topology.links[index].mtu)
+    progress(f"starting {len(nodes)} containers from {image}")
+    for node in nodes:
+        step[0] = f"container {node}"
+        containers[node] = _start_container(client, image, cluster, node)
+    _write_record(layout, topology_path, containers)
+    widened: dict[str, list[int]] = {}  # a node already there -> its links that are new
+    for index in new_links:
+        for member in cluster.link_members(index):
+            if member.node not in nodes:
+                step[0] = f"{member.node} on link {index}"
+                client.api.connect_container_to_network(containers[member.node], network_name(lab, index))
+                widened.setdefault(member.node, []).append(index)
+    for node in [*nodes, *widened]:
+        step[0] = f"interfaces of {node}"
+        _wire(client.containers.get(containers[node]), cluster, node, layout.netns(node), widened.get(node))
+    for node, gateways in layout.default_routes.items():
+        if node in nodes:
+            step[0] = f"default route of {node} via {' and '.join(gateways)}"
+            add_default_routes(layout.netns(node), gateways)
+    frr_nodes = [n for n in layout.frr_nodes if n in nodes]
+    progress(f"starting FRR on {len(frr_nodes)} nodes")
+    for node in frr_nodes:
+        step[0] = f"FRR on {node}"
+        _exec(client, containers[node], ["sh", "-c", FRR_SETUP],
+              environment={"DAEMONS": " ".join(d for d in layout.frr_daemons[node] if d != "zebra")})
+    for node in frr_nodes:
+        step[0] = f"FRR on {node}"
+        _wait_for(lambda n=node: _exec(client, containers[n], ["vtysh", "-c", "show version"], check=False)[0] == 0,
+                  f"FRR on {node} did not answer vtysh", 60)
+    servers = [s for s in layout.test_servers if s.node in nodes]
+    progress(f"starting test servers on {len(servers)} real servers")
+    for server in servers:
+        step[0] = f"test server on {server.node}"
+        argv = ["python3", "-m", "lvscluster.lab.testserver", "--node", server.node]
+        argv += [x for port in server.tcp_ports for x in ("--tcp", str(port))]
+        argv += [x for port in server.udp_ports for x in ("--udp", str(port))]
+        client.containers.get(containers[server.node]).exec_run(
+            argv, detach=True, environment={"PYTHONPATH": str(CHECKOUT)}, workdir="/")
+    for server in servers:
+        step[0] = f"test server on {server.node}"
+        wait_listening(server.netns, server.tcp_ports, timeout=60)
 
 
 def _create_network(client, lab: str, index: int, mtu: int | None) -> None:
@@ -193,15 +243,19 @@ def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     return name
 
 
-def _wire(container, cluster: Cluster, node: str, space: str) -> None:
-    """Attach the container's namespace as `space`; give each interface the topology's name and address."""
+def _wire(container, cluster: Cluster, node: str, space: str, links: list[int] | None = None) -> None:
+    """Attach the container's namespace as `space` and give each interface the topology's name and
+    address; `links`: only the interfaces on these links, of a container attached already."""
     container.reload()
-    pid = container.attrs["State"]["Pid"]
-    subprocess.run(["ip", "netns", "attach", space, str(pid)], check=True, capture_output=True)
+    if links is None:
+        pid = container.attrs["State"]["Pid"]
+        subprocess.run(["ip", "netns", "attach", space, str(pid)], check=True, capture_output=True)
     given = container.attrs["NetworkSettings"]["Networks"]
     with IPRoute(netns=space) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         for iface in cluster.interfaces_of(node):
+            if links is not None and iface.link_index not in links:
+                continue
             docker_address = given[network_name(cluster.name, iface.link_index)]["IPAddress"]
             found = ipr.get_addr(address=docker_address)
             if not found:
@@ -289,11 +343,11 @@ class DockerLab:
                 f"{len(cluster.topology.links)} Docker networks")
 
     def grow(self, cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> list[str]:
-        """Refused: a Docker lab cannot grow yet."""
-        if not lab_namespaces(cluster.name):
+        """Add the topology's nodes the running lab lacks (see `grow`)."""
+        record = read_record(cluster.name)
+        if record is None or not lab_namespaces(cluster.name):
             raise not_up(cluster.name, topology_path)
-        raise ApplyError(f"lab {cluster.name!r} is a Docker lab: it cannot grow yet; `lvscluster lab down`, then "
-                         f"`lvscluster lab up --backend docker {topology_path}` with the new node")
+        return grow(cluster, record, topology_path, progress)
 
     def shrink(self, record: LabRecord, node: str, progress: Progress = quiet) -> None:
         """Take one node's container out of the lab (see `shrink`)."""

@@ -83,7 +83,7 @@ def docker_lab(docker_client, tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     yield Cluster.from_topology(load_topology(path)), path
     down = lvscluster("lab", "down", str(path))
-    assert down.returncode == 0 and "removed 6 containers" in down.stdout, down.stdout + down.stderr  # c1 left before
+    assert down.returncode == 0 and "removed 8 containers" in down.stdout, down.stdout + down.stderr  # 7, c1 out and in, d3 grown
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL}={LAB}"}) == []
     assert docker_client.networks.list(filters={"label": f"{LABEL}={LAB}"}) == []
     assert not [n for n in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split() if n.startswith(LAB)]
@@ -153,10 +153,11 @@ def test_deploy_to_a_docker_lab_names_the_missing_ipvs(docker_lab) -> None:
     assert "no IPVS" in done.stderr + done.stdout
 
 
-def test_a_node_leaves_the_lab_and_the_lab_cannot_grow(docker_lab, docker_client) -> None:
+def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docker_client) -> None:
     """`director/rs remove` take the node's container out (the shrink a namespace lab does too);
-    adding a node to a running Docker lab is refused before anything is touched."""
-    from lvscluster.errors import ApplyError
+    `lab grow` (what `director add` does) puts a removed node back and adds a new director: its
+    container on its networks, and the router, already there, gains the new uplink's interface,
+    named and addressed as the topology says, while its other interfaces stay as they were."""
     from lvscluster.lab.common import lab_namespaces
     from lvscluster.lab.provider import provider_of, shrink
 
@@ -166,5 +167,21 @@ def test_a_node_leaves_the_lab_and_the_lab_cannot_grow(docker_lab, docker_client
             if c.name == f"{LAB}.c1"] == []
     assert f"{LAB}.c1" not in lab_namespaces(LAB)
     assert "c1" not in json.loads(lvscluster("lab", "status", "--json", "--lab", LAB).stdout)["nodes"]
-    with pytest.raises(ApplyError, match="is a Docker lab: it cannot grow yet"):
-        provider_of(LAB).grow(cluster, path)
+
+    grown = path.with_name("grown.lvs.yml")
+    grown.write_text(path.read_text()
+                     .replace("  d2:  {role: director, router_id: 10.255.0.12}\n",
+                              "  d2:  {role: director, router_id: 10.255.0.12}\n  d3:  {role: director, router_id: 10.255.0.13}\n")
+                     .replace("rs3:eth0]", "rs3:eth0, d3:lan0]")  # appended, as `director add` does: nothing renumbered
+                     + "  - {endpoints: [r1:d3, d3:up0], subnet: 10.1.3.0/30}\n")
+    bigger = Cluster.from_topology(load_topology(grown))
+    router_before = in_container("r1", "ip", "-br", "addr")
+    assert sorted(provider_of(LAB).grow(bigger, grown)) == ["c1", "d3"]
+    assert in_container("d3", "ip", "-br", "-4", "addr", "show", "up0").split()[2] == "10.1.3.2/30"
+    assert in_container("r1", "ip", "-br", "-4", "addr", "show", "d3").split()[2] == "10.1.3.1/30"
+    assert all(line in in_container("r1", "ip", "-br", "addr") for line in router_before.splitlines() if "d3" not in line)
+    assert in_container("d3", "ip", "-br", "-4", "addr", "show", "lan0").split()[2] == "10.2.0.7/24"
+    assert in_container("d3", "curl", "-s", "-m", "5", "http://10.2.0.4/") == "rs1\n"  # across the LAN
+    assert "ospfd" in in_container("d3", "vtysh", "-c", "show daemons")
+    assert in_container("c1", "ip", "-br", "-4", "addr", "show", "eth0").split()[2] == "172.16.0.1/24"
+    assert provider_of(LAB).grow(bigger, grown) == []  # nothing left to add
