@@ -13,8 +13,9 @@
   reaches each node with `docker exec -i <container> lvscluster node ...` (`DockerBackend`);
 - a running lab grows (`director add`, `rs add`: a container per new node, and a node already
   there connected to a new link's network, as the router is for a new director's uplink) and
-  shrinks (`director remove`: the node's container removed). Networks are named by link index
-  (`<lab>.net<i>`), so nodes and links are added at the end of their lists, as `director add` does.
+  shrinks (`director remove`: the node's container removed, and a network it shared with one
+  other node, as a veth pair dies with its namespace). Networks are named from their link's
+  subnet, so adding or removing a link renames none of the others.
 
 Containers share the kernel they run on: IPVS, ipip and sysctls behave as that kernel does.
 Where this kernel has no IPVS, `lab up --backend docker` runs the whole Docker lab in a lab VM
@@ -26,6 +27,7 @@ directors cannot be deployed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import shutil
 import subprocess
@@ -94,9 +96,22 @@ def leftovers(lab: str) -> bool:
     return bool(client.containers.list(all=True, filters=labelled) or client.networks.list(filters=labelled))
 
 
-def network_name(lab: str, link_index: int) -> str:
-    """`demo.net0`: the Docker network of the topology's first link."""
-    return f"{lab}.net{link_index}"
+def network_name(cluster: Cluster, link_index: int) -> str:
+    """`demo.net-<10 hex digits>`: a link's Docker network, named from its subnet, never from its
+    place in the list, so a link removed or added leaves the other networks' names as they were
+    (the namespace lab names its bridges the same way)."""
+    subnet = str(cluster.topology.links[link_index].subnet)
+    return f"{cluster.name}.net-{hashlib.sha1(subnet.encode()).hexdigest()[:10]}"
+
+
+def _free_pool(client) -> ipaddress.IPv4Network:
+    """A /28 of BOOKKEEPING no Docker network on this engine uses (another lab's included)."""
+    used = [ipaddress.ip_network(c["Subnet"]) for n in client.api.networks()
+            for c in ((n.get("IPAM") or {}).get("Config") or []) if "Subnet" in c]
+    for pool in BOOKKEEPING.subnets(new_prefix=28):
+        if not any(pool.overlaps(u) for u in used):
+            return pool
+    raise ApplyError(f"no free /28 left in {BOOKKEEPING} for Docker's own addresses")
 
 
 def _mounts() -> list[str]:
@@ -158,11 +173,11 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
     ones; `step[0]` names the step under way, for the caller's error."""
     lab = cluster.name
     have = {n.name for n in client.networks.list(filters={"label": f"{LABEL}={lab}"})}
-    new_links = [i for i in range(len(cluster.topology.links)) if network_name(lab, i) not in have]
+    new_links = [i for i in range(len(cluster.topology.links)) if network_name(cluster, i) not in have]
     step[0] = "networks"
     progress(f"creating {len(new_links)} Docker networks")
     for index in new_links:
-        _create_network(client, lab, index, cluster.topology.links[index].mtu)
+        _create_network(client, cluster, index, cluster.topology.links[index].mtu)
     progress(f"starting {len(nodes)} containers from {image}")
     for node in nodes:
         step[0] = f"container {node}"
@@ -173,7 +188,7 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
         for member in cluster.link_members(index):
             if member.node not in nodes:
                 step[0] = f"{member.node} on link {index}"
-                client.api.connect_container_to_network(containers[member.node], network_name(lab, index))
+                client.api.connect_container_to_network(containers[member.node], network_name(cluster, index))
                 widened.setdefault(member.node, []).append(index)
     for node in [*nodes, *widened]:
         step[0] = f"interfaces of {node}"
@@ -206,25 +221,23 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
         wait_listening(server.netns, server.tcp_ports, timeout=60)
 
 
-def _create_network(client, lab: str, index: int, mtu: int | None) -> None:
+def _create_network(client, cluster: Cluster, index: int, mtu: int | None) -> None:
     from docker.types import IPAMConfig, IPAMPool
 
-    pool = list(BOOKKEEPING.subnets(new_prefix=28))[index] if index < 4096 else None
-    if pool is None:
-        raise ApplyError("the Docker lab supports up to 4096 links")
+    pool = _free_pool(client)
     options = {"com.docker.network.bridge.inhibit_ipv4": "true"}
     if mtu:
         options["com.docker.network.driver.mtu"] = str(mtu)
-    client.networks.create(network_name(lab, index), driver="bridge", internal=True, options=options,
+    client.networks.create(network_name(cluster, index), driver="bridge", internal=True, options=options,
                            ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(pool), gateway=str(pool[1]))]),
-                           labels={LABEL: lab})
+                           labels={LABEL: cluster.name})
 
 
 def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     """Create the node's container on its first link's network, connect the others, start it."""
     lab, name = cluster.name, namespace_name(cluster.name, node)
     links = [iface.link_index for iface in cluster.interfaces_of(node)]
-    first = network_name(lab, links[0])
+    first = network_name(cluster, links[0])
     api = client.api
     host_config = api.create_host_config(network_mode=first, binds=_mounts(), init=True, cap_add=list(CAPABILITIES),
                                          security_opt=["apparmor=unconfined"],
@@ -234,7 +247,7 @@ def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
                          host_config=host_config,
                          networking_config=api.create_networking_config({first: api.create_endpoint_config()}))
     for index in links[1:]:
-        api.connect_container_to_network(name, network_name(lab, index))
+        api.connect_container_to_network(name, network_name(cluster, index))
     api.start(name)
     # PYTHONPATH: this checkout, even when the venv's editable install points at another one
     lvscluster = f"#!/bin/sh\nPYTHONPATH={CHECKOUT} exec {sys.executable} -m lvscluster.cli \"$@\"\n"
@@ -253,17 +266,21 @@ def _wire(container, cluster: Cluster, node: str, space: str, links: list[int] |
     given = container.attrs["NetworkSettings"]["Networks"]
     with IPRoute(netns=space) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        found = []  # Docker names a container's interfaces in its own order: each is renamed in two steps
         for iface in cluster.interfaces_of(node):
             if links is not None and iface.link_index not in links:
                 continue
-            docker_address = given[network_name(cluster.name, iface.link_index)]["IPAddress"]
-            found = ipr.get_addr(address=docker_address)
-            if not found:
+            docker_address = given[network_name(cluster, iface.link_index)]["IPAddress"]
+            held = ipr.get_addr(address=docker_address)
+            if not held:
                 raise ApplyError(f"no interface holds Docker's address {docker_address} for {node}:{iface.name}")
-            index, prefix = found[0]["index"], found[0]["prefixlen"]
+            index = held[0]["index"]
             ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=f"lvs-tmp{index}")  # out of the way of a name another one takes
+            ipr.addr("del", index=index, address=docker_address, prefixlen=held[0]["prefixlen"])
+            found.append((index, iface))
+        for index, iface in found:
             ipr.link("set", index=index, ifname=iface.name)
-            ipr.addr("del", index=index, address=docker_address, prefixlen=prefix)
             add_addresses(ipr, index, str(iface.address), iface.address6 and str(iface.address6))
             ipr.link("set", index=index, state="up")
 
@@ -303,13 +320,37 @@ def _write_record(layout: LabLayout, topology_path: Path, containers: dict[str, 
 def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
     """Take one node's container (and its namespace attachment) out of a running Docker lab."""
     progress(f"{node}: removing its container {record.containers[node]}")
-    connect().containers.get(record.containers[node]).remove(force=True)
+    client = connect()
+    container = client.containers.get(record.containers[node])
+    nodes_of = {name: n for n, name in record.containers.items()}
+    cables = []  # its networks shared with one other node at most: they go with it, as a veth pair does
+    for network in (client.networks.get(n) for n in container.attrs["NetworkSettings"]["Networks"]):
+        ends = {cid: end for cid, end in network.attrs["Containers"].items() if cid != container.id}
+        if len(ends) > 1:
+            continue
+        for cid, end in ends.items():
+            # Docker finds an endpoint's interface by the name it gave it, which the lab changed:
+            # the other end's interface is deleted here, by its MAC address, then Docker forgets it
+            _unplug(record.namespaces[nodes_of[end["Name"]]], end["MacAddress"])
+            network.disconnect(cid, force=True)
+        cables.append(network)
+    container.remove(force=True)
+    for network in cables:
+        network.remove()
     try:
         netns.remove(record.namespaces[node])
     except OSError:
         pass
     record.forget(node)
     write_record(record)
+
+
+def _unplug(space: str, mac: str) -> None:
+    """Delete the interface with this MAC address in the namespace (a veth: its pair goes too)."""
+    with IPRoute(netns=space) as ipr:
+        for link in ipr.get_links():
+            if link.get_attr("IFLA_ADDRESS") == mac.lower():
+                ipr.link("del", index=link["index"])
 
 
 def down(lab: str) -> tuple[int, int]:

@@ -167,6 +167,7 @@ def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docke
             if c.name == f"{LAB}.c1"] == []
     assert f"{LAB}.c1" not in lab_namespaces(LAB)
     assert "c1" not in json.loads(lvscluster("lab", "status", "--json", "--lab", LAB).stdout)["nodes"]
+    assert "eth0" not in in_container("r1", "ip", "-br", "link")  # the c1 - r1 cable went with c1
 
     grown = path.with_name("grown.lvs.yml")
     grown.write_text(path.read_text()
@@ -184,4 +185,6 @@ def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docke
     assert in_container("d3", "curl", "-s", "-m", "5", "http://10.2.0.4/") == "rs1\n"  # across the LAN
     assert "ospfd" in in_container("d3", "vtysh", "-c", "show daemons")
     assert in_container("c1", "ip", "-br", "-4", "addr", "show", "eth0").split()[2] == "172.16.0.1/24"
+    # c1's cable to the router went with c1 (as a veth pair with its namespace) and came back with it
+    assert in_container("r1", "ip", "-br", "-4", "addr", "show", "eth0").split()[2] == "172.16.0.2/24"
     assert provider_of(LAB).grow(bigger, grown) == []  # nothing left to add

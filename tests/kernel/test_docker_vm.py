@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import cli, drain_undrain_holds, http_answers, service_counter, wait_for_ecmp
+from labkit import broken_flows, cli, drain_undrain_holds, http_answers, open_flows, service_counter, wait_for_ecmp
 
 from lvscluster.lab import vmdocker
+from lvscluster.lab.common import lab_namespaces
 from lvscluster.lab.containers import LABEL, connect
 
 ROOT = Path(__file__).parent.parent.parent
@@ -90,6 +91,31 @@ def test_a_scaletest_drains_a_director_of_the_docker_lab_and_no_flow_breaks(dock
     assert sorted(conns) == list(DIRECTORS) and sum(conns.values()) > 0, conns  # each director's IPVS, read in its namespace
     hops = [len(c["next_hops"]) for c in report["ecmp_changes"]]
     assert 7 in hops and hops[-1] == 8, report["ecmp_changes"]  # d2 left the ECMP set and came back
+
+
+def test_a_director_leaves_and_another_joins_under_traffic(docker_ecmp8):
+    """`director remove d8` and `director add d9` on the running Docker lab while 24 echo flows
+    stay open: the lab shrinks by d8's container and grows by d9's (the router gains its uplink),
+    ECMP goes 8 -> 7 -> 8 directors, and no flow breaks."""
+    flows = open_flows(LAB, "c1", VIP, 7, 24)
+    started = time.monotonic()
+    code, output = cli("director", "remove", str(docker_ecmp8), "d8", "--timeout", "60")
+    assert code == 0, output
+    assert f"{LAB}.d8" not in lab_namespaces(LAB) and "d8:" not in docker_ecmp8.read_text()
+    assert len(wait_for_ecmp(LAB, "r1", VIP, 7)) == 7
+    measured("director remove d8 (drained, flows moved, container removed)", started)
+    assert broken_flows(flows) == []
+    started = time.monotonic()
+    code, output = cli("director", "add", str(docker_ecmp8), "d9", "--router-id", "10.255.0.19")
+    assert code == 0 and "d9 added" in output, output
+    assert f"{LAB}.d9" in lab_namespaces(LAB)
+    assert len(wait_for_ecmp(LAB, "r1", VIP, 8)) == 8
+    measured("director add d9 (container, router uplink, deploy drained, sync filled, undrained)", started)
+    assert broken_flows(flows) == []
+    for sock, _ in flows:
+        sock.close()
+    code, output = cli("deploy", "--yes", str(docker_ecmp8))
+    assert code == 0 and output.strip().endswith("no changes"), output
 
 
 def test_lab_down_removes_everything_labelled(docker_ecmp8):
