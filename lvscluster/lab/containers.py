@@ -3,10 +3,8 @@
 - one container per node (`demo.d1`, hostname `d1`, with the capabilities FRR, sysctls and IPVS need),
   from the skeleton image made here (`dockerimage`), with this machine's `/usr`, this checkout and
   its Python bind-mounted read-only, so FRR, iproute2 and `lvscluster` are this machine's;
-- one internal Docker network per link (no NAT, no address on the host's bridge). Docker's
-  address management would claim an address of every /30 for its gateway, so each network gets
-  a private /28 from 100.64.0.0/10 for Docker's bookkeeping, and the provider gives each
-  interface the topology's name and address itself (and drops Docker's);
+- one internal Docker network per link (no NAT, no address on the host's bridge), each
+  interface given the topology's name and address (`dockernet`);
 - each container's network namespace is attached as `/run/netns/<lab>.<node>`, so everything
   that works in a namespace lab (`ip netns exec`, netlink from the host) works here too;
 - FRR runs inside the routers' and directors' containers (this machine's frrinit), and `deploy`
@@ -27,26 +25,23 @@ directors cannot be deployed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import ipaddress
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
 
 from lvscluster.apply.placement import Placement
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.lab import dockerimage, vmdocker
-from lvscluster.lab.common import Progress, add_addresses, add_default_routes, lab_namespaces, not_up, quiet, wait_listening
+from lvscluster.lab.dockernet import LABEL, create_network, network_name, unplug, wire
+from lvscluster.lab.common import Progress, add_default_routes, lab_namespaces, not_up, quiet, wait_listening
 from lvscluster.lab.layout import LabLayout, namespace_name, plan_lab
 from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, write_record
 from lvscluster.model.cluster import Cluster
 
-LABEL = "lvscluster.lab"
-BOOKKEEPING = ipaddress.ip_network("100.64.0.0/10")  # Docker's own addresses, dropped from the interfaces
 CHECKOUT = Path(__file__).resolve().parents[2]
 # what FRR, IPVS and sysctls need; `--privileged` asks for every capability, which fails where the
 # host itself lacks one (as in a sandbox); systempaths=unconfined makes /proc/sys writable
@@ -94,24 +89,6 @@ def leftovers(lab: str) -> bool:
         return False
     labelled = {"label": f"{LABEL}={lab}"}
     return bool(client.containers.list(all=True, filters=labelled) or client.networks.list(filters=labelled))
-
-
-def network_name(cluster: Cluster, link_index: int) -> str:
-    """`demo.net-<10 hex digits>`: a link's Docker network, named from its subnet, never from its
-    place in the list, so a link removed or added leaves the other networks' names as they were
-    (the namespace lab names its bridges the same way)."""
-    subnet = str(cluster.topology.links[link_index].subnet)
-    return f"{cluster.name}.net-{hashlib.sha1(subnet.encode()).hexdigest()[:10]}"
-
-
-def _free_pool(client) -> ipaddress.IPv4Network:
-    """A /28 of BOOKKEEPING no Docker network on this engine uses (another lab's included)."""
-    used = [ipaddress.ip_network(c["Subnet"]) for n in client.api.networks()
-            for c in ((n.get("IPAM") or {}).get("Config") or []) if "Subnet" in c]
-    for pool in BOOKKEEPING.subnets(new_prefix=28):
-        if not any(pool.overlaps(u) for u in used):
-            return pool
-    raise ApplyError(f"no free /28 left in {BOOKKEEPING} for Docker's own addresses")
 
 
 def _mounts() -> list[str]:
@@ -177,7 +154,7 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
     step[0] = "networks"
     progress(f"creating {len(new_links)} Docker networks")
     for index in new_links:
-        _create_network(client, cluster, index, cluster.topology.links[index].mtu)
+        create_network(client, cluster, index, cluster.topology.links[index].mtu)
     progress(f"starting {len(nodes)} containers from {image}")
     for node in nodes:
         step[0] = f"container {node}"
@@ -192,7 +169,7 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
                 widened.setdefault(member.node, []).append(index)
     for node in [*nodes, *widened]:
         step[0] = f"interfaces of {node}"
-        _wire(client.containers.get(containers[node]), cluster, node, layout.netns(node), widened.get(node))
+        wire(client.containers.get(containers[node]), cluster, node, layout.netns(node), widened.get(node))
     for node, gateways in layout.default_routes.items():
         if node in nodes:
             step[0] = f"default route of {node} via {' and '.join(gateways)}"
@@ -221,18 +198,6 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
         wait_listening(server.netns, server.tcp_ports, timeout=60)
 
 
-def _create_network(client, cluster: Cluster, index: int, mtu: int | None) -> None:
-    from docker.types import IPAMConfig, IPAMPool
-
-    pool = _free_pool(client)
-    options = {"com.docker.network.bridge.inhibit_ipv4": "true"}
-    if mtu:
-        options["com.docker.network.driver.mtu"] = str(mtu)
-    client.networks.create(network_name(cluster, index), driver="bridge", internal=True, options=options,
-                           ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(pool), gateway=str(pool[1]))]),
-                           labels={LABEL: cluster.name})
-
-
 def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     """Create the node's container on its first link's network, connect the others, start it."""
     lab, name = cluster.name, namespace_name(cluster.name, node)
@@ -254,35 +219,6 @@ def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     _exec(client, name, ["sh", "-c", 'printf "%s" "$SCRIPT" > /usr/local/bin/lvscluster && '
                          "chmod 755 /usr/local/bin/lvscluster"], environment={"SCRIPT": lvscluster})
     return name
-
-
-def _wire(container, cluster: Cluster, node: str, space: str, links: list[int] | None = None) -> None:
-    """Attach the container's namespace as `space` and give each interface the topology's name and
-    address; `links`: only the interfaces on these links, of a container attached already."""
-    container.reload()
-    if links is None:
-        pid = container.attrs["State"]["Pid"]
-        subprocess.run(["ip", "netns", "attach", space, str(pid)], check=True, capture_output=True)
-    given = container.attrs["NetworkSettings"]["Networks"]
-    with IPRoute(netns=space) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        found = []  # Docker names a container's interfaces in its own order: each is renamed in two steps
-        for iface in cluster.interfaces_of(node):
-            if links is not None and iface.link_index not in links:
-                continue
-            docker_address = given[network_name(cluster, iface.link_index)]["IPAddress"]
-            held = ipr.get_addr(address=docker_address)
-            if not held:
-                raise ApplyError(f"no interface holds Docker's address {docker_address} for {node}:{iface.name}")
-            index = held[0]["index"]
-            ipr.link("set", index=index, state="down")
-            ipr.link("set", index=index, ifname=f"lvs-tmp{index}")  # out of the way of a name another one takes
-            ipr.addr("del", index=index, address=docker_address, prefixlen=held[0]["prefixlen"])
-            found.append((index, iface))
-        for index, iface in found:
-            ipr.link("set", index=index, ifname=iface.name)
-            add_addresses(ipr, index, str(iface.address), iface.address6 and str(iface.address6))
-            ipr.link("set", index=index, state="up")
 
 
 def _exec(client, container: str, argv: list[str], environment: dict | None = None,
@@ -331,7 +267,7 @@ def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
         for cid, end in ends.items():
             # Docker finds an endpoint's interface by the name it gave it, which the lab changed:
             # the other end's interface is deleted here, by its MAC address, then Docker forgets it
-            _unplug(record.namespaces[nodes_of[end["Name"]]], end["MacAddress"])
+            unplug(record.namespaces[nodes_of[end["Name"]]], end["MacAddress"])
             network.disconnect(cid, force=True)
         cables.append(network)
     container.remove(force=True)
@@ -343,14 +279,6 @@ def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
         pass
     record.forget(node)
     write_record(record)
-
-
-def _unplug(space: str, mac: str) -> None:
-    """Delete the interface with this MAC address in the namespace (a veth: its pair goes too)."""
-    with IPRoute(netns=space) as ipr:
-        for link in ipr.get_links():
-            if link.get_attr("IFLA_ADDRESS") == mac.lower():
-                ipr.link("del", index=link["index"])
 
 
 def down(lab: str) -> tuple[int, int]:
