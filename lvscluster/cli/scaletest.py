@@ -74,9 +74,7 @@ def scaletest(
     Exit 0 when nothing broke, 1 when a flow broke, 3 when the lab was overloaded.
     """
     from lvscluster.cli.deploy import lab_placements
-    from lvscluster.scaletest.churn import docker_lab_problems, parse_churn
-
-    from lvscluster.scaletest.run import chosen_vip
+    from lvscluster.scaletest.churn import chosen_vip, docker_lab_problems, parse_churn
 
     cluster = load_cluster(file)
     chosen_vip(cluster, vip)  # a wrong name is answered here, not after a VM boots

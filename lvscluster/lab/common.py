@@ -16,7 +16,7 @@ from pyroute2 import IPRoute, netns
 
 from lvscluster.errors import ApplyError
 from lvscluster.lab.layout import default_route_prefix
-from lvscluster.netlink.links import IFA_F_NODAD
+from lvscluster.netlink.links import address_args
 from lvscluster.netlink.netns import socket_in_netns
 
 Progress = Callable[[str], None]
@@ -58,10 +58,8 @@ def wait_listening(namespace: str, ports: tuple[int, ...], timeout: float) -> No
 def add_addresses(ipr: IPRoute, index: int, *addresses: str | None) -> None:
     """Put each address ("10.2.0.4/24", "2001:db8:2::4/64"; None skipped) on an interface; IPv6
     ones without duplicate address detection, so they answer at once."""
-    for text in filter(None, addresses):
-        address, prefix = text.split("/")
-        flags = {"flags": IFA_F_NODAD} if ":" in address else {}
-        ipr.addr("add", index=index, address=address, prefixlen=int(prefix), **flags)
+    for address in filter(None, addresses):
+        ipr.addr("add", index=index, **address_args(address))
 
 
 def add_default_routes(namespace: str, gateways: list[str]) -> None:

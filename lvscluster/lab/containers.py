@@ -216,8 +216,9 @@ def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
     api.start(name)
     # PYTHONPATH: this checkout, even when the venv's editable install points at another one
     lvscluster = f"#!/bin/sh\nPYTHONPATH={CHECKOUT} exec {sys.executable} -m lvscluster.cli \"$@\"\n"
-    _exec(client, name, ["sh", "-c", 'printf "%s" "$SCRIPT" > /usr/local/bin/lvscluster && '
-                         "chmod 755 /usr/local/bin/lvscluster"], environment={"SCRIPT": lvscluster})
+    command = f"{dockerimage.OWN_COMMANDS}/lvscluster"
+    _exec(client, name, ["sh", "-c", f'printf "%s" "$SCRIPT" > {command} && chmod 755 {command}'],
+          environment={"SCRIPT": lvscluster})
     return name
 
 

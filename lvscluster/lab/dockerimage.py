@@ -113,14 +113,15 @@ def ensure_image(client, progress: Callable[[str], None]) -> str:
     import docker.errors
 
     data = skeleton()
-    name = f"{REPOSITORY}:{tag(data)}"
+    image_tag = tag(data)
+    name = f"{REPOSITORY}:{image_tag}"
     try:
         client.images.get(name)
         return name
     except docker.errors.ImageNotFound:
         pass
     started = time.monotonic()
-    client.api.import_image_from_data(data, repository=REPOSITORY, tag=tag(data),
+    client.api.import_image_from_data(data, repository=REPOSITORY, tag=image_tag,
                                       changes=["CMD [\"sleep\", \"infinity\"]"])
     client.images.get(name)  # raises if the import did not take
     progress(f"image {name} made from this machine's /etc ({len(data) // 1024} KB, "

@@ -10,7 +10,6 @@ Docker finds an endpoint's interface by the name it gave it, which `wire` change
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import subprocess
 
@@ -18,6 +17,7 @@ from pyroute2 import IPRoute
 
 from lvscluster.errors import ApplyError
 from lvscluster.lab.common import add_addresses
+from lvscluster.lab.layout import short_name
 from lvscluster.model.cluster import Cluster
 
 LABEL = "lvscluster.lab"  # every container and network of a lab: lvscluster.lab=<lab>
@@ -28,8 +28,7 @@ def network_name(cluster: Cluster, link_index: int) -> str:
     """`demo.net-<10 hex digits>`: a link's Docker network, named from its subnet, never from its
     place in the list, so a link removed or added leaves the other networks' names as they were
     (the namespace lab names its bridges the same way)."""
-    subnet = str(cluster.topology.links[link_index].subnet)
-    return f"{cluster.name}.net-{hashlib.sha1(subnet.encode()).hexdigest()[:10]}"
+    return f"{cluster.name}.{short_name('net-', str(cluster.topology.links[link_index].subnet))}"
 
 
 def free_pool(client) -> ipaddress.IPv4Network:

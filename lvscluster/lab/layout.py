@@ -83,9 +83,10 @@ def namespace_name(lab: str, node: str) -> str:
     return f"{lab}.{node}"
 
 
-def _short_name(prefix: str, identity: str) -> str:
-    """An interface name (<= 15 characters) that depends only on what it connects, never on list
-    positions: a lab that grows or loses a node keeps the names of everything else."""
+def short_name(prefix: str, identity: str) -> str:
+    """A name (an interface's: <= 15 characters with a short prefix) that depends only on what it
+    connects, never on list positions: a lab that grows or loses a node keeps the names of
+    everything else."""
     return prefix + hashlib.sha1(identity.encode()).hexdigest()[:10]
 
 
@@ -102,10 +103,10 @@ def plan_lab(cluster: Cluster) -> LabLayout:
                                   str(a.address), str(b.address), mtu=link.mtu,
                                   address6=_text(a.address6), peer_address6=_text(b.address6)))
             continue
-        bridge = _short_name("br", str(link.subnet))
+        bridge = short_name("br", str(link.subnet))
         lab.bridges.append(bridge)
         for member in members:
-            port = _short_name("p", f"{link.subnet} {member.node}:{member.name}")
+            port = short_name("p", f"{link.subnet} {member.node}:{member.name}")
             lab.veths.append(Veth(lab.netns(member.node), member.name, lab.switch, port,
                                   str(member.address), bridge=bridge, mtu=link.mtu, address6=_text(member.address6)))
     if lab.bridges:

@@ -34,6 +34,16 @@ IFA_F_NODAD = 0x2  # linux/if_addr.h: no duplicate address detection
 LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
 
 
+def address_args(address: str, command: str = "add") -> dict:
+    """pyroute2 `addr` arguments for an address with prefix length (`10.99.0.10/32`). IPv6 is
+    added with `nodad`: a VIP is on every director and DR real server at once, so duplicate
+    address detection must never run for it (lo skips it anyway; another interface would not),
+    and a lab's fresh addresses answer at once."""
+    iface = ipaddress.ip_interface(address)
+    flags = {"flags": IFA_F_NODAD} if command == "add" and iface.version == 6 else {}
+    return {"address": str(iface.ip), "prefixlen": iface.network.prefixlen, **flags}
+
+
 class Links:
     """rtnetlink access to one namespace (None = current)."""
 
@@ -130,12 +140,8 @@ class Links:
 
     def _addr(self, command: str, target: InterfaceAddress) -> None:
         idx = self._require(target.interface)
-        iface = ipaddress.ip_interface(target.address)
-        # IPv6 with `nodad`: a VIP is on every director and DR real server at once, so duplicate
-        # address detection must never run for it (lo skips it anyway; another interface would not)
-        flags = {"flags": IFA_F_NODAD} if command == "add" and iface.version == 6 else {}
         try:
-            self.ipr.addr(command, index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **flags)
+            self.ipr.addr(command, index=idx, **address_args(target.address, command))
         except NetlinkError as err:
             if (command == "add" and err.code == errno.EEXIST) or (command == "del" and err.code == errno.EADDRNOTAVAIL):
                 return

@@ -1,6 +1,7 @@
 """Churn scenarios for the scaletest: `drain d3@5s,undrain d3@15s,kill d4@20s,revive d4@30s`.
 
-Pure parsing and checking; `scaletest.run` carries the steps out against a lab.
+Pure parsing and checking (the churn, and `--vip`: `chosen_vip`); `scaletest.run` carries the
+steps out against a lab.
 
 - drain / undrain: the director leaves / rejoins the router's ECMP set (OSPF cost), serving on;
 - kill / revive: abrupt loss (every link down, FRR killed) and the way back (links up, FRR
@@ -18,6 +19,7 @@ import re
 
 from lvscluster.errors import LvsClusterError
 from lvscluster.model.cluster import Cluster
+from lvscluster.model.topology import Vip
 from lvscluster.scaletest.report import ChurnEvent
 
 ACTIONS = ("drain", "undrain", "kill", "revive", "crash-frr", "cut-sync", "restore-sync", "restart-agent",
@@ -92,3 +94,13 @@ def docker_lab_problems(events: list[ChurnEvent], lab: str) -> list[str]:
     """The churn events a Docker lab cannot carry out yet, each named (pure)."""
     return [f"{e.label}: {e.action} is not available on a Docker lab yet (lab {lab}); "
             f"use {', '.join(DOCKER_ACTIONS)}, or a namespace lab" for e in events if e.action not in DOCKER_ACTIONS]
+
+
+def chosen_vip(cluster: Cluster, name: str | None) -> Vip:
+    """The VIP a scaletest sends to: the one named (--vip), else the topology's first."""
+    vips = {vip.name: vip for vip in cluster.topology.vips}
+    if name is None:
+        return cluster.topology.vips[0]
+    if name not in vips:
+        raise LvsClusterError(f"--vip {name}: {cluster.name} has no VIP of that name (its VIPs: {', '.join(vips)})")
+    return vips[name]

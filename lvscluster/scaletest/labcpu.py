@@ -98,7 +98,7 @@ def snapshot(namespaces: Mapping[str, str], roles: Mapping[str, str], engine_pid
 def command_group(command: str) -> str:
     """A command as the outside-the-lab list names it: kernel threads without their CPU and
     queue suffix (kworker/1:2 -> kworker), so many small threads add up to one visible line."""
-    return command.split("/", 1)[0] if "/" in command else command
+    return command.split("/", 1)[0]
 
 
 def cpu_use(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import time
 from lvscluster.netlink import IpvsSocket, Links
 from lvscluster.netlink.connections import count_connections
 from lvscluster.netlink.links import RouteChanges
+from lvscluster.state import IpvsService
 
 
 class EcmpWatch(threading.Thread):
@@ -50,8 +51,8 @@ class EcmpWatch(threading.Thread):
 
 
 def _service_key(vip: str, port: int) -> str:
-    """As `IpvsService.key`: `tcp/10.99.0.10:80`, `tcp/[2001:db8:99::10]:80`."""
-    return f"tcp/[{vip}]:{port}" if ":" in vip else f"tcp/{vip}:{port}"
+    """`tcp/10.99.0.10:80`, `tcp/[2001:db8:99::10]:80`: the key `service_stats` files it under."""
+    return IpvsService(protocol="tcp", address=vip, port=port).key
 
 
 class DirectorProbe:

@@ -26,12 +26,12 @@ from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
 from lvscluster.lab import faults
 from lvscluster.model.cluster import Cluster
-from lvscluster.model.topology import Vip
 from lvscluster.plan.desired import plan_director, vip_prefix
 from lvscluster.plan.render import frr_daemons
 from lvscluster.scaletest import labcpu
 from lvscluster.scaletest import report as reporting
 from lvscluster.scaletest.capacity import engine_argv, measure_capacity
+from lvscluster.scaletest.churn import chosen_vip
 from lvscluster.scaletest.faultevents import FAULT_ACTIONS, FaultEvents
 from lvscluster.scaletest.observe import DirectorProbe, EcmpWatch
 from lvscluster.scaletest.report import ChurnEvent
@@ -56,16 +56,6 @@ class ScaleTest:
     interval: float = 0.2
     echo_timeout: float = 5.0
     vip: str | None = None  # the VIP's name (--vip); None: the topology's first
-
-
-def chosen_vip(cluster: Cluster, name: str | None) -> Vip:
-    """The VIP a scaletest sends to: the one named (--vip), else the topology's first."""
-    vips = {vip.name: vip for vip in cluster.topology.vips}
-    if name is None:
-        return cluster.topology.vips[0]
-    if name not in vips:
-        raise LvsClusterError(f"--vip {name}: {cluster.name} has no VIP of that name (its VIPs: {', '.join(vips)})")
-    return vips[name]
 
 
 def control_cluster(cluster: Cluster) -> Cluster:
