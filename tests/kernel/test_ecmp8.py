@@ -78,9 +78,10 @@ def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: 
     for signum, text in rounds:
         ecmp8.write_text(text)
         deploy = ForkedCli("deploy", "--yes", str(ecmp8))
-        # the signal lands while the k-th of the 8 directors is applied, or the next (a director
-        # takes ~0.6 s under emulation): never in the last, whose end is the rollout's end
-        node, delay = rng.randint(1, 6), rng.uniform(0, 0.5)
+        # the signal lands while the k-th of the 8 directors is applied, or the next: never in the
+        # last, whose end is the rollout's end. The delay is a share of what the director before
+        # took in this rollout (0.1-0.6 s under emulation): a fixed 0-0.5 s once landed after the end
+        node, share = rng.randint(1, 6), rng.uniform(0, 0.5)
         lines: list[str] = []
         began: list[float] = []  # when each director's apply began
         reached = threading.Event()
@@ -97,6 +98,7 @@ def test_deploy_killed_mid_rollout_breaks_no_flow_and_the_next_converges(ecmp8: 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         assert reached.wait(180), "".join(lines)
+        delay = share * (began[node - 1] - began[node - 2]) if 2 <= node <= len(began) else 0.0
         time.sleep(delay)
         if deploy.poll() is None:
             deploy.send_signal(signum)
