@@ -27,6 +27,9 @@ def agent(
                                          "Loopback by default: expose it elsewhere only on purpose.")] = DEFAULT_METRICS,
     repair_interval: Annotated[float, typer.Option(help="Seconds between two full checks of the director against "
                                                    "the topology (drift repair).", min=1)] = 10.0,
+    local: Annotated[bool, typer.Option("--local", help="This machine is the director: check and repair its own "
+                                        "kernel and FRR, whatever the node's `access:` says (how systemd runs the "
+                                        "agent on a director that deploy reaches over ssh).")] = False,
 ) -> None:
     """Run one director's health checks and keep the director right, until stopped (SIGTERM/SIGINT).
 
@@ -43,10 +46,10 @@ def agent(
 
     SIGHUP makes it converge at once (deploy and `director drain` send it after changing the
     director). In a lab, `lab up` starts one agent per director. On a real director run it from systemd
-    (`contrib/lvscluster-agent@.service`). Every change is logged with its reason.
+    with --local (`contrib/lvscluster-agent@.service`). Every change is logged with its reason.
     """
     from lvscluster.apply.reach import backend_for
-    from lvscluster.apply.placement import placement_of
+    from lvscluster.apply.placement import Placement, placement_of
     from lvscluster.cli.deploy import lab_placements
 
     listen = _listen_address(metrics)
@@ -56,11 +59,15 @@ def agent(
                                  param_hint="--node")
     if os.geteuid() != 0:
         raise EnvironmentProblem("agent needs root (netlink, FRR, network namespaces): run it with sudo")
-    if not os.environ.get("LVSCLUSTER_IN_VM") and lab_vm(cluster.name) is not None:
-        raise LvsClusterError(f"lab {cluster.name} runs in a VM: its agents run there (`lab up` starts them)")
-    placement = placement_of(cluster, node, lab_placements(cluster))
+    if local:
+        placement = Placement("local")
+    else:
+        if not os.environ.get("LVSCLUSTER_IN_VM") and lab_vm(cluster.name) is not None:
+            raise LvsClusterError(f"lab {cluster.name} runs in a VM: its agents run there (`lab up` starts them)")
+        placement = placement_of(cluster, node, lab_placements(cluster))
     if not placement.on_this_machine:
-        raise LvsClusterError(f"{node} is reached over {placement}: run the agent on that machine")
+        raise LvsClusterError(f"{node} is reached over {placement}: run the agent on that machine, "
+                              f"with --local (as contrib/lvscluster-agent@.service does)")
     backend = backend_for(placement)
     run_agent(Path(file), node, backend, listen, repair_interval)
     err.print(f"agent {node}: stopped", markup=False)

@@ -229,3 +229,19 @@ def test_consoles_follow_the_environment_they_are_reset_in(monkeypatch) -> None:
         monkeypatch.delenv("FORCE_COLOR")
         monkeypatch.delenv("COLUMNS")
         common.reset_consoles()
+
+
+def test_the_agent_refuses_a_director_deploy_reaches_over_ssh_and_names_local(tmp_path: Path) -> None:
+    """On the deploying machine, an agent for a director reached over ssh would check and repair
+    the wrong kernel: refused, naming --local (what systemd on the director runs). Only the
+    refusal is run here: --local would act on this machine's own IPVS and FRR (the Docker lab's
+    kernel test runs it, in the directors' containers)."""
+    topology = tmp_path / "remote.lvs.yml"
+    topology.write_text(DEMO.read_text().replace("name: demo\n", "name: remoteagent\n", 1).replace(
+        "  d1:  {role: director, router_id: 10.255.0.11}", "  d1:  {role: director, router_id: 10.255.0.11, access: ssh://root@192.0.2.11}"))
+    assert "ssh://root@192.0.2.11" in topology.read_text()
+    done = lvscluster("agent", str(topology), "--node", "d1", "--metrics", "off")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == ("d1 is reached over ssh://root@192.0.2.11: run the agent on that machine, with --local "
+                                   "(as contrib/lvscluster-agent@.service does)"), done.stderr
+    assert "--local" in (ROOT / "contrib" / "lvscluster-agent@.service").read_text()
