@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 from urllib.parse import urlsplit
 from typing import Protocol
 
@@ -30,7 +31,8 @@ from lvscluster.errors import ApplyError
 from lvscluster.files import write_atomic
 from lvscluster.plan.actions import Action
 from lvscluster.state import NodeState
-from lvscluster.runfiles import journal_path
+from lvscluster.apply.processes import signal_if_same
+from lvscluster.runfiles import deployed_path, journal_path, read_health_record
 
 ACTIONS = TypeAdapter(list[Action])
 
@@ -51,7 +53,18 @@ class NodeBackend(Protocol):
     def originals(self) -> dict[str, str]:
         """Sysctl values as they were before deploy first changed them."""
 
+    def apply_recorded(self, actions: list[Action], node: str, topology: str | None) -> None:
+        """`apply`, and in the same hold of the node's apply lock keep deploy's record of the
+        topology director `node` now holds (None: forget it, a destroy) and wake its agent."""
 
+
+def wake_agent(node: str, netns: str | None) -> bool:
+    """Ask a director's running agent to converge now (SIGHUP), after its record or the node
+    changed: it re-reads the topology and re-plans with its live verdict at once, not at its next
+    check or repair round. False when no agent runs (its record names a process that is gone)."""
+    record = read_health_record(node, netns) or {}
+    pid = record.get("pid")
+    return isinstance(pid, int) and signal_if_same(pid, record.get("pid_start"), signal.SIGHUP)
 
 
 @contextlib.contextmanager
@@ -135,6 +148,25 @@ class KernelBackend:
         with apply_lock(self.netns):
             self.apply_under_lock(actions)
 
+    def apply_recorded(self, actions: list[Action], node: str, topology: str | None) -> None:
+        """`apply`, and deploy's record of director `node` kept in the same hold (see `record_deployed`)."""
+        if self.runner.dry_run:
+            return self.apply_under_lock(actions)
+        with apply_lock(self.netns):
+            self.apply_under_lock(actions)
+            self.record_deployed(node, topology)
+
+    def record_deployed(self, node: str, topology: str | None) -> None:
+        """Keep the topology (canonical JSON) director `node` now holds, for its agent, which
+        converges to it and not to the file, and wake the agent; None forgets it (a destroy).
+        The caller holds the node's apply lock: the agent never sees the new state with the old topology."""
+        path = deployed_path(node, self.netns)
+        if topology is None:
+            path.unlink(missing_ok=True)
+            return
+        write_atomic(path, topology)
+        wake_agent(node, self.netns)
+
     def apply_under_lock(self, actions: list[Action], frr_running: str | None = None) -> None:
         """`apply` for a caller that already holds `apply_lock(netns)` (the agent, a quick change).
         `frr_running`: FRR's running config as the caller knows it (else the last observed one)."""
@@ -165,6 +197,42 @@ class KernelBackend:
                 exabgp.stop(self.netns)
             else:
                 raise ApplyError(f"{self.description}: no backend for {action.kind} ({action.summary})")
+
+
+def run_node_verb(verb: str, payload: str, frr_pathspace: str | None = None) -> str:
+    """What `lvscluster node VERB` prints for `payload`, on this machine's kernel and FRR (the far
+    end of every transport: ssh, `docker exec`, a child entered into a container).
+
+    observe: a desired NodeState -> the observed one. apply: a list of actions, or
+    `{"actions": [...], "record": {"node": NAME, "topology": TEXT or null}}` (the actions, and
+    deploy's record of director NAME kept in the same hold of the apply lock, its agent woken).
+    originals: the journaled sysctl values. ValueError names a payload it cannot read."""
+    backend = KernelBackend(None, frr_pathspace)
+    if verb == "observe":
+        try:
+            desired = NodeState.model_validate_json(payload)
+        except ValueError as exc:
+            raise ValueError(f"stdin is not a node state: {str(exc).splitlines()[0]}") from None
+        return backend.observe(desired).model_dump_json()
+    if verb == "apply":
+        try:
+            data = json.loads(payload)
+            record = data.get("record") if isinstance(data, dict) else None
+            actions = ACTIONS.validate_python(data["actions"] if isinstance(data, dict) else data)
+            if isinstance(data, dict) and not (isinstance(record, dict) and isinstance(record.get("node"), str)
+                                               and isinstance(record.get("topology"), (str, type(None)))):
+                raise ValueError('"record" should be {"node": NAME, "topology": TEXT or null}')
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"stdin is not a list of actions (or actions and a record): "
+                             f"{str(exc).splitlines()[0]}") from None
+        if record is None:
+            backend.apply(actions)
+        else:
+            backend.apply_recorded(actions, record["node"], record["topology"])
+        return json.dumps({"applied": len(actions)})
+    if verb == "originals":
+        return json.dumps(backend.originals())
+    raise ValueError(f"unknown node verb {verb}")
 
 
 ACCEPT_NEW_HOST_KEYS_ENV = "LVSCLUSTER_SSH_ACCEPT_NEW_HOST_KEYS"
@@ -211,6 +279,12 @@ class NodeCommandBackend:
     def apply(self, actions: list[Action]) -> None:
         """Have the node carry out the actions."""
         self._call("apply", json.dumps([a.model_dump(mode="json", exclude_none=True) for a in actions]))
+
+    def apply_recorded(self, actions: list[Action], node: str, topology: str | None) -> None:
+        """Have the node carry out the actions and keep deploy's record of director `node` there,
+        in one hold of its apply lock (`lvscluster node apply` with both on stdin)."""
+        self._call("apply", json.dumps({"actions": [a.model_dump(mode="json", exclude_none=True) for a in actions],
+                                        "record": {"node": node, "topology": topology}}))
 
 
 class SshBackend(NodeCommandBackend):

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from lvscluster.apply import frr
 from lvscluster.apply.backends import apply_lock
-from lvscluster.apply.deploy import agent_verdict, read_deployed, topology_snapshot, wake_agent
+from lvscluster.apply.backends import wake_agent
+from lvscluster.apply.deploy import agent_verdict, read_deployed, topology_snapshot
 from lvscluster.apply.lifecycle import deploy_nodes
 from lvscluster.apply.placement import Placement, placement_of
 from lvscluster.apply.reach import backend_for

@@ -22,10 +22,8 @@ from dataclasses import dataclass, field
 from lvscluster.apply.backends import NodeBackend, apply_lock
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, placement_of
-from lvscluster.apply.processes import signal_if_same
 from lvscluster.apply.reach import backend_for
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
-from lvscluster.files import write_atomic
 from lvscluster.model.cluster import Cluster
 from lvscluster.model.topology import Topology
 from lvscluster.plan.actions import Action
@@ -51,15 +49,6 @@ def agent_verdict(cluster: Cluster, node: str, backend: NodeBackend) -> HealthVe
     record = read_health_record(node, backend.placement.netns)
     verdict = HealthVerdict.from_json(record["verdict"]) if record and "verdict" in record else None
     return verdict if verdict and (verdict.quiesced or verdict.withdrawn or verdict.sorry) else None
-
-
-def wake_agent(node: str, netns: str | None) -> bool:
-    """Ask a director's running agent to converge now (SIGHUP), after its record or the node
-    changed: it re-reads the topology and re-plans with its live verdict at once, not at its next
-    check or repair round. False when no agent runs (its record names a process that is gone)."""
-    record = read_health_record(node, netns) or {}
-    pid = record.get("pid")
-    return isinstance(pid, int) and signal_if_same(pid, record.get("pid_start"), signal.SIGHUP)
 
 
 def _verdict_summary(verdict: HealthVerdict) -> str:
@@ -206,7 +195,10 @@ def _apply_and_record(plan: DeployPlan, name: str, actions: list[Action]) -> Non
     it now holds in the same hold, so its agent never sees the new state with the old topology."""
     backend = plan.backends[name]
     if not _keeps_records_here(backend):
-        backend.apply(actions)
+        if plan.cluster.role(name) == "director" and not backend.dry_run:  # kept on the node, for its agent
+            backend.apply_recorded(actions, name, None if plan.teardown else _snapshot(plan))
+        else:
+            backend.apply(actions)
         return
     with apply_lock(backend.placement.netns):
         if not plan.teardown:  # the node's agent may have changed it since the plan: apply what still differs
@@ -256,12 +248,7 @@ def _record_deployed(plan: DeployPlan, name: str) -> None:
     backend = plan.backends[name]
     if plan.cluster.role(name) != "director" or not _keeps_records_here(backend):
         return
-    path = deployed_path(name, backend.placement.netns)
-    if plan.teardown:
-        path.unlink(missing_ok=True)
-    else:
-        write_atomic(path, _snapshot(plan))
-        wake_agent(name, backend.placement.netns)
+    backend.record_deployed(name, None if plan.teardown else _snapshot(plan))
 
 
 def plan_teardown(plan: DeployPlan) -> DeployPlan:

@@ -13,14 +13,12 @@ bind-mounted in the container at the same paths, so a module imported after ente
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 
-from lvscluster.apply.backends import ACTIONS, DockerBackend, KernelBackend
+from lvscluster.apply.backends import DockerBackend, run_node_verb
 from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.processes import exit_forked_child
 from lvscluster.errors import ApplyError
-from lvscluster.state import NodeState
 
 # all opened before entering any (after the mount namespace, /proc is the container's); the pid
 # namespace applies to children only, so the verb runs in a grandchild forked after entering:
@@ -47,20 +45,6 @@ def container_pid(container: str) -> int:
     if not pid:
         raise ApplyError(f"docker:{container}: the container is not running")
     return pid
-
-
-def _verb(verb: str, payload: str) -> str:
-    """What `lvscluster node VERB` prints for `payload`, computed here (in the entered child)."""
-    backend = KernelBackend(None, None)
-    if verb == "observe":
-        return backend.observe(NodeState.model_validate_json(payload)).model_dump_json()
-    if verb == "apply":
-        actions = ACTIONS.validate_json(payload)
-        backend.apply(actions)
-        return json.dumps({"applied": len(actions)})
-    if verb == "originals":
-        return json.dumps(backend.originals())
-    raise ValueError(f"unknown node verb {verb}")
 
 
 class EnteredContainerBackend(DockerBackend):
@@ -91,7 +75,7 @@ class EnteredContainerBackend(DockerBackend):
                     os.close(out_w)
                     code = os.waitstatus_to_exitcode(os.waitpid(grandchild, 0)[1])
                 else:
-                    result = _verb(verb, payload).encode()
+                    result = run_node_verb(verb, payload).encode()
                     with os.fdopen(out_w, "wb") as out:
                         out.write(result)
                     code = 0

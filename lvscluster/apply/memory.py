@@ -30,6 +30,7 @@ class MemoryBackend:
         self.before_apply = before_apply
         self.applied: list[list[Action]] = []  # every apply call's actions, in order
         self.sysctl_originals: dict[str, str] = {}
+        self.recorded: dict[str, str | None] = {}  # deploy's record of a director: node -> topology (None: forgotten)
 
     def observe(self, desired: NodeState) -> NodeState:
         """The held state, limited to what `desired` manages (as the kernel backend reads it)."""
@@ -58,6 +59,11 @@ class MemoryBackend:
             if self.fail_on is not None and self.fail_on(action):
                 raise ApplyError(f"{self.description}: {action.summary}: refused (a failure this test asked for)")
             self.state = apply_action(self.state, action, self.sysctl_originals)
+
+    def apply_recorded(self, actions: list[Action], node: str, topology: str | None) -> None:
+        """`apply`, then keep deploy's record of director `node` (as a remote node keeps it)."""
+        self.apply(actions)
+        self.recorded[node] = topology
 
 
 def apply_action(state: NodeState, action: Action, originals: dict[str, str] | None = None) -> NodeState:

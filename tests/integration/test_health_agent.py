@@ -160,7 +160,7 @@ def test_a_second_agent_for_a_director_says_why_it_cannot_start(lab: str, tmp_pa
 def test_a_woken_agent_converges_at_once_not_at_its_next_repair_round(lab: str) -> None:
     """deploy and `director drain` send SIGHUP (`wake_agent`) after changing a director: the agent
     re-plans with its live verdict then, not up to `repair_interval` (10 s here) later."""
-    from lvscluster.apply.deploy import wake_agent
+    from lvscluster.apply.backends import wake_agent
 
     def settled():
         record = read_record("d1", f"{lab}.d1") or {}

@@ -148,3 +148,26 @@ def test_a_new_host_key_is_accepted_only_when_the_operator_asks(ssh_node, monkey
                          remote_command=f"{sys.prefix}/bin/lvscluster")
     assert backend.observe(NodeState(name="rs1", role="real_server")).name == "rs1"
     assert (tmp_path / "host_key.pub").read_text().split()[1] in (tmp_path / "known_hosts").read_text()
+
+
+def test_deploy_keeps_a_directors_record_on_the_node_for_its_agent(ssh_node) -> None:
+    """A director reached over ssh: deploy's record of the topology it holds is kept on the node
+    itself (where `lvscluster agent --local` reads it), in the same `node apply` as the actions;
+    a destroy's record of None forgets it. (The ssh node shares this machine's /run here.)"""
+    from lvscluster.runfiles import deployed_path
+
+    ns, options, _ = ssh_node
+    node = f"lvst-d{os.getpid()}"
+    backend = SshBackend(f"ssh://root@{NODE_SIDE}:2222", ssh_options=options,
+                         remote_command=f"{sys.prefix}/bin/lvscluster")
+    desired = NodeState(name=node, role="director", addresses=(InterfaceAddress(interface="lo", address="10.99.0.11/32"),))
+    path = deployed_path(node, None)
+    try:
+        backend.apply_recorded(diff_node(desired, backend.observe(desired)), node, '{"name": "recorded"}')
+        assert path.read_text() == '{"name": "recorded"}'
+        with Links(ns) as links:  # and the actions were carried out on the node
+            assert InterfaceAddress(interface="lo", address="10.99.0.11/32") in links.addresses({"lo"})
+        backend.apply_recorded([], node, None)
+        assert not path.exists()
+    finally:
+        path.unlink(missing_ok=True)
