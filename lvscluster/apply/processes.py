@@ -60,22 +60,33 @@ def signal_if_same(pid: int, started: int | None, signum: int) -> bool:
 
 def terminate(pids: list[int], timeout: float = 3) -> None:
     """SIGTERM every pid, wait up to `timeout` seconds, then SIGKILL what is left."""
+    _signal(pids, signal.SIGTERM)
+    _signal(_wait_gone(pids, timeout), signal.SIGKILL)
+
+
+def _signal(pids: list[int], signum: int) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signum)
         except OSError:
-            pass
+            continue
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to `timeout` seconds for the processes to be gone; returns those still alive."""
     deadline = time.monotonic() + timeout
-    left = list(pids)
+    left = [pid for pid in pids if alive(pid)]
     while left and time.monotonic() < deadline:
+        time.sleep(0.05)
         left = [pid for pid in left if alive(pid)]
-        if left:
-            time.sleep(0.05)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    return left
+
+
+def kill_and_wait(pids: list[int], timeout: float = 5) -> list[int]:
+    """SIGKILL every pid, then wait up to `timeout` seconds for them to be gone; returns the ones
+    still alive then (a process stuck in the kernel)."""
+    _signal(pids, signal.SIGKILL)
+    return _wait_gone(pids, timeout)
 
 
 def fork_daemon(run: Callable[[], None], log: Path) -> int:

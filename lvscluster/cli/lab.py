@@ -49,7 +49,8 @@ def lab_up(
         "FRR and test servers, but directors cannot be deployed.", show_default=False)] = None,
     agents: Annotated[bool, typer.Option(
         "--agents/--no-agents", help="Start `lvscluster agent` on each director when the topology has `health:` "
-        "checks (logs in /run/lvscluster/labs/NAME/agent-NODE.log).")] = True,
+        "checks (logs in /run/lvscluster/labs/NAME/agent-NODE.log; in a Docker lab, "
+        "/var/log/lvscluster-agent.log inside the director's container).")] = True,
     backend: Annotated[LabBackend, typer.Option(
         "--backend", help="netns: network namespaces and veth cables (default). docker: one container per node "
         "on Docker networks, from a skeleton image made here (this machine's /usr, FRR and lvscluster are mounted "

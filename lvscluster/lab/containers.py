@@ -36,7 +36,8 @@ from pyroute2 import netns
 from lvscluster.apply.placement import Placement
 from lvscluster.errors import ApplyError, EnvironmentProblem
 from lvscluster.lab import dockerimage, vmdocker
-from lvscluster.lab.dockernet import LABEL, create_network, network_name, unplug, wire
+from lvscluster.lab.dockerfaults import DockerFaults, start_agent
+from lvscluster.lab.dockernet import LABEL, create_network, detach, network_name, wire
 from lvscluster.lab.common import Progress, add_default_routes, lab_namespaces, not_up, quiet, wait_listening
 from lvscluster.lab.layout import LabLayout, namespace_name, plan_lab
 from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, write_record
@@ -100,8 +101,10 @@ def _mounts() -> list[str]:
     return [f"{p}:{p}:ro" for p in keep]
 
 
-def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> LabLayout:
-    """Build the lab as containers; on any failure remove everything built so far and raise naming the step."""
+def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet, agents: bool = True) -> LabLayout:
+    """Build the lab as containers (with `agents`, a health-check agent in each director's
+    container when the topology has checks); on any failure remove everything built so far
+    and raise naming the step."""
     client = connect(progress, start=True)
     lab = cluster.name
     if leftovers(lab) or lab_namespaces(lab):
@@ -109,7 +112,7 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> Lab
     image = dockerimage.ensure_image(client, progress)
     layout, step = plan_lab(cluster), ["start"]
     try:
-        _build(client, image, cluster, layout, topology_path, list(cluster.topology.nodes), {}, progress, step)
+        _build(client, image, cluster, layout, topology_path, list(cluster.topology.nodes), {}, progress, step, agents)
     except Exception as exc:
         progress("lab up failed; removing what was built")
         down(lab)
@@ -120,34 +123,46 @@ def up(cluster: Cluster, topology_path: Path, progress: Progress = quiet) -> Lab
 def grow(cluster: Cluster, record: LabRecord, topology_path: Path, progress: Progress = quiet) -> list[str]:
     """Add the topology's nodes the running lab lacks (a container each, on its networks; a node
     already there that gains a link, as the router does for a new director, is connected to the
-    new network and that interface named and addressed). On a failure the new nodes' containers
-    are removed and the rest is left as it was; returns the new nodes."""
+    new network and that interface named and addressed). On a failure what it made goes (the
+    new nodes' containers, the networks it created, the interfaces it gave nodes already there)
+    and the rest is left as it was; returns the new nodes."""
     containers = dict(record.containers)
     new = [node for node in cluster.topology.nodes if node not in containers]
     if not new:
         return []
     client = connect(progress, start=True)
     image, layout, step = dockerimage.ensure_image(client, progress), plan_lab(cluster), ["start"]
+    labelled = {"label": f"{LABEL}={cluster.name}"}
+    networks_before = {n.name for n in client.networks.list(filters=labelled)}
     try:
-        _build(client, image, cluster, layout, topology_path, new, containers, progress, step)
+        _build(client, image, cluster, layout, topology_path, new, containers, progress, step, record.agents)
     except Exception as exc:
-        progress("lab grow failed; removing the new nodes' containers")
+        progress("lab grow failed; removing what it made")
+        for container in client.containers.list(all=True, filters=labelled):  # the lab's only: not one in its way
+            if container.name in {namespace_name(cluster.name, node) for node in new}:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
         for node in new:
-            with contextlib.suppress(Exception):
-                client.containers.get(namespace_name(cluster.name, node)).remove(force=True)
             with contextlib.suppress(OSError):
                 netns.remove(layout.netns(node))
+        spaces = {name: record.namespaces[node] for node, name in record.containers.items()}
+        for network in client.networks.list(filters=labelled):
+            if network.name not in networks_before:  # made by this grow: nodes already there leave it, then it goes
+                with contextlib.suppress(Exception):
+                    detach(network, spaces)
+                    network.remove()
         write_record(record)
         raise ApplyError(f"lab grow failed at {step[0]}: {exc}") from None
     return new
 
 
 def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_path: Path, nodes: list[str],
-           containers: dict[str, str], progress: Progress, step: list[str]) -> None:
+           containers: dict[str, str], progress: Progress, step: list[str], agents: bool) -> None:
     """Create what the lab lacks for `nodes` (every node on `up`, the new ones on `grow`):
     networks, containers, interfaces (and the new interfaces of nodes already there), default
-    routes, FRR, test servers. `containers` (node -> container of the lab so far) gains the new
-    ones; `step[0]` names the step under way, for the caller's error."""
+    routes, FRR, test servers, and with `agents` the directors' health-check agents.
+    `containers` (node -> container of the lab so far) gains the new ones; `step[0]` names the
+    step under way, for the caller's error."""
     lab = cluster.name
     have = {n.name for n in client.networks.list(filters={"label": f"{LABEL}={lab}"})}
     new_links = [i for i in range(len(cluster.topology.links)) if network_name(cluster, i) not in have]
@@ -159,7 +174,7 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
     for node in nodes:
         step[0] = f"container {node}"
         containers[node] = _start_container(client, image, cluster, node)
-    _write_record(layout, topology_path, containers)
+    _write_record(layout, topology_path, containers, agents)
     widened: dict[str, list[int]] = {}  # a node already there -> its links that are new
     for index in new_links:
         for member in cluster.link_members(index):
@@ -196,6 +211,12 @@ def _build(client, image: str, cluster: Cluster, layout: LabLayout, topology_pat
     for server in servers:
         step[0] = f"test server on {server.node}"
         wait_listening(server.netns, server.tcp_ports, timeout=60)
+    agent_nodes = [n for n in layout.agent_nodes if n in nodes] if agents else []
+    if agent_nodes:
+        progress(f"starting the health-check agent in {len(agent_nodes)} directors' containers (it acts once deployed)")
+    for node in agent_nodes:
+        step[0] = f"agent on {node}"
+        start_agent(client.containers.get(containers[node]), node, topology_path)
 
 
 def _start_container(client, image: str, cluster: Cluster, node: str) -> str:
@@ -246,9 +267,9 @@ def _wait_for(ready, what: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def _write_record(layout: LabLayout, topology_path: Path, containers: dict[str, str]) -> None:
+def _write_record(layout: LabLayout, topology_path: Path, containers: dict[str, str], agents: bool) -> None:
     write_record(LabRecord(
-        name=layout.name, topology=str(Path(topology_path).resolve()), provider=DockerLab.name, agents=False,
+        name=layout.name, topology=str(Path(topology_path).resolve()), provider=DockerLab.name, agents=agents,
         namespaces={n: layout.netns(n) for n in containers}, containers=containers, frr_nodes=layout.frr_nodes,
         frr_daemons={n: list(d) for n, d in layout.frr_daemons.items()},
         test_servers=[{"node": s.node, "tcp_ports": s.tcp_ports, "udp_ports": s.udp_ports} for s in layout.test_servers]))
@@ -259,17 +280,12 @@ def shrink(record: LabRecord, node: str, progress: Progress = quiet) -> None:
     progress(f"{node}: removing its container {record.containers[node]}")
     client = connect()
     container = client.containers.get(record.containers[node])
-    nodes_of = {name: n for n, name in record.containers.items()}
+    spaces = {name: record.namespaces[n] for n, name in record.containers.items()}
     cables = []  # its networks shared with one other node at most: they go with it, as a veth pair does
     for network in (client.networks.get(n) for n in container.attrs["NetworkSettings"]["Networks"]):
-        ends = {cid: end for cid, end in network.attrs["Containers"].items() if cid != container.id}
-        if len(ends) > 1:
+        if len([cid for cid in network.attrs["Containers"] if cid != container.id]) > 1:
             continue
-        for cid, end in ends.items():
-            # Docker finds an endpoint's interface by the name it gave it, which the lab changed:
-            # the other end's interface is deleted here, by its MAC address, then Docker forgets it
-            unplug(record.namespaces[nodes_of[end["Name"]]], end["MacAddress"])
-            network.disconnect(cid, force=True)
+        detach(network, spaces, keep=container.id)
         cables.append(network)
     container.remove(force=True)
     for network in cables:
@@ -307,8 +323,8 @@ class DockerLab:
     name = "docker"
 
     def up(self, cluster: Cluster, topology_path: Path, progress: Progress = quiet, agents: bool = True) -> str:
-        """Build the lab as containers (no agents); returns what was built."""
-        layout = up(cluster, topology_path, progress)
+        """Build the lab as containers (and the directors' agents); returns what was built."""
+        layout = up(cluster, topology_path, progress, agents)
         return (f"{len(layout.namespaces) - (1 if layout.bridges else 0)} containers, "
                 f"{len(cluster.topology.links)} Docker networks")
 
@@ -341,6 +357,10 @@ class DockerLab:
     def placements(self, record: LabRecord) -> dict[str, Placement]:
         """Each node in its container, reached with `docker exec`."""
         return {node: Placement("docker", name, lab=True) for node, name in record.containers.items()}
+
+    def faults(self, record: LabRecord) -> DockerFaults:
+        """The scaletest's faults on the lab's directors (containers), by node."""
+        return DockerFaults(connect(), record.containers, record.namespaces, Path(record.topology))
 
     def frr_daemons(self, record: LabRecord, node: str) -> list[str]:
         """The FRR daemons running in the node's container (FRR runs only on routers and directors)."""

@@ -5,7 +5,8 @@ network gets a private /28 from BOOKKEEPING (one no other network on the engine 
 Docker's own addresses, and `wire` gives each interface the topology's name and address (and
 drops Docker's). Networks are named from their link's subnet, so adding or removing a link
 renames none of the others; `unplug` deletes one end of a cable by its MAC address, since
-Docker finds an endpoint's interface by the name it gave it, which `wire` changed.
+Docker finds an endpoint's interface by the name it gave it, which `wire` changed, and `detach`
+takes every container off a network that way.
 """
 
 from __future__ import annotations
@@ -88,3 +89,17 @@ def unplug(space: str, mac: str) -> None:
         for link in ipr.get_links():
             if link.get_attr("IFLA_ADDRESS") == mac.lower():
                 ipr.link("del", index=link["index"])
+
+
+def detach(network, spaces: dict[str, str], keep: str | None = None) -> None:
+    """Disconnect every container but `keep` (an id) from the network: each one's interface is
+    deleted first, by its MAC address in its namespace (`spaces`: container name -> namespace),
+    since Docker looks for it under the name it gave it, which `wire` changed; then Docker forgets
+    the endpoint."""
+    network.reload()
+    for cid, end in (network.attrs.get("Containers") or {}).items():
+        if cid == keep:
+            continue
+        if end["Name"] in spaces:
+            unplug(spaces[end["Name"]], end["MacAddress"])
+        network.disconnect(cid, force=True)

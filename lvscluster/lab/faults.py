@@ -8,6 +8,8 @@ starts FRR empty; the caller then deploys the node's configuration again.
 The smaller faults: `crash_frr` (kill -9 of the routing daemons; a director's agent starts them
 again), `cut_sync`/`restore_sync` (IPVS sync datagrams dropped by nftables), `pull_cables`/
 `plug_cables` (a real server's links down and up), `kill_agent` (the health-check agent).
+`NetnsFaults` gives the scaletest these faults by node for a namespace lab (a Docker lab's are
+in `dockerfaults`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import os
 import signal
 import subprocess
 import time
-
+from collections.abc import Callable
+from typing import Protocol
 
 from lvscluster.apply import frr
 from lvscluster.apply.backends import apply_lock
-from lvscluster.apply.processes import alive
+from lvscluster.apply.processes import alive, kill_and_wait
 from lvscluster.errors import ApplyError
 from lvscluster.lab.common import add_default_routes
 from lvscluster.runfiles import read_health_record
@@ -67,19 +70,10 @@ def revive_node(namespace: str, links_down: list[str], daemons: tuple[str, ...] 
 
 def crash_frr(namespace: str, daemons: tuple[str, ...] = ROUTING_DAEMONS) -> list[str]:
     """kill -9 of the node's routing daemons (zebra and bfdd live on); returns the ones killed."""
-    pathspace, killed, pids = frr.pathspace_for(namespace), [], []
-    for daemon in daemons:
-        for pid in frr.daemon_pids(pathspace, (daemon,)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(daemon)
-                pids.append(pid)
-            except OSError:
-                continue
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return killed
+    pathspace = frr.pathspace_for(namespace)
+    found = [(daemon, pid) for daemon in daemons for pid in frr.daemon_pids(pathspace, (daemon,)) if alive(pid)]
+    kill_and_wait([pid for _, pid in found])
+    return [daemon for daemon, _ in found]
 
 
 def _nft(namespace: str, *argv: str) -> None:
@@ -128,3 +122,66 @@ def kill_agent(node: str, namespace: str, timeout: float = 10) -> int | None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     return pid
+
+
+class NodeFaults(Protocol):
+    """A lab's faults on its directors, by node (what a lab provider's `faults` gives the scaletest)."""
+
+    def kill(self, node: str) -> list[str]:
+        """A power cut: links down, FRR gone; returns the links taken down (for `revive`)."""
+        ...
+
+    def revive(self, node: str, links: list[str], daemons: tuple[str, ...]) -> None:
+        """The way back from `kill`: links up, FRR's `daemons` running; the caller deploys the node."""
+        ...
+
+    def crash_frr(self, node: str) -> list[str]:
+        """kill -9 of ospfd and bgpd; returns the daemons killed."""
+        ...
+
+    def restart_agent(self, node: str) -> None:
+        """kill -9 of the director's health-check agent, then started again."""
+        ...
+
+    def agent_runs(self, node: str) -> bool:
+        """Whether the director's agent runs."""
+        ...
+
+    def restart_dead_frr(self, node: str, daemons: tuple[str, ...]) -> bool:
+        """After the traffic, where no agent runs: FRR's `daemons` running again; True when the
+        caller must deploy the node to give them their configuration."""
+        ...
+
+
+class NetnsFaults:
+    """The scaletest's faults on the directors of a namespace lab (each a namespace of this
+    machine, its FRR under a pathspace with no watchfrr, its agent forked by `lab up`)."""
+
+    def __init__(self, namespaces: dict[str, str], start_agent: Callable[[str], object]):
+        self.namespaces, self.start_agent = namespaces, start_agent  # start_agent(node): as `lab up` did
+
+    def kill(self, node: str) -> list[str]:
+        """`kill_node`: every link down, FRR killed; returns the links."""
+        return kill_node(self.namespaces[node])
+
+    def revive(self, node: str, links: list[str], daemons: tuple[str, ...]) -> None:
+        """`revive_node`: the links up, FRR started empty (its agent lived on)."""
+        revive_node(self.namespaces[node], links, daemons)
+
+    def crash_frr(self, node: str) -> list[str]:
+        """kill -9 of ospfd and bgpd (the agent starts them again); returns the ones killed."""
+        return crash_frr(self.namespaces[node])
+
+    def restart_agent(self, node: str) -> None:
+        """kill -9 of the director's agent, then started again as `lab up` did."""
+        kill_agent(node, self.namespaces[node])
+        self.start_agent(node)
+
+    def agent_runs(self, node: str) -> bool:
+        """Whether the director's agent runs (its record names a live process)."""
+        return read_health_record(node, self.namespaces[node]) is not None
+
+    def restart_dead_frr(self, node: str, daemons: tuple[str, ...]) -> bool:
+        """Start the daemons that died again (empty); True when any did (the caller deploys the node)."""
+        namespace = self.namespaces[node]
+        return bool(frr.restart_dead(frr.pathspace_for(namespace), namespace, daemons))

@@ -21,6 +21,7 @@ from lvscluster.apply.commands import DEFAULT_RUNNER, Runner
 from lvscluster.apply.placement import Placement, in_namespaces
 from lvscluster.apply.processes import fork_daemon, terminate
 from lvscluster.errors import ApplyError, EnvironmentProblem, LvsClusterError
+from lvscluster.lab.faults import NetnsFaults
 from lvscluster.lab.common import Progress, add_addresses, add_default_routes, lab_namespaces, not_up, processes_in, quiet, wait_listening
 from lvscluster.lab.layout import LabLayout, Veth, namespace_name, plan_lab
 from lvscluster.lab.record import LabRecord, read_record, remove_state_dir, state_dir, write_record
@@ -294,6 +295,10 @@ class NetnsLab:
     def placements(self, record: LabRecord) -> dict[str, Placement]:
         """Each node in its namespace."""
         return in_namespaces(record.namespaces)
+
+    def faults(self, record: LabRecord) -> NetnsFaults:
+        """The scaletest's faults on the lab's directors, by node."""
+        return NetnsFaults(record.namespaces, lambda node: start_agent(record.name, node))
 
     def frr_daemons(self, record: LabRecord, node: str) -> list[str]:
         """The FRR daemons running in the node's pathspace."""

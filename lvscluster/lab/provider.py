@@ -15,6 +15,7 @@ from lvscluster.apply.placement import Placement
 from lvscluster.errors import LvsClusterError
 from lvscluster.lab.common import Progress, quiet
 from lvscluster.lab.containers import DockerLab
+from lvscluster.lab.faults import NodeFaults
 from lvscluster.lab.netns import NetnsLab
 from lvscluster.lab.record import RECORD_FILE, LabRecord, read_record, state_dir
 from lvscluster.model.cluster import Cluster
@@ -58,6 +59,10 @@ class LabProvider(Protocol):
         """The FRR daemons running on a node (for `lab status`)."""
         ...
 
+    def faults(self, record: LabRecord) -> NodeFaults:
+        """The scaletest's faults on the lab's directors: kill, revive, crash-frr, restart-agent."""
+        ...
+
     def leftovers(self, lab: str) -> bool:
         """Whether anything of the lab is left on this machine, even with no record."""
         ...
@@ -90,6 +95,14 @@ def provider_of(lab: str) -> LabProvider:
     if record is not None:
         return provider_for(record)
     return DOCKER if DOCKER.leftovers(lab) else NETNS  # first: a Docker lab leaves namespaces too
+
+
+def lab_faults(lab: str) -> NodeFaults:
+    """The faults of the running lab `lab` (LvsClusterError when it is not up here)."""
+    record = read_record(lab)
+    if record is None:
+        raise LvsClusterError(f"no lab {lab!r} is up on this machine")
+    return provider_for(record).faults(record)
 
 
 def lab_placements(lab: str) -> dict[str, Placement] | None:

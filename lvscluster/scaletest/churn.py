@@ -6,8 +6,8 @@ steps out against a lab.
 - drain / undrain: the director leaves / rejoins the router's ECMP set (OSPF cost), serving on;
 - kill / revive: abrupt loss (every link down, FRR killed) and the way back (links up, FRR
   started and the node deployed again);
-- crash-frr: kill -9 of a director's ospfd/bgpd (its agent starts them again; without one, the
-  scaletest does after the traffic);
+- crash-frr: kill -9 of a director's ospfd/bgpd (its agent starts them again, in a Docker lab
+  its container's watchfrr; without either, the scaletest does after the traffic);
 - cut-sync / restore-sync: a director's IPVS sync datagrams dropped, then let through again;
 - restart-agent: a director's health-check agent killed and started again;
 - link-down / link-up: a real server's cables pulled (its checks time out) and plugged back.
@@ -25,10 +25,6 @@ from lvscluster.scaletest.report import ChurnEvent
 ACTIONS = ("drain", "undrain", "kill", "revive", "crash-frr", "cut-sync", "restore-sync", "restart-agent",
            "link-down", "link-up")
 REAL_SERVER_ACTIONS = ("link-down", "link-up")
-# what a Docker lab can take: FRR and the agent live inside its containers, where a kill, a
-# revive or a crashed daemon would be reached through `docker` (not yet done); cables, sync
-# (nftables in the attached namespace) and drains (a deploy of the node) work as in a namespace lab
-DOCKER_ACTIONS = ("drain", "undrain", "cut-sync", "restore-sync", "link-down", "link-up")
 # per action: the node states it may follow, and the state it leaves
 _ALLOWED = {"drain": ("active",), "undrain": ("drained",), "kill": ("active", "drained"), "revive": ("killed",),
             "crash-frr": ("active", "drained"), "restart-agent": ("active", "drained"), "link-down": ("active",),
@@ -88,12 +84,6 @@ def _sequence_problems(steps: list[ChurnEvent]) -> list[str]:
             continue
         state[step.node] = _LEAVES.get(step.action, current)
     return problems
-
-
-def docker_lab_problems(events: list[ChurnEvent], lab: str) -> list[str]:
-    """The churn events a Docker lab cannot carry out yet, each named (pure)."""
-    return [f"{e.label}: {e.action} is not available on a Docker lab yet (lab {lab}); "
-            f"use {', '.join(DOCKER_ACTIONS)}, or a namespace lab" for e in events if e.action not in DOCKER_ACTIONS]
 
 
 def chosen_vip(cluster: Cluster, name: str | None) -> Vip:

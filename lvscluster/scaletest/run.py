@@ -2,9 +2,9 @@
 
 Runs where the lab runs (inside the lab VM on a kernel without IPVS). It starts the traffic
 engine (`scaletest.traffic`) in the client's namespace, carries out the churn events at their
-times through the same deploy pipeline as `lvscluster deploy` (drain/undrain) or the lab's
-fault injection (kill/revive here, the smaller faults in `scaletest.faultevents`), watches the router's ECMP next hops for the VIP, samples the
-directors' IPVS counters and connection tables, and builds the report (`scaletest.report`).
+times through the same deploy pipeline as `lvscluster deploy` (drain/undrain) or the lab
+provider's fault injection (kill/revive here, the smaller faults in `scaletest.faultevents`),
+watches the router's ECMP next hops for the VIP, samples the directors' IPVS counters and connection tables, and builds the report (`scaletest.report`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lvscluster.apply.change import change_director
 from lvscluster.apply.placement import Placement, namespaces_of
 from lvscluster.errors import LvsClusterError
 from lvscluster.files import write_atomic
-from lvscluster.lab import faults
+from lvscluster.lab.provider import lab_faults
 from lvscluster.model.cluster import Cluster
 from lvscluster.plan.desired import plan_director, vip_prefix
 from lvscluster.plan.render import frr_daemons
@@ -74,7 +74,7 @@ class Orchestrator:
 
     def __init__(self, cluster: Cluster, lab: dict[str, Placement], test: ScaleTest, progress: Progress):
         self.cluster, self.lab, self.test, self.progress = cluster, lab, test, progress
-        self.namespaces = namespaces_of(lab)  # a namespace lab
+        self.namespaces = namespaces_of(lab)  # each node's namespace (a Docker lab attaches its containers' under the same names)
         clients = cluster.topology.nodes_with_role("client")
         if not clients or not cluster.routers or not cluster.topology.vips:
             raise LvsClusterError(f"scaletest needs a client, a router and a VIP in {cluster.name}")
@@ -88,7 +88,8 @@ class Orchestrator:
         self.directors = list(cluster.directors)
         self.current = cluster
         self.killed_links: dict[str, list[str]] = {}
-        self.faults = FaultEvents(cluster, lab, progress)
+        self.node_faults = lab_faults(cluster.name)
+        self.faults = FaultEvents(cluster, lab, self.node_faults, progress)
         self.lines: list[str] = []
         self.started = threading.Event()
         self.t0 = 0.0
@@ -165,17 +166,16 @@ class Orchestrator:
 
     def carry_out(self, event: ChurnEvent) -> None:
         """Do one churn event now."""
-        namespace = self.namespaces[event.node]
         if event.action in ("drain", "undrain"):
             with self._state_lock:
                 self.current = current = self.current.with_node(event.node, drain=event.action == "drain")
             change_director(current, self.lab, event.node, _quiet)  # one vtysh run, no observing
         elif event.action == "kill":
-            self.killed_links[event.node] = faults.kill_node(namespace)
+            self.killed_links[event.node] = self.node_faults.kill(event.node)
         elif event.action == "revive":
             with self._state_lock:
                 current = self.current
-            faults.revive_node(namespace, self.killed_links.pop(event.node, []), frr_daemons(current, event.node))
+            self.node_faults.revive(event.node, self.killed_links.pop(event.node, []), frr_daemons(current, event.node))
             # a kill leaves IPVS and sync as they were: the revived node needs its FRR config back
             change_director(current, self.lab, event.node, _quiet, frr_restarted=True)
         elif event.action in FAULT_ACTIONS:

@@ -129,13 +129,7 @@ def test_the_docker_transport_configures_nodes_and_the_router_spreads_the_vip(do
     cluster, _ = docker_lab
     nodes = [*cluster.real_servers, *cluster.routers, *cluster.directors]
     assert all(_deploy_through_docker(cluster, node) > 0 for node in nodes)
-    hops, deadline = [], time.monotonic() + 90  # OSPF adjacency in each container, then ECMP in r1's kernel
-    while time.monotonic() < deadline:
-        routes = json.loads(in_container("r1", "ip", "-j", "route", "show", f"{VIP}/32") or "[]")
-        hops = sorted(h["gateway"] for r in routes for h in r.get("nexthops", []))
-        if len(hops) == 2:
-            break
-        time.sleep(1)
+    hops = _ecmp_hops(["10.1.1.2", "10.1.2.2"])  # OSPF adjacency in each container, then ECMP in r1's kernel
     assert hops == ["10.1.1.2", "10.1.2.2"], in_container("r1", "vtysh", "-c", "show ip ospf neighbor")
     assert VIP in in_container("rs1", "ip", "addr", "show", "lo")  # DR real server: the VIP on lo
     assert in_container("rs1", "cat", "/proc/sys/net/ipv4/conf/all/arp_ignore").strip() == "1"
@@ -153,11 +147,67 @@ def test_deploy_to_a_docker_lab_names_the_missing_ipvs(docker_lab) -> None:
     assert "no IPVS" in done.stderr + done.stdout
 
 
-def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docker_client) -> None:
+def _ecmp_hops(wanted: list[str], timeout: float = 90) -> list[str]:
+    """r1's next hops for the VIP once they are `wanted` (else what they were at the end)."""
+    hops, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        routes = json.loads(in_container("r1", "ip", "-j", "route", "show", f"{VIP}/32") or "[]")
+        hops = sorted(h.get("gateway", r.get("gateway")) for r in routes for h in r.get("nexthops", [r]) if r)
+        if hops == wanted:
+            break
+        time.sleep(0.5)
+    return hops
+
+
+def test_each_director_container_runs_its_agent_and_takes_the_scaletests_faults(docker_lab, docker_client) -> None:
+    """`lab up` started `lvscluster agent --local` in each director's container (the topology has
+    checks), and no other. The scaletest's faults on a director container: crash-frr kills
+    ospfd and the container's watchfrr starts it again (empty); restart-agent gives a new agent; kill is
+    a power cut (links down, every process but init gone, r1 drops d2 from ECMP) and revive
+    brings FRR and the agent back, and with d2's FRR config deployed again r1 takes it back."""
+    from lvscluster.lab import dockerfaults
+    from lvscluster.lab.provider import lab_faults
+
+    cluster, _ = docker_lab
+    container = {node: docker_client.containers.get(f"{LAB}.{node}") for node in cluster.topology.nodes}
+    agents = {node: dockerfaults.agent_pids(c) for node, c in container.items()}
+    assert {node for node, pids in agents.items() if pids} == {"d1", "d2"}, agents
+    assert "--node d1 --local" in dict(dockerfaults.processes(container["d1"]))[agents["d1"][0]]
+    faults = lab_faults(LAB)
+    both = ["10.1.1.2", "10.1.2.2"]  # d1's and d2's uplinks
+    assert _ecmp_hops(both) == both  # deployed by the transport test above
+
+    ospfd = [pid for pid, args in dockerfaults.processes(container["d1"]) if args.startswith("/usr/lib/frr/ospfd")]
+    assert faults.crash_frr("d1") == ["ospfd"]
+    dockerfaults.wait_for_frr(container["d1"], ("zebra", "ospfd"), timeout=60)  # watchfrr's restart
+    assert [pid for pid, args in dockerfaults.processes(container["d1"]) if args.startswith("/usr/lib/frr/ospfd")] != ospfd
+    # started empty, as on a machine: the agent puts the config back (here, with no IPVS to
+    # observe, it cannot: the transport does, as the scaletest's repair does where no agent runs)
+    assert _deploy_through_docker(cluster, "d1") > 0
+    assert _ecmp_hops(both) == both
+
+    faults.restart_agent("d1")
+    assert dockerfaults.agent_pids(container["d1"]) not in ([], agents["d1"])
+    assert faults.agent_runs("d1")
+
+    links = faults.kill("d2")
+    assert sorted(links) == ["lan0", "up0"], links
+    left = [args for pid, args in dockerfaults.processes(container["d2"]) if pid != container["d2"].attrs["State"]["Pid"]]
+    assert left == ["sleep infinity"], left  # a power cut: FRR, watchfrr and the agent gone
+    assert not faults.agent_runs("d2")
+    assert _ecmp_hops(["10.1.1.2"]) == ["10.1.1.2"]
+    faults.revive("d2", links, ("zebra", "bfdd", "ospfd"))
+    assert faults.agent_runs("d2")  # it ran before the kill: back, as a boot starts it
+    _deploy_through_docker(cluster, "d2")  # what the scaletest's revive does next: the node's FRR config again
+    assert _ecmp_hops(both) == both
+
+
+def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docker_client, monkeypatch) -> None:
     """`director/rs remove` take the node's container out (the shrink a namespace lab does too);
     `lab grow` (what `director add` does) puts a removed node back and adds a new director: its
     container on its networks, and the router, already there, gains the new uplink's interface,
-    named and addressed as the topology says, while its other interfaces stay as they were."""
+    named and addressed as the topology says, while its other interfaces stay as they were. Before
+    that, two grows fail and leave the lab as it was (`_grows_that_fail_leave_the_lab_as_it_was`)."""
     from lvscluster.lab.common import lab_namespaces
     from lvscluster.lab.provider import provider_of, shrink
 
@@ -177,6 +227,7 @@ def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docke
                      + "  - {endpoints: [r1:d3, d3:up0], subnet: 10.1.3.0/30}\n")
     bigger = Cluster.from_topology(load_topology(grown))
     router_before = in_container("r1", "ip", "-br", "addr")
+    _grows_that_fail_leave_the_lab_as_it_was(docker_client, bigger, grown, router_before, monkeypatch)
     assert sorted(provider_of(LAB).grow(bigger, grown)) == ["c1", "d3"]
     assert in_container("d3", "ip", "-br", "-4", "addr", "show", "up0").split()[2] == "10.1.3.2/30"
     assert in_container("r1", "ip", "-br", "-4", "addr", "show", "d3").split()[2] == "10.1.3.1/30"
@@ -188,3 +239,45 @@ def test_a_node_leaves_the_lab_and_the_lab_grows_by_a_director(docker_lab, docke
     # c1's cable to the router went with c1 (as a veth pair with its namespace) and came back with it
     assert in_container("r1", "ip", "-br", "-4", "addr", "show", "eth0").split()[2] == "172.16.0.2/24"
     assert provider_of(LAB).grow(bigger, grown) == []  # nothing left to add
+
+
+def _grows_that_fail_leave_the_lab_as_it_was(docker_client, bigger: Cluster, grown: Path, router_before: str,
+                                             monkeypatch) -> None:
+    """A grow that fails removes what it made: the new nodes' containers and namespaces, the
+    networks it created, and the interfaces it gave a node already there (r1's new uplinks);
+    the record is the one from before, and the error names the step."""
+    from lvscluster.errors import ApplyError
+    from lvscluster.lab import containers
+    from lvscluster.lab.common import lab_namespaces
+    from lvscluster.lab.provider import provider_of
+    from lvscluster.lab.record import read_record
+
+    labelled = {"label": f"{LABEL}={LAB}"}
+
+    def lab_now():
+        return (sorted(n.name for n in docker_client.networks.list(filters=labelled)),
+                sorted(c.name for c in docker_client.containers.list(all=True, filters=labelled)),
+                sorted(lab_namespaces(LAB)), read_record(LAB), in_container("r1", "ip", "-br", "addr"),
+                sorted(docker_client.containers.get(f"{LAB}.r1").attrs["NetworkSettings"]["Networks"]))
+
+    before = lab_now()
+    assert before[4] == router_before
+    # a real failure: a container of d3's name that is not the lab's stands in the way (c1's
+    # container and both new networks are made by then)
+    squatter = docker_client.containers.create(docker_client.containers.get(f"{LAB}.r1").image, ["true"], name=f"{LAB}.d3")
+    try:
+        with pytest.raises(ApplyError, match="lab grow failed at container d3: .*Conflict"):
+            provider_of(LAB).grow(bigger, grown)
+    finally:
+        squatter.remove(force=True)
+    assert lab_now() == before
+    # a failure after r1 was connected to the new networks and its interfaces named: mocked,
+    # since nothing in a healthy lab fails at that step (c1's default route)
+    def refuse(space, gateways):
+        raise ApplyError(f"default route in {space} refused (mocked)")
+
+    monkeypatch.setattr(containers, "add_default_routes", refuse)
+    with pytest.raises(ApplyError, match="lab grow failed at default route of c1 via 172.16.0.2: .*mocked"):
+        provider_of(LAB).grow(bigger, grown)
+    monkeypatch.undo()
+    assert lab_now() == before  # r1's new interfaces (eth0 to c1, d3 to d3) deleted, Docker's endpoints gone

@@ -1,5 +1,6 @@
-"""The Docker lab on a real IPVS kernel: 8 directors over OSPF as containers, deploy, traffic, a no-op
-deploy, a scaletest with a drain, and `lab down`.
+"""The Docker lab on a real IPVS kernel: 8 directors over OSPF as containers; deploy, traffic, a
+no-op deploy, a scaletest with drain, undrain, crash-frr, kill and revive, a director removed
+and one added under traffic, and `lab down`.
 
 `topology/ecmp8.lvs.yml` as a Docker lab (issue 15): one container per node, one Docker network
 per link. Runs where the kernel has IPVS: inside the test VM on the project's machines, where
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import broken_flows, cli, drain_undrain_holds, http_answers, open_flows, service_counter, wait_for_ecmp
+from labkit import (broken_flows, cli, http_answers, open_flows, run_scaletest, scaletest_exit, service_counter,
+                    wait_for_ecmp)
 
 from lvscluster.lab import vmdocker
 from lvscluster.lab.common import lab_namespaces
@@ -34,11 +36,16 @@ def measured(what: str, started: float) -> None:
 
 @pytest.fixture(scope="module")
 def docker_ecmp8(tmp_path_factory):
-    """ecmp8 as a Docker lab named dockervm, up (not deployed); taken down afterwards."""
+    """ecmp8 as a Docker lab named dockervm, up without agents (not deployed); taken down afterwards."""
     path = tmp_path_factory.mktemp("dockervm") / "ecmp8.lvs.yml"
     path.write_text((ROOT / "topology" / "ecmp8.lvs.yml").read_text().replace("name: ecmp8\n", f"name: {LAB}\n", 1))
     started = time.monotonic()
-    code, output = cli("lab", "up", "--backend", "docker", str(path))
+    # no agents: 8 of them (each a Python of its own in its container) starve the emulated VM's two
+    # CPUs: by hand (2026-12-08) its load went to 12-14, every 1 s check timed out in turn and the
+    # agents quiesced and restored real servers without end; with 5 s checks this module's first
+    # test did not finish in 11 min. The agents of a Docker lab are tested on the demo's two
+    # directors (tests/integration/test_docker_lab.py; docs/docker-lab.md has a run in the VM)
+    code, output = cli("lab", "up", "--backend", "docker", "--no-agents", str(path))
     assert code == 0, output
     for line in output.splitlines():  # the steps' own timings: dockerd start, image import
         if re.search(r"\(\d+(\.\d+)? s\)", line):
@@ -79,18 +86,37 @@ def test_eight_directors_deploy_carry_traffic_and_a_second_deploy_changes_nothin
     measured("no-op deploy", started)
 
 
-def test_a_scaletest_drains_a_director_of_the_docker_lab_and_no_flow_breaks(docker_ecmp8, tmp_path):
+CHURN = "drain d2@5s,crash-frr d4@8s,undrain d2@20s,kill d3@35s,revive d3@50s"
+
+
+def test_a_scaletest_churns_the_docker_lab_and_no_flow_breaks(docker_ecmp8, tmp_path):
     """The scaletest runs on a Docker lab as on a namespace lab (the engine in the client
-    container's namespace): d2 drained and undrained under 40 flows and new connections, the
-    router's ECMP set follows, no flow breaks. A kill is refused on a Docker lab, naming why."""
+    container's namespace): under 40 flows and new connections, d2 is drained and undrained,
+    d4's ospfd and bgpd are killed (its container's watchfrr starts them again, empty; with no
+    agent, the scaletest deploys d4 again after the traffic), and d3 has a power cut (every
+    link down, every process of its container killed) and comes back; the router's ECMP set
+    follows, no flow breaks, and afterwards all 8 directors are back in ECMP."""
     assert len(wait_for_ecmp(LAB, "r1", VIP, 8)) == 8
-    code, output = cli("scaletest", str(docker_ecmp8), "--churn", "kill d2@5s", "--duration", "10")
-    assert code != 0 and "kill is not available on a Docker lab yet" in output, output
-    report = drain_undrain_holds(docker_ecmp8, tmp_path / "docker", "Docker lab scaletest, 8 directors")
+    code, output, report = run_scaletest(
+        docker_ecmp8, tmp_path / "docker", "--echo-port", "80", "--flows", "40", "--interval", "1", "--rate", "5",
+        "--duration", "90", "--echo-timeout", "15", "--churn", CHURN)
+    traffic, events = report["traffic"], {e["label"]: e for e in report["events"]}
+    print(f"measured: Docker lab scaletest, 8 directors: {traffic['flows_broken']} of 40 flows broken, "
+          f"{traffic['new_ok']} new ok, {traffic['new_failed']} failed; ECMP changed after "
+          + ", ".join(f"{label}: {e['ecmp_changed_after']} s" for label, e in events.items())
+          + f"; {report['lab']['verdict_text']} {report['lab']['reasons']}")
+    assert traffic["flows_broken"] == 0, report["broken_flows"]
+    assert traffic["new_failed_by_reason"].get("refused", 0) == 0, traffic
+    assert code == scaletest_exit(report), output
+    assert all(events[label]["ecmp_changed_after"] is not None
+               for label in ("drain d2@5s", "undrain d2@20s", "kill d3@35s")), events
     conns = {d: c["conns"] for d, c in report["directors"]["counters"].items()}
     assert sorted(conns) == list(DIRECTORS) and sum(conns.values()) > 0, conns  # each director's IPVS, read in its namespace
     hops = [len(c["next_hops"]) for c in report["ecmp_changes"]]
-    assert 7 in hops and hops[-1] == 8, report["ecmp_changes"]  # d2 left the ECMP set and came back
+    assert 7 in hops, report["ecmp_changes"]  # a director left the ECMP set
+    started = time.monotonic()
+    assert len(wait_for_ecmp(LAB, "r1", VIP, 8, timeout=120)) == 8  # d3 revived, d4 deployed again
+    measured("all 8 directors back in ECMP after the scaletest's end", started)
 
 
 def test_a_director_leaves_and_another_joins_under_traffic(docker_ecmp8):

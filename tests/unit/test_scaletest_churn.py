@@ -64,15 +64,3 @@ def test_fault_events_name_their_kind_of_node_and_keep_their_order() -> None:
         "--churn: 'link-up rs2@6s': rs2 is active at that time",
         "--churn: 'cut-sync d5@8s': d5's sync is flowing and it is killed at that time",
     ]
-
-
-def test_a_docker_lab_is_told_which_events_it_cannot_take() -> None:
-    from lvscluster.scaletest.churn import docker_lab_problems
-
-    events = parse_churn("drain d3@5s,undrain d3@10s,cut-sync d1@2s,restore-sync d1@4s,kill d4@20s,revive d4@30s",
-                         ECMP8, 40)
-    problems = docker_lab_problems(events, "ecmp8")
-    assert problems == [f"{label}: {action} is not available on a Docker lab yet (lab ecmp8); use drain, undrain, "
-                        "cut-sync, restore-sync, link-down, link-up, or a namespace lab"
-                        for label, action in (("kill d4@20s", "kill"), ("revive d4@30s", "revive"))]
-    assert docker_lab_problems(events[:4], "ecmp8") == []
