@@ -158,6 +158,7 @@ def test_the_scaletest_fault_events_act_on_a_lab_and_are_undone(topology) -> Non
     from lvscluster.model.cluster import Cluster
     from lvscluster.model.loader import load_topology
     from lvscluster.apply.placement import in_namespaces
+    from lvscluster.lab.provider import lab_faults
     from lvscluster.scaletest.faultevents import FaultEvents
     from lvscluster.scaletest.report import ChurnEvent
 
@@ -165,7 +166,7 @@ def test_the_scaletest_fault_events_act_on_a_lab_and_are_undone(topology) -> Non
     cluster = Cluster.from_topology(load_topology(path))
     layout = plan_lab(cluster)
     provider.up(layout, path, agents=False)
-    events = FaultEvents(cluster, in_namespaces(layout.namespaces), lambda _: None)
+    events = FaultEvents(cluster, in_namespaces(layout.namespaces), lab_faults(name), lambda _: None)
     pathspace = frr.pathspace_for(f"{name}.d1")
 
     events.carry_out(ChurnEvent(0, "crash-frr", "d1"))
