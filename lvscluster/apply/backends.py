@@ -278,13 +278,17 @@ class NodeCommandBackend:
 
     def apply(self, actions: list[Action]) -> None:
         """Have the node carry out the actions."""
-        self._call("apply", json.dumps([a.model_dump(mode="json", exclude_none=True) for a in actions]))
+        self._call("apply", json.dumps(_dumped(actions)))
 
     def apply_recorded(self, actions: list[Action], node: str, topology: str | None) -> None:
         """Have the node carry out the actions and keep deploy's record of director `node` there,
         in one hold of its apply lock (`lvscluster node apply` with both on stdin)."""
-        self._call("apply", json.dumps({"actions": [a.model_dump(mode="json", exclude_none=True) for a in actions],
-                                        "record": {"node": node, "topology": topology}}))
+        self._call("apply", json.dumps({"actions": _dumped(actions), "record": {"node": node, "topology": topology}}))
+
+
+def _dumped(actions: list[Action]) -> list[dict]:
+    """Actions as `lvscluster node apply` reads them on stdin."""
+    return [a.model_dump(mode="json", exclude_none=True) for a in actions]
 
 
 class SshBackend(NodeCommandBackend):

@@ -138,8 +138,9 @@ def grow(cluster: Cluster, record: LabRecord, topology_path: Path, progress: Pro
         _build(client, image, cluster, layout, topology_path, new, containers, progress, step, record.agents)
     except Exception as exc:
         progress("lab grow failed; removing what it made")
+        made = {namespace_name(cluster.name, node) for node in new}
         for container in client.containers.list(all=True, filters=labelled):  # the lab's only: not one in its way
-            if container.name in {namespace_name(cluster.name, node) for node in new}:
+            if container.name in made:
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
         for node in new:
